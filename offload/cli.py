@@ -1,0 +1,114 @@
+"""The `offload` command. Thin: parse, call the module that owns the concern, print errors in one line.
+
+Nothing heavy is imported at start-up (paramiko, torch, rich tables): `offload --help` stays fast.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import OffloadError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run PyTorch training on your own GPU box over SSH; locally on the CPU when it is off.")
+hosts_app = typer.Typer(no_args_is_help=True, help="Register and check GPU hosts.")
+app.add_typer(hosts_app, name="hosts")
+DEBUG = {"on": False}
+
+
+@app.callback()
+def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of internal errors.")):
+    DEBUG["on"] = debug
+
+
+@app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+def run(
+    script: str = typer.Argument(..., help="The training script, relative to the project root."),
+    args: Optional[List[str]] = typer.Argument(None, help="Passed to the script exactly as given."),
+    host: Optional[str] = typer.Option(None, "--host", "-H", help="Registered host (default: the first in hosts.yaml)."),
+    nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", min=1, help="Processes (GPUs) per node; >1 uses torchrun."),
+    no_fallback: bool = typer.Option(False, "--no-fallback", help="Fail instead of running locally when the host is unreachable."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1, help="Seconds to wait for the host's SSH banner."),
+    project: Optional[Path] = typer.Option(None, "--project", help="Project directory to sync (default: the current one)."),
+):
+    """Sync the project to the host and run SCRIPT there, streaming its output back."""
+    from .runner import RunOptions, run as run_job
+
+    raise typer.Exit(run_job(RunOptions(script=script, args=list(args or []), host=host, nproc_per_node=nproc_per_node,
+                                        no_fallback=no_fallback, connect_timeout=connect_timeout, project=project)))
+
+
+@app.command()
+def sync(
+    host: Optional[str] = typer.Option(None, "--host", "-H", help="Registered host (default: the first)."),
+    project: Optional[Path] = typer.Option(None, "--project", help="Project directory (default: the current one)."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
+):
+    """Sync the project to the host, without running anything."""
+    from .runner import sync_only
+
+    raise typer.Exit(sync_only(host, project, connect_timeout))
+
+
+@hosts_app.command("add")
+def hosts_add(
+    name: str = typer.Argument(..., help="A short name for the host, e.g. 4070ti."),
+    destination: str = typer.Argument(..., help="[user@]hostname[:port], or an alias from ~/.ssh/config."),
+    port: Optional[int] = typer.Option(None, "--port", "-p"),
+    identity: Optional[str] = typer.Option(None, "--identity", "-i", help="Private key file."),
+    python: Optional[str] = typer.Option(None, "--python", help="The host's Python that has torch."),
+    workdir: Optional[str] = typer.Option(None, "--workdir", help="Where projects go on the host (default ~/offload)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="Processes per node by default."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Accept the host's key without asking."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
+):
+    """Register a host; connects once to confirm its key."""
+    from .registry_commands import add_host
+
+    raise typer.Exit(add_host(name, destination, dict(port=port, identity_file=identity, python=python,
+                                                      workdir=workdir, gpus=gpus), yes, connect_timeout))
+
+
+@hosts_app.command("list")
+def hosts_list():
+    """Show registered hosts."""
+    from .registry_commands import list_hosts
+
+    raise typer.Exit(list_hosts())
+
+
+@hosts_app.command("remove")
+def hosts_remove(name: str = typer.Argument(...)):
+    """Forget a host (its known key stays in offload's known_hosts)."""
+    from .registry_commands import remove_host
+
+    raise typer.Exit(remove_host(name))
+
+
+@hosts_app.command("check")
+def hosts_check(
+    name: Optional[str] = typer.Argument(None, help="One host (default: all)."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
+):
+    """Reach each host and report Python, torch, CUDA, GPUs and free disk."""
+    from .registry_commands import check_hosts
+
+    raise typer.Exit(check_hosts(name, connect_timeout))
+
+
+def main() -> None:
+    try:
+        app()
+    except OffloadError as exc:
+        hint = f" (hint: {exc.hint})" if exc.hint else ""
+        print(f"offload: error: {exc.message}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a bare traceback
+        if "--debug" in sys.argv[1:2] or DEBUG["on"]:
+            raise
+        print(f"offload: internal error: {type(exc).__name__}: {exc} (run `offload --debug ...` for the traceback)",
+              file=sys.stderr)
+        sys.exit(70)

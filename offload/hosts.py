@@ -1,0 +1,131 @@
+"""The host registry: hosts.yaml, read with line numbers for errors, written back on add/remove.
+
+Each host entry keeps only what the user set; defaults and ~/.ssh/config are applied when a host is
+resolved (resolve.py), so that the precedence flag > hosts.yaml > ~/.ssh/config > default holds.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+from . import home
+from .errors import OffloadError
+
+# key: (type check, description for errors)
+FIELDS = {
+    "hostname": (str, "a host name, address or ~/.ssh/config alias"),
+    "user": (str, "a user name"),
+    "port": (int, "a port number"),
+    "identity_file": (str, "a path to a private key"),
+    "proxy_jump": (str, "[user@]host[:port] of a jump host"),
+    "python": (str, "the host's Python interpreter that has torch"),
+    "workdir": (str, "a directory on the host"),
+    "gpus": (int, "processes per node"),
+    "env": (dict, "a mapping of environment variables"),
+}
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class Registry:
+    def __init__(self, path: Path, hosts: dict):
+        self.path = path
+        self.hosts = hosts  # name -> entry dict, in file order (the first is the default host)
+
+    @property
+    def default_name(self) -> str | None:
+        return next(iter(self.hosts), None)
+
+    def get(self, name: str) -> dict:
+        if name not in self.hosts:
+            known = ", ".join(self.hosts) or "none registered"
+            raise OffloadError(f"unknown host {name!r} (known: {known})",
+                               hint=f"register it: offload hosts add {name} [user@]hostname")
+        return self.hosts[name]
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump({"hosts": self.hosts}, sort_keys=False, default_flow_style=False)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("# offload hosts; every key is described in hosts.example.yaml\n" + text)
+        os.replace(tmp, self.path)
+
+
+def load(path: Path | None = None) -> Registry:
+    path = path or home.hosts_file()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return Registry(path, {})
+    except OSError as exc:
+        raise OffloadError(f"cannot read {path}: {exc.strerror}") from None
+    return Registry(path, parse(text, str(path)))
+
+
+def parse(text: str, filename: str) -> dict:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{filename}:{mark.line + 1}" if mark else filename
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise OffloadError(f"{where}: not valid YAML: {problem}", hint="fix the file, or remove it and use `offload hosts add`") from None
+    if data is None:
+        return {}
+
+    def fail(node, message: str):
+        line = node.start_mark.line + 1 if node is not None else 1
+        raise OffloadError(f"{filename}:{line}: {message}", hint="see hosts.example.yaml for every key")
+
+    if not isinstance(data, dict) or not isinstance(data.get("hosts", {}), (dict, type(None))):
+        fail(root, "expected a mapping `hosts:` of host names to settings")
+    unknown_top = set(data) - {"hosts"}
+    if unknown_top:
+        fail(child(root, sorted(unknown_top)[0]), f"unknown key {sorted(unknown_top)[0]!r} (only `hosts:`)")
+    hosts = data.get("hosts") or {}
+    hosts_node = child(root, "hosts")
+    for name, entry in hosts.items():
+        entry_node = child(hosts_node, name)
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            fail(entry_node, f"bad host name {name!r}: use letters, digits, '.', '_' and '-'")
+        if entry is None:
+            hosts[name] = entry = {}
+        if not isinstance(entry, dict):
+            fail(entry_node, f"host {name}: expected a mapping of settings")
+        for key, value in entry.items():
+            problem = check_field(key, value)
+            if problem:
+                fail(child(entry_node, key), f"host {name}: {problem}")
+    return hosts
+
+
+def check_field(key: str, value) -> str | None:
+    """What is wrong with one setting, or None."""
+    if key not in FIELDS:
+        return f"unknown key {key!r} (known: {', '.join(FIELDS)})"
+    kind, description = FIELDS[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"{key} must be {description}, not {value!r}"
+    if kind is not int and not isinstance(value, kind):
+        return f"{key} must be {description}, not {value!r}"
+    if key == "port" and not 0 < value < 65536:
+        return f"port must be between 1 and 65535, not {value}"
+    if key == "gpus" and value < 1:
+        return f"gpus must be at least 1, not {value}"
+    if key == "env" and not all(isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in value.items()):
+        return "env must map names to strings"
+    if key in ("python", "workdir") and value.startswith("~") and not (value == "~" or value.startswith("~/")):
+        return f"{key}: only ~/ is understood, not {value!r}"
+    return None
+
+
+def child(node, key):
+    """The value node under `key` in a YAML mapping node (for line numbers), or the node itself."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == str(key):
+                return value_node if isinstance(value_node, yaml.MappingNode) else key_node
+    return node

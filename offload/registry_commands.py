@@ -1,0 +1,94 @@
+"""`offload hosts add|list|remove|check`: the registry edited and shown, keys confirmed."""
+from __future__ import annotations
+
+import sys
+
+from . import hosts
+from .errors import HostUnreachable, OffloadError
+from .resolve import resolve, split_destination
+from .runner import ask_host_key, say
+
+
+def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float) -> int:
+    registry = hosts.load()
+    if not hosts.NAME_PATTERN.match(name):
+        raise OffloadError(f"bad host name {name!r}: use letters, digits, '.', '_' and '-'")
+    if name in registry.hosts:
+        raise OffloadError(f"host {name} is already registered", hint=f"offload hosts remove {name} first")
+    user, hostname, port = split_destination(destination)
+    entry = {"hostname": hostname, "user": user, "port": flags.pop("port", None) or port, **flags}
+    entry = {key: value for key, value in entry.items() if value is not None}
+    for key, value in entry.items():
+        problem = hosts.check_field(key, value)
+        if problem:
+            raise OffloadError(problem)
+    target = resolve(name, entry)
+    from .hostkeys import fingerprint
+    from . import ssh
+
+    def confirm(target, key) -> bool:
+        print(f"{target.name} ({target.known_hosts_name}) presents {key.get_name()} key {fingerprint(key)}",
+              file=sys.stderr)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise OffloadError(f"cannot confirm the host key of {name} without a terminal",
+                               hint="compare the fingerprint above with the host's, then add --yes")
+        return input("Trust this key? [y/N] ").strip().lower() in ("y", "yes")
+
+    try:
+        ssh.connect(target, timeout, confirm=confirm).close()
+    except HostUnreachable as exc:
+        registry.hosts[name] = entry
+        registry.save()
+        say(f"warning: {name} is unreachable now ({exc.reason}); saved anyway. "
+            f"Its key will be confirmed by `offload hosts check {name}`")
+        return 0
+    registry.hosts[name] = entry
+    registry.save()
+    say(f"added {name} ({target.address}) to {registry.path}")
+    return 0
+
+
+def list_hosts() -> int:
+    registry = hosts.load()
+    if not registry.hosts:
+        say(f"no hosts registered in {registry.path}; add one with `offload hosts add NAME [user@]hostname`")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "address", "python", "workdir", "gpus", box=None)
+    for index, (name, entry) in enumerate(registry.hosts.items()):
+        target = resolve(name, entry)
+        label = name + (" (default)" if index == 0 else "")
+        table.add_row(label, target.address, target.python, target.workdir, str(target.gpus))
+    Console().print(table)
+    return 0
+
+
+def remove_host(name: str) -> int:
+    registry = hosts.load()
+    registry.get(name)
+    del registry.hosts[name]
+    registry.save()
+    say(f"removed {name}")
+    return 0
+
+
+def check_hosts(name: str | None, timeout: float) -> int:
+    from .checks import COLUMNS, check_host, healthy
+
+    registry = hosts.load()
+    names = [name] if name else list(registry.hosts)
+    if not names:
+        raise OffloadError("no hosts registered", hint="offload hosts add NAME [user@]hostname")
+    rows = [check_host(resolve(n, registry.get(n)), timeout, confirm=ask_host_key) for n in names]
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*COLUMNS)
+    for row in rows:
+        table.add_row(*(row[c] for c in COLUMNS))
+    Console(width=200).print(table)
+    return 0 if all(healthy(r) for r in rows) else 1

@@ -1,0 +1,103 @@
+"""From a host name to everything needed to reach it, with one precedence written out once:
+
+    explicit flag  >  hosts.yaml  >  ~/.ssh/config  >  default
+"""
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+
+from . import home
+
+DEFAULTS = {"port": 22, "python": "python3", "workdir": "~/offload", "gpus": 1}
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    name: str                 # the registry name, e.g. "4070ti"
+    hostname: str             # what the TCP connection goes to
+    port: int
+    user: str
+    identity_files: tuple = ()
+    proxy_jump: str | None = None
+    python: str = DEFAULTS["python"]
+    workdir: str = DEFAULTS["workdir"]
+    gpus: int = 1
+    env: dict = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How OpenSSH names this host in known_hosts."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def split_destination(destination: str) -> tuple:
+    """'alice@box:2222' -> ('alice', 'box', 2222); parts not given are None."""
+    user, _, rest = destination.rpartition("@")
+    hostname, port = rest, None
+    if rest.count(":") == 1:
+        hostname, port_text = rest.split(":")
+        if not port_text.isdigit():
+            from .errors import OffloadError
+
+            raise OffloadError(f"bad port in {destination!r}")
+        port = int(port_text)
+    return (user or None), hostname, port
+
+
+def ssh_config_for(alias: str) -> dict:
+    """~/.ssh/config's settings for `alias` (paramiko's parser, lower-case keys), or {}."""
+    path = home.ssh_dir() / "config"
+    if not path.is_file():
+        return {}
+    import paramiko
+
+    try:
+        found = paramiko.SSHConfig.from_path(str(path)).lookup(alias)
+    except Exception as exc:  # a config paramiko cannot parse must not hide the host entirely
+        from .errors import OffloadError
+
+        raise OffloadError(f"cannot read {path}: {exc}") from None
+    return dict(found)
+
+
+def resolve(name: str, entry: dict, flags: dict | None = None, ssh_config: dict | None = None) -> SSHTarget:
+    """Pure: combine flags, the hosts.yaml entry and ~/.ssh/config for one host."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    alias = flags.get("hostname") or entry.get("hostname") or name
+    config = ssh_config_for(alias) if ssh_config is None else ssh_config
+
+    def pick(key: str, config_key: str | None = None, default=None):
+        for source in (flags.get(key), entry.get(key), config.get(config_key) if config_key else None):
+            if source is not None:
+                return source
+        return default
+
+    identity = pick("identity_file")
+    if identity is not None:
+        identity_files = (os.path.expanduser(identity),)
+    else:
+        identity_files = tuple(os.path.expanduser(p) for p in config.get("identityfile", []))
+    return SSHTarget(
+        name=name,
+        hostname=config.get("hostname", alias),
+        port=int(pick("port", "port", DEFAULTS["port"])),
+        user=pick("user", "user", None) or getpass.getuser(),
+        identity_files=identity_files,
+        proxy_jump=pick("proxy_jump", "proxyjump"),
+        python=pick("python", default=DEFAULTS["python"]),
+        workdir=pick("workdir", default=DEFAULTS["workdir"]),
+        gpus=int(pick("gpus", default=DEFAULTS["gpus"])),
+        env={k: str(v) for k, v in (pick("env", default={}) or {}).items()},
+    )
+
+
+def resolve_jump(spec: str) -> SSHTarget:
+    """A ProxyJump hop, 'user@host:port' or an ~/.ssh/config alias, resolved like ssh does."""
+    user, hostname, port = split_destination(spec)
+    return resolve(spec, {}, flags={"hostname": hostname, "user": user, "port": port})

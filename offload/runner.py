@@ -1,0 +1,208 @@
+"""`offload run` and `offload sync`: pick the target, sync, launch through the agent, follow the output.
+
+A host that cannot be reached falls back to a local run through the very same agent code; a host that
+answers but refuses us (authentication, host key) is an error, never a fallback.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import agent as agents
+from . import hosts, launch, runs, ssh, stream
+from .errors import HostUnreachable, OffloadError, RemoteError
+from .resolve import resolve
+
+LOCAL = "local"
+
+
+@dataclass
+class RunOptions:
+    script: str
+    args: list = field(default_factory=list)
+    host: str | None = None
+    nproc_per_node: int | None = None
+    no_fallback: bool = False
+    connect_timeout: float = 10.0
+    project: Path | None = None
+
+
+def say(message: str) -> None:
+    print(f"offload: {message}", file=sys.stderr, flush=True)
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def ask_host_key(target, key) -> bool:
+    """In a terminal, show the fingerprint and ask, as ssh does; elsewhere refuse."""
+    if not interactive():
+        return False
+    from .hostkeys import fingerprint
+
+    print(f"The authenticity of host {target.name} ({target.known_hosts_name}) can't be established.\n"
+          f"{key.get_name()} key fingerprint is {fingerprint(key)}.", file=sys.stderr)
+    answer = input("Trust this key and continue connecting? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def project_root_of(options_project: Path | None) -> Path:
+    root = Path(options_project or Path.cwd()).resolve()
+    if not root.is_dir():
+        raise OffloadError(f"project directory {root} does not exist")
+    return root
+
+
+def script_in_project(root: Path, script: str) -> str:
+    path = Path(script)
+    absolute = (path if path.is_absolute() else root / path).resolve()
+    if not absolute.is_file():
+        raise OffloadError(f"script {script} not found in {root}", hint="run offload from your project's directory, or pass --project DIR")
+    try:
+        return absolute.relative_to(root).as_posix() if path.is_absolute() else script
+    except ValueError:
+        raise OffloadError(f"script {script} is outside the project {root}") from None
+
+
+def connect_target(host_name: str | None, timeout: float, no_fallback: bool):
+    """(target, client) for the chosen host, or (None, None) for a local run, saying why."""
+    registry = hosts.load()
+    name = host_name or registry.default_name
+    if name is None:
+        if no_fallback:
+            raise OffloadError("no host registered and --no-fallback given", hint="offload hosts add NAME [user@]hostname")
+        say("no host registered: running locally on this machine's CPU (add one with `offload hosts add`)")
+        return None, None
+    target = resolve(name, registry.get(name))
+    try:
+        return target, ssh.connect(target, timeout, confirm=ask_host_key)
+    except HostUnreachable as exc:
+        if no_fallback:
+            raise
+        say(f"{name} ({target.address}) is unreachable ({exc.reason}): running locally on this machine's CPU instead")
+        return None, None
+
+
+def open_agent(target, client):
+    agent = agents.start_remote(client, target) if target else agents.start_local()
+    if not agent.hello.get("has_torch"):
+        agent.close()
+        where = f"on {target.name}" if target else "on this machine"
+        raise RemoteError(f"python {agent.hello['python']} {where} has no torch",
+                          hint="install torch there, or set python for this host in hosts.yaml to one that has it")
+    return agent
+
+
+def run(options: RunOptions) -> int:
+    root = project_root_of(options.project)
+    script = script_in_project(root, options.script)
+    entries = None
+    if options.host or hosts.load().default_name:
+        from .ignore import explain, scan_project
+
+        entries = scan_project(root)
+        if script not in {e.path for e in entries}:
+            rule = explain(root, script) or "an ignore rule"
+            raise OffloadError(f"{script} would not be synced: excluded by {rule}", hint=f"add `!{script}` to .offloadignore")
+    target, client = connect_target(options.host, options.connect_timeout, options.no_fallback)
+    agent = open_agent(target, client)
+    try:
+        if target:
+            from .sync import sync_project
+
+            synced = sync_project(agent, root, target.workdir, entries)
+            cwd, nproc, host_env = synced.project_dir, options.nproc_per_node or target.gpus, target.env
+        else:
+            cwd, nproc, host_env = str(root), options.nproc_per_node or 1, {}
+        return launch_and_follow(agent, target, root, cwd, script, options.args, nproc, host_env)
+    finally:
+        agent.close()
+        if client is not None:
+            client.close()
+
+
+def launch_and_follow(agent, target, root: Path, cwd: str, script: str, args: list, nproc: int, host_env: dict) -> int:
+    run_id = runs.new_run_id()
+    argv = launch.plan_launch(agent.hello["python"], script, args, nproc)
+    run_dir = f"{cwd}/.offload/runs/{run_id}" + ("" if target else "/job")
+    record = runs.RunRecord(root, run_id)
+    record.create(host=target.name if target else LOCAL, address=target.address if target else None,
+                  argv=argv, fallback=target is None, project_dir=cwd, run_dir=run_dir)
+    started = agent.request("start", run_dir=run_dir, cwd=cwd, argv=argv, env=launch.job_env(host_env, run_id))
+    say(f"run {run_id} started on {target.name if target else 'this machine'} (pid {started.get('pid')})")
+    sink = stream.TerminalAndLog(record.log_path)
+    try:
+        if target is None:
+            with stop_on_interrupt(record.run_id, started.get("pgid")):
+                return finish(record, stream.follow(agent, run_dir, 0, sink))
+        try:
+            return finish(record, stream.follow(agent, run_dir, 0, sink))
+        except KeyboardInterrupt:  # a remote run goes on: the laptop was only watching it
+            say(f"detached: run {record.run_id} goes on on {target.name}; its log is {run_dir}/output.log there")
+            record.update(detached=True)
+            return 130
+    finally:
+        sink.close()
+
+
+def finish(record, finished: dict) -> int:
+    code = stream.exit_code_of(finished)
+    record.update(ended_at=runs.timestamp(), exit_code=code, signal=finished.get("signal"), state=finished.get("state"))
+    if finished.get("state") == "lost":
+        say(f"run {record.run_id} was lost: its supervisor died without recording an exit")
+    elif finished.get("signal"):
+        say(f"run {record.run_id} was killed by {finished['signal']}")
+    elif code:
+        say(f"run {record.run_id} exited with code {code}")
+    return code
+
+
+class stop_on_interrupt:
+    """Ctrl-C during a local run stops the job (SIGTERM to its process group; a second Ctrl-C, SIGKILL),
+    and the output is followed to the end so the log and the exit status are complete."""
+
+    def __init__(self, run_id: str, pgid: int | None):
+        self.run_id, self.pgid, self.presses = run_id, pgid, 0
+
+    def handle(self, signum, frame):
+        self.presses += 1
+        say(f"stopping local run {self.run_id}" if self.presses == 1 else "killing it")
+        if self.pgid:
+            try:
+                os.killpg(self.pgid, signal.SIGTERM if self.presses == 1 else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def sync_only(host_name: str | None, project: Path | None, connect_timeout: float) -> int:
+    root = project_root_of(project)
+    registry = hosts.load()
+    name = host_name or registry.default_name
+    if name is None:
+        raise OffloadError("no host to sync to", hint="offload hosts add NAME [user@]hostname")
+    target = resolve(name, registry.get(name))
+    client = ssh.connect(target, connect_timeout, confirm=ask_host_key)
+    try:
+        agent = agents.start_remote(client, target)
+        try:
+            from .sync import sync_project
+
+            result = sync_project(agent, root, target.workdir)
+        finally:
+            agent.close()
+    finally:
+        client.close()
+    say(f"synced {result.sent_files} files ({result.sent_bytes} bytes), deleted {result.deleted}, "
+        f"{result.unchanged} unchanged -> {name}:{result.project_dir}")
+    return 0

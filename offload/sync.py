@@ -1,0 +1,172 @@
+"""Sync a project to the host through the agent: plan (pure), then send only what differs.
+
+A file is up to date on the host when kind, size, mtime (to the nanosecond) and permission bits match,
+as rsync's quick check decides; the agent sets each file's mtime to the laptop's after writing it.
+Deletions touch only paths an earlier sync put there and that are gone locally.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from remote_agent import protocol
+
+from .errors import OffloadError
+from .ignore import LocalEntry, scan_project, summarize
+
+MAX_RESENDS = 3  # a file still changing after this many tries is reported, not chased forever
+
+
+@dataclass
+class SyncPlan:
+    send: list = field(default_factory=list)    # LocalEntry objects
+    delete: list = field(default_factory=list)  # paths a sync put there and that are gone locally
+    forget: list = field(default_factory=list)  # synced paths now excluded locally: kept, no longer ours
+    unchanged: int = 0
+
+
+@dataclass
+class SyncResult:
+    project_dir: str
+    sent_files: int
+    sent_bytes: int
+    deleted: int
+    unchanged: int
+
+
+def up_to_date(entry: LocalEntry, remote: list | None) -> bool:
+    if remote is None:
+        return False
+    kind, size, mtime_ns, mode, target = remote
+    if kind != entry.kind:
+        return False
+    if kind == "file":
+        return size == entry.size and mtime_ns == entry.mtime_ns and (mode & 0o777) == (entry.mode & 0o777)
+    if kind == "link":
+        return target == entry.target
+    return True
+
+
+def plan_sync(local: list, present: dict, synced: list, exists_locally) -> SyncPlan:
+    """Pure: local entries, what the host has (path -> [kind, size, mtime_ns, mode, target]), what earlier
+    syncs put there, and a predicate telling whether a path still exists locally (ignored or not)."""
+    plan = SyncPlan()
+    local_paths = set()
+    for entry in local:
+        local_paths.add(entry.path)
+        if up_to_date(entry, present.get(entry.path)):
+            plan.unchanged += 1
+        else:
+            plan.send.append(entry)
+    for path in synced:
+        if path in local_paths:
+            continue
+        (plan.forget if exists_locally(path) else plan.delete).append(path)
+    return plan
+
+
+def project_dir_name(project_root: Path) -> str:
+    """<name>-<8 hex of the local absolute path>: two checkouts of the same name never collide."""
+    absolute = str(project_root.resolve())
+    return f"{project_root.resolve().name}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
+
+
+def sync_project(agent, project_root: Path, workdir: str, entries: list | None = None, out=sys.stderr) -> SyncResult:
+    entries = scan_project(project_root) if entries is None else entries
+    prepared = agent.request("prepare", workdir=workdir, project=project_dir_name(project_root))
+    project_dir = prepared["project_dir"]
+    manifest = agent.request("manifest", project_dir=project_dir, paths=[e.path for e in entries])
+    plan = plan_sync(entries, manifest["present"], manifest["synced"],
+                     lambda path: os.path.lexists(project_root / path))
+    if not plan.send and not plan.delete:
+        print(f"sync: {agent.label} is up to date ({plan.unchanged} files)", file=out)
+        return SyncResult(project_dir, 0, 0, 0, plan.unchanged)
+    total = sum(e.size for e in plan.send)
+    if total > prepared["free_bytes"]:
+        raise OffloadError(f"not enough disk on {agent.label}: {total} bytes to send, {prepared['free_bytes']} free",
+                           hint="free space there, or point workdir at a bigger disk in hosts.yaml")
+    line = f"sync: {summarize(plan.send)}" if plan.send else "sync: nothing to send"
+    if plan.delete:
+        line += f"; {len(plan.delete)} to delete"
+    print(f"{line} -> {agent.label}:{project_dir}", file=out)
+    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget)
+    pending = list(plan.send)
+    with progress_bar(total, out) as advance:
+        for attempt in range(MAX_RESENDS):
+            pending = [e for e in (send_entry(agent, project_root, e, advance) for e in pending) if e is not None]
+            if not pending:
+                break
+            pending = [refresh(project_root, e) for e in pending]
+            pending = [e for e in pending if e is not None]
+    agent.send("end")
+    applied = agent.recv()
+    if pending:
+        raise OffloadError(f"{pending[0].path} kept changing while it was being sent; it was not synced",
+                           hint="stop whatever writes it, or add it to .offloadignore")
+    return SyncResult(project_dir, applied["written"], applied["bytes"], applied["deleted"], plan.unchanged)
+
+
+def refresh(project_root: Path, entry: LocalEntry) -> LocalEntry | None:
+    """The entry as it is now on disk (None if it is gone)."""
+    path = project_root / entry.path
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return LocalEntry(entry.path, entry.kind, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777, entry.target)
+
+
+def send_entry(agent, project_root: Path, entry: LocalEntry, advance) -> LocalEntry | None:
+    """Stream one entry. Returns the entry if it changed while being sent (the host was told to drop it)."""
+    header = {"path": entry.path, "kind": entry.kind, "mode": entry.mode, "mtime_ns": entry.mtime_ns}
+    if entry.kind != "file":
+        agent.writer.write(protocol.encode("put", **header, target=entry.target))
+        return None
+    try:
+        f = open(project_root / entry.path, "rb")
+    except FileNotFoundError:
+        return None  # deleted since the scan: the next sync deletes it on the host too
+    with f:
+        before = os.fstat(f.fileno())
+        size = before.st_size
+        header.update(size=size, mtime_ns=before.st_mtime_ns)
+        agent.writer.write(protocol.encode("put", **header))
+        remaining, padded = size, False
+        while remaining:
+            piece = f.read(min(remaining, protocol.CHUNK))
+            if not piece:  # the file shrank under us: keep the stream in step, then drop it
+                piece, padded = b"\0" * min(remaining, protocol.CHUNK), True
+            agent.writer.write(piece)
+            remaining -= len(piece)
+            advance(len(piece))
+        after = os.fstat(f.fileno())
+    if padded or (after.st_size, after.st_mtime_ns) != (size, before.st_mtime_ns):
+        agent.writer.write(protocol.encode("drop", path=entry.path))
+        return entry
+    return None
+
+
+class progress_bar:
+    """A rich progress bar for transfers worth watching, on a terminal only."""
+
+    def __init__(self, total: int, out):
+        self.total, self.out, self.progress = total, out, None
+
+    def __enter__(self):
+        if self.total < (8 << 20) or not getattr(self.out, "isatty", lambda: False)():
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        self.progress = Progress("sync", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                 console=Console(file=self.out), transient=True)
+        self.progress.start()
+        task = self.progress.add_task("sync", total=self.total)
+        return lambda n: self.progress.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()

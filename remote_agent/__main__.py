@@ -1,0 +1,85 @@
+"""Agent entry point: `python -m remote_agent`, run in the directory that holds the package.
+
+Stdout carries protocol messages only; anything else the agent or a library might print goes to stderr.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+from . import facts, files, jobs, protocol
+
+AGENT_VERSION = "0.1.0"
+
+
+class Agent:
+    def __init__(self, inp, out):
+        self.inp = inp
+        self.out = out
+        self.receiver = files.Receiver()
+
+    def send(self, message_type: str, /, **fields) -> None:
+        protocol.write_message(self.out, message_type, **fields)
+
+    def serve(self) -> None:
+        self.send("hello", agent=AGENT_VERSION, **facts.hello())
+        while True:
+            message = protocol.read_message(self.inp)
+            if message is None or message["t"] == "bye":
+                return
+            try:
+                self.handle(message)
+            except files.RequestError as exc:
+                self.send("error", code=exc.code, message=str(exc))
+            except OSError as exc:
+                self.send("error", code=error_code(exc), message=describe_os_error(exc))
+
+    def handle(self, message: dict) -> None:
+        kind = message["t"]
+        if kind == "facts":
+            self.send("facts", **facts.collect(message.get("workdir", "~")))
+        elif kind == "prepare":
+            self.send("prepared", **files.prepare(message["workdir"], message["project"]))
+        elif kind == "manifest":
+            self.send("manifest", **self.receiver.manifest(message["project_dir"], message["paths"]))
+        elif kind == "apply":
+            self.send("applied", **self.receiver.apply(message, self.inp))
+        elif kind == "start":
+            self.send("started", **jobs.start(message))
+        elif kind == "follow":
+            jobs.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out)
+        elif kind == "status":
+            self.send("status", **jobs.read_status(message["run_dir"]))
+        elif kind == "stop":
+            self.send("stopped", **jobs.stop(message["run_dir"], float(message.get("grace", 10))))
+        else:
+            raise files.RequestError("bad_request", f"unknown request {kind!r}")
+
+
+def error_code(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk_full"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
+        return "not_writable"
+    return "os_error"
+
+
+def describe_os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
+def main() -> None:
+    protocol_out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
+    os.dup2(2, 1)  # a stray print() in the agent or a library must never corrupt the channel
+    sys.stdout = sys.stderr
+    os.chdir(os.path.expanduser("~"))
+    try:
+        Agent(sys.stdin.buffer, protocol_out).serve()
+    except (BrokenPipeError, ConnectionResetError, protocol.ProtocolError, KeyboardInterrupt):
+        pass  # the laptop went away; jobs run on, detached
+
+
+if __name__ == "__main__":
+    main()

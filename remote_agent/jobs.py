@@ -1,0 +1,174 @@
+"""Start a job detached from the agent, follow its log, report and stop it.
+
+The job runs under a supervisor process in a session of its own (see supervisor.py), which writes
+output.log and status.json in the run directory. The agent only reads them, so the agent (and the SSH
+link it lives on) can die at any moment without touching the job.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from . import protocol
+from .files import RequestError
+
+STATUS = "status.json"
+LOG = "output.log"
+JOB = "job.json"
+START_DEADLINE_S = 15.0
+IDLE_TICK_S = 2.0  # while a job is quiet, a tick tells the laptop the link is alive
+POLL_S = 0.05
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+def write_json(path: str, data: dict) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f)
+    os.replace(path + ".tmp", path)
+
+
+def start(request: dict) -> dict:
+    run_dir = os.path.abspath(os.path.expanduser(request["run_dir"]))
+    cwd = os.path.abspath(os.path.expanduser(request["cwd"]))
+    if not os.path.isdir(cwd):
+        raise RequestError("bad_request", f"project directory {cwd} does not exist on the host")
+    os.makedirs(run_dir)
+    write_json(os.path.join(run_dir, JOB), {"argv": request["argv"], "cwd": cwd, "env": request.get("env", {})})
+    agent_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.Popen(
+        [sys.executable, "-m", "remote_agent.supervisor", run_dir],
+        cwd=agent_root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True,  # its own session: a hangup on the link never reaches it
+    )
+    deadline = time.monotonic() + START_DEADLINE_S
+    while time.monotonic() < deadline:
+        status = read_status(run_dir)
+        if status["state"] != "starting":
+            return status
+        time.sleep(POLL_S)
+    raise RequestError("spawn_failed", f"the job did not start within {START_DEADLINE_S:.0f} s (see {run_dir})")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_status(run_dir: str) -> dict:
+    run_dir = os.path.abspath(os.path.expanduser(run_dir))
+    if not os.path.isdir(run_dir):
+        raise RequestError("no_such_run", f"no run directory {run_dir} on the host")
+    try:
+        with open(os.path.join(run_dir, STATUS)) as f:
+            status = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return {"state": "starting", "run_dir": run_dir}
+    if status["state"] == "running" and not alive(status["supervisor_pid"]):
+        status["state"] = "lost"  # the supervisor was killed: nobody will record an exit code
+    status["run_dir"] = run_dir
+    return status
+
+
+def follow(run_dir: str, offset: int, send, out) -> None:
+    """Send the log from `offset` as it grows, then the exit. Returns early if the laptop speaks."""
+    run_dir = os.path.abspath(os.path.expanduser(run_dir))
+    status = read_status(run_dir)
+    last_sent = time.monotonic()
+    with open(os.path.join(run_dir, LOG), "rb") as log:
+        log.seek(offset)
+        while True:
+            data = log.read(protocol.CHUNK)
+            if data:
+                send_output(out, offset, data)
+                offset += len(data)
+                last_sent = time.monotonic()
+                continue
+            if status["state"] not in ("running", "starting"):
+                send("exit", **status, offset=offset)
+                return
+            if time.monotonic() - last_sent > IDLE_TICK_S:
+                send("tick", offset=offset)
+                last_sent = time.monotonic()
+            if laptop_spoke(POLL_S):
+                return
+            status = read_status(run_dir)  # read before the last drain of the log, so no output is missed
+
+
+def send_output(out, offset: int, data: bytes) -> None:
+    out.write(protocol.encode("output", offset=offset, size=len(data)))
+    out.write(data)
+    out.flush()
+
+
+def laptop_spoke(timeout: float) -> bool:
+    """True when the laptop sent something (or hung up) while we were following."""
+    try:
+        readable, _, _ = select.select([sys.stdin.fileno()], [], [], timeout)
+    except (OSError, ValueError):
+        time.sleep(timeout)
+        return False
+    return bool(readable)
+
+
+def stop(run_dir: str, grace: float) -> dict:
+    """SIGTERM to the job's whole process group, SIGKILL to what is left after `grace` seconds."""
+    status = read_status(run_dir)
+    if status["state"] != "running":
+        return {"state": status["state"], "signalled": None}
+    pgid = status["pgid"]
+    sent = "SIGTERM"
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return {"state": "exited", "signalled": None}
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and group_alive(pgid):
+        time.sleep(POLL_S)
+    if group_alive(pgid):
+        os.killpg(pgid, signal.SIGKILL)
+        sent = "SIGKILL"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and read_status(run_dir)["state"] == "running":
+        time.sleep(POLL_S)
+    return {"state": read_status(run_dir)["state"], "signalled": sent}
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return any(alive(pid) for pid in group_members(pgid))
+
+
+def group_members(pgid: int) -> list:
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                members.append(int(name))
+    return members

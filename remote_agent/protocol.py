@@ -1,0 +1,61 @@
+"""The one definition of the messages between the laptop and the agent.
+
+A message is one line: PREFIX, then a JSON object with a type "t", then a newline. A message whose
+"size" field is set is followed by exactly that many raw bytes (file contents, log output), so bulk
+data never pays for JSON or base64. Lines that do not start with PREFIX are noise (a .bashrc that
+prints, a motd) and are never parsed. The version is in the prefix: an agent and a laptop of different
+protocol versions cannot mistake each other's messages for their own.
+"""
+from __future__ import annotations
+
+import json
+
+VERSION = 1
+PREFIX = b"@offload/%d " % VERSION
+CHUNK = 1 << 20  # bulk data moves in 1 MiB pieces: never a whole file in memory
+MAX_LINE = 64 << 20  # a manifest of 100k files fits; a runaway line does not
+
+
+class ProtocolError(Exception):
+    """The other side sent something that is not a message of this protocol."""
+
+
+def encode(message_type: str, /, **fields) -> bytes:
+    fields["t"] = message_type
+    return PREFIX + json.dumps(fields, separators=(",", ":")).encode() + b"\n"
+
+
+def write_message(stream, message_type: str, /, **fields) -> None:
+    stream.write(encode(message_type, **fields))
+    stream.flush()
+
+
+def read_message(stream, noise=None) -> dict | None:
+    """The next message, or None at end of stream. Noise lines go to `noise(line)` if given."""
+    while True:
+        line = stream.readline(MAX_LINE)
+        if not line:
+            return None
+        if line.startswith(PREFIX):
+            if not line.endswith(b"\n"):
+                raise ProtocolError("message line truncated")
+            try:
+                message = json.loads(line[len(PREFIX):])
+            except ValueError as exc:
+                raise ProtocolError(f"unreadable message: {exc}") from None
+            if not isinstance(message, dict) or "t" not in message:
+                raise ProtocolError("message without a type")
+            return message
+        if noise is not None:
+            noise(line)
+
+
+def read_exactly(stream, size: int):
+    """Yield the `size` bytes that follow a message, in pieces of at most CHUNK."""
+    remaining = size
+    while remaining:
+        piece = stream.read(min(remaining, CHUNK))
+        if not piece:
+            raise ProtocolError(f"stream ended {remaining} bytes before the end of a blob")
+        remaining -= len(piece)
+        yield piece

@@ -1,0 +1,112 @@
+"""Shared fixtures: a real sshd on loopback, misbehaving hosts, and an isolated OFFLOAD_HOME and HOME."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sshd_server import SilentListener, SshServer
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """One sshd for the whole session; tests that kill or disturb it use fresh_sshd instead."""
+    with SshServer(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_sshd(tmp_path: Path) -> Iterator[SshServer]:
+    """An sshd of this test's own."""
+    with SshServer(tmp_path / "sshd") as server:
+        yield server
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[SilentListener]:
+    with SilentListener() as listener:
+        yield listener
+
+
+@dataclass(frozen=True)
+class OffloadHome:
+    path: Path  # $OFFLOAD_HOME: offload's own state
+    home: Path  # $HOME, with an empty ~/.ssh (0700)
+
+
+@pytest.fixture
+def offload_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OffloadHome:
+    """Isolated OFFLOAD_HOME and HOME, so ~/.ssh/config and ~/.ssh/known_hosts are the test's own.
+
+    The OpenSSH `ssh` binary ignores $HOME (it reads the passwd entry), so code that runs it must
+    pass -F and -o UserKnownHostsFile explicitly; paramiko and os.path.expanduser follow $HOME.
+    """
+    offload_home = OffloadHome(path=tmp_path / "offload_home", home=tmp_path / "home")
+    offload_home.path.mkdir()
+    (offload_home.home / ".ssh").mkdir(mode=0o700, parents=True)
+    monkeypatch.setenv("OFFLOAD_HOME", str(offload_home.path))
+    monkeypatch.setenv("HOME", str(offload_home.home))
+    return offload_home
+
+
+# --- offload-level helpers: drive the real entry point against the real sshd ---------------------
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+CLI_TIMEOUT_S = 120
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_offload(*args: str, cwd: Path | None = None, timeout: float = CLI_TIMEOUT_S, input: str | None = None,
+                env: dict | None = None) -> CliResult:
+    """Run `python -m offload ARGS` as a user would (a real process, its own stdin/stdout), with a deadline."""
+    done = subprocess.run([sys.executable, "-m", "offload", *args], cwd=cwd, capture_output=True, timeout=timeout,
+                          input=(input or "").encode(), env={**os.environ, **(env or {})})
+    return CliResult(done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
+
+
+def register_host(offload_home: OffloadHome, server: SshServer, name: str = "box", trust_key: bool = True, **settings) -> dict:
+    """Write a hosts.yaml entry for `server` (and its key into offload's known_hosts) directly."""
+    hosts_file = offload_home.path / "hosts.yaml"
+    data = yaml.safe_load(hosts_file.read_text()) if hosts_file.exists() else {"hosts": {}}
+    entry = {"hostname": server.host, "port": server.port, "user": server.user,
+             "identity_file": str(server.client_key_path), "python": sys.executable,
+             "workdir": str(offload_home.path.parent / f"remote-{name}"), **settings}
+    data["hosts"][name] = {k: v for k, v in entry.items() if v is not None}
+    hosts_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    if trust_key:
+        with open(offload_home.path / "known_hosts", "a") as f:
+            f.write(server.known_hosts_line + "\n")
+    return data["hosts"][name]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A small project directory with a script that reports what it received."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "report.py").write_text(
+        "import json, os, sys\n"
+        "print(json.dumps({'argv': sys.argv[1:], 'cwd': os.getcwd(),\n"
+        "                  'env': {k: os.environ.get(k) for k in ('OFFLOAD_RUN_ID', 'PYTHONUNBUFFERED', 'OFFLOAD_TEST_ENV')}}))\n"
+        "sys.exit(int(os.environ.get('EXIT_CODE', '0')))\n")
+    return root
+
+
+@pytest.fixture
+def box(offload_home: OffloadHome, sshd: SshServer) -> dict:
+    """The session sshd registered as host `box`, key trusted, workdir in this test's tmp dir."""
+    return register_host(offload_home, sshd)
