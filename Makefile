@@ -24,7 +24,7 @@ system-deps:
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q $(TORCH) numpy
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 

@@ -101,7 +101,7 @@ def hosts_check(
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="offload")
     except OffloadError as exc:
         hint = f" (hint: {exc.hint})" if exc.hint else ""
         print(f"offload: error: {exc.message}{hint}", file=sys.stderr)

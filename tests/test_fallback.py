@@ -1,0 +1,88 @@
+"""When the host cannot be reached, the same command runs locally, saying so; other failures never fall back."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from conftest import register_host, run_offload
+from sshd_server import closed_port
+
+
+def local_runs(project: Path) -> list:
+    runs = project / ".offload" / "runs"
+    return sorted(p for p in runs.iterdir() if (p / "job").is_dir()) if runs.exists() else []
+
+
+def fallback_lines(stderr: str) -> list:
+    return [line for line in stderr.splitlines() if "running locally" in line]
+
+
+def test_closed_port_falls_back_to_a_local_run(offload_home, sshd, project):
+    register_host(offload_home, sshd, port=closed_port())
+    result = run_offload("run", "report.py", "x", cwd=project)
+    assert result.returncode == 0, result.stderr
+    (line,) = fallback_lines(result.stderr)
+    assert "box" in line and "unreachable" in line and "connection refused" in line and "CPU" in line
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["argv"] == ["x"]
+    assert report["cwd"] == str(project)  # a local run works in the project itself
+    (record,) = local_runs(project)
+    meta = json.loads((record / "meta.json").read_text())
+    assert meta["fallback"] is True and meta["host"] == "local" and meta["exit_code"] == 0
+
+
+def test_a_host_that_never_sends_a_banner_falls_back_within_the_timeout(offload_home, sshd, silent_listener, project):
+    register_host(offload_home, sshd, port=silent_listener.port)
+    started = time.monotonic()
+    result = run_offload("run", "--connect-timeout", "2", "report.py", cwd=project)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    (line,) = fallback_lines(result.stderr)
+    assert "banner" in line
+    assert silent_listener.accepted  # it really connected and waited for the banner
+    # back within the timeout + 2 s, the local run included (the script itself takes ~0.1 s)
+    assert elapsed < 2 + 2 + 1.5, elapsed
+
+
+def test_an_unresolvable_name_falls_back(offload_home, sshd, project):
+    register_host(offload_home, sshd, hostname="no-such-host.invalid")
+    result = run_offload("run", "report.py", cwd=project)
+    assert result.returncode == 0
+    assert "name not resolved" in fallback_lines(result.stderr)[0]
+
+
+def test_no_fallback_makes_it_an_error(offload_home, sshd, project):
+    register_host(offload_home, sshd, port=closed_port())
+    result = run_offload("run", "--no-fallback", "report.py", cwd=project)
+    assert result.returncode == 255
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "unreachable" in lines[0] and "Traceback" not in result.stderr
+    assert local_runs(project) == []
+
+
+def test_no_host_registered_runs_locally(offload_home, project):
+    result = run_offload("run", "report.py", cwd=project)
+    assert result.returncode == 0
+    assert "no host registered" in result.stderr and "locally" in result.stderr
+    assert len(local_runs(project)) == 1
+
+
+def test_authentication_failure_is_an_error_not_a_fallback(offload_home, sshd, project, tmp_path):
+    from sshd_server import generate_keypair
+
+    stranger = tmp_path / "stranger_key"
+    generate_keypair(stranger)
+    register_host(offload_home, sshd, identity_file=str(stranger))
+    result = run_offload("run", "report.py", cwd=project)
+    assert result.returncode == 255
+    assert "authentication" in result.stderr and "Traceback" not in result.stderr
+    assert fallback_lines(result.stderr) == [] and local_runs(project) == []
+
+
+def test_explicit_host_that_is_not_registered_is_an_error(offload_home, project):
+    result = run_offload("run", "--host", "nope", "report.py", cwd=project)
+    assert result.returncode == 1
+    assert "unknown host 'nope'" in result.stderr
+    assert local_runs(project) == []

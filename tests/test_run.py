@@ -1,0 +1,210 @@
+"""`offload run` end to end against a real sshd: arguments, exit codes, output, records, launch."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import register_host, run_offload
+from offload import agent as agents
+from offload import runner, ssh
+from offload.hosts import load
+from offload.resolve import resolve
+from sshd_server import wait_for
+
+NASTY_ARGS = ["a b", "", "'single'", '"double"', "$(touch /tmp/offload-pwned)", "; rm -rf x", "*", "~", "\\",
+              "über ünïcödé 日本", "--device=cpu", "-x", "--", "line\nbreak", "tab\there", "$HOME", "`id`"]
+
+
+def run_records(project: Path) -> list:
+    return sorted((project / ".offload" / "runs").iterdir())
+
+
+def last_report(result) -> dict:
+    return json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def test_arguments_reach_the_script_byte_for_byte(box, project):
+    result = run_offload("run", "report.py", *NASTY_ARGS, cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert last_report(result)["argv"] == NASTY_ARGS
+    assert not Path("/tmp/offload-pwned").exists()
+
+
+def test_script_runs_in_the_synced_project_root_with_the_job_environment(box, project, offload_home):
+    result = run_offload("run", "report.py", cwd=project)
+    report = last_report(result)
+    records = run_records(project)
+    assert len(records) == 1
+    run_id = records[0].name
+    assert Path(report["cwd"]).parent == Path(box["workdir"])
+    assert Path(report["cwd"]).name.startswith("proj-")
+    assert report["env"]["OFFLOAD_RUN_ID"] == run_id
+    assert report["env"]["PYTHONUNBUFFERED"] == "1"
+
+
+def test_host_env_applies(offload_home, sshd, project):
+    register_host(offload_home, sshd, env={"OFFLOAD_TEST_ENV": "from hosts.yaml"})
+    assert last_report(run_offload("run", "report.py", cwd=project))["env"]["OFFLOAD_TEST_ENV"] == "from hosts.yaml"
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 42])
+def test_exit_code_is_the_scripts(box, project, code):
+    (project / "exit.py").write_text(f"import sys; print('bye'); sys.exit({code})\n")
+    result = run_offload("run", "exit.py", cwd=project)
+    assert result.returncode == code
+    meta = json.loads((run_records(project)[-1] / "meta.json").read_text())
+    assert meta["exit_code"] == code
+
+
+def test_killed_by_a_signal_exits_128_plus_signal(box, project):
+    (project / "die.py").write_text("import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n")
+    result = run_offload("run", "die.py", cwd=project)
+    assert result.returncode == 128 + signal.SIGKILL
+    assert "SIGKILL" in result.stderr
+
+
+def test_output_is_kept_locally_with_meta(box, project):
+    (project / "talk.py").write_text("import sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\nprint('again')\n")
+    result = run_offload("run", "talk.py", "--flag=1", cwd=project)
+    assert result.returncode == 0
+    record = run_records(project)[-1]
+    assert (record / "output.log").read_text() == "to stdout\nto stderr\nagain\n"  # in order, both streams
+    assert result.stdout == "to stdout\nto stderr\nagain\n"
+    meta = json.loads((record / "meta.json").read_text())
+    assert meta["run_id"] == record.name
+    assert meta["host"] == "box" and meta["fallback"] is False
+    assert meta["argv"][1:] == ["talk.py", "--flag=1"]
+    assert meta["started_at"] and meta["ended_at"] and meta["exit_code"] == 0
+
+
+def test_output_streams_live(box, project, tmp_path):
+    """A line printed by the job reaches the laptop while the job is still running."""
+    go = tmp_path / "go"
+    (project / "wait.py").write_text(
+        "import os, sys, time\nprint('first line', flush=True)\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\nprint('second line')\n")
+    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "wait.py"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        started = time.monotonic()
+        assert proc.stdout.readline() == b"first line\n"
+        assert time.monotonic() - started < 20
+        assert proc.poll() is None  # the job is still waiting for us: the line came live
+        go.touch()
+        assert proc.stdout.read() == b"second line\n"
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_several_processes_launch_through_torchrun(offload_home, sshd, project):
+    register_host(offload_home, sshd, gpus=2)
+    (project / "ranks.py").write_text(
+        "import os\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'], 'local', os.environ['LOCAL_RANK'])\n")
+    result = run_offload("run", "ranks.py", cwd=project, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert sorted(line for line in result.stdout.splitlines() if line.startswith("rank")) == \
+        ["rank 0 of 2 local 0", "rank 1 of 2 local 1"]
+    meta = json.loads((run_records(project)[-1] / "meta.json").read_text())
+    assert meta["argv"][1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def test_nproc_per_node_flag_overrides_the_hosts_gpus(offload_home, sshd, project):
+    register_host(offload_home, sshd, gpus=2)
+    result = run_offload("run", "--nproc-per-node", "1", "report.py", cwd=project)
+    assert result.returncode == 0
+    meta = json.loads((run_records(project)[-1] / "meta.json").read_text())
+    assert meta["argv"][1:] == ["report.py"]
+
+
+@pytest.fixture
+def open_agent(box, project):
+    """One connection and one agent for many runs (the hypothesis test below)."""
+    target = resolve("box", load().get("box"))
+    client = ssh.connect(target, 10)
+    agent = agents.start_remote(client, target)
+    from offload.sync import sync_project
+
+    yield target, agent, sync_project(agent, project, target.workdir).project_dir
+    agent.close()
+    client.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))), max_size=6))
+def test_random_argv_arrives_exactly(open_agent, project, args):
+    target, agent, remote_project_dir = open_agent
+    before = set(run_records(project)) if (project / ".offload" / "runs").exists() else set()
+    code = runner.launch_and_follow(agent, target, project, remote_project_dir, "report.py", args, 1, {})
+    assert code == 0
+    (record,) = set(run_records(project)) - before
+    report = json.loads((record / "output.log").read_text())
+    assert report["argv"] == args
+
+
+def test_ctrl_c_detaches_and_the_remote_run_goes_on(box, project, tmp_path):
+    (project / "slow.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(2)\nprint('finished')\n")
+    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "slow.py"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"started\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+        assert b"detached" in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    meta = json.loads((run_records(project)[-1] / "meta.json").read_text())
+    status_file = Path(meta["run_dir"]) / "status.json"  # the host's run directory (a local path here)
+    assert wait_for(lambda: json.loads(status_file.read_text()).get("state") == "exited", 15)
+    status = json.loads(status_file.read_text())
+    assert status["exit_code"] == 0
+    assert (Path(meta["run_dir"]) / "output.log").read_text() == "started\nfinished\n"
+
+
+def test_ctrl_c_stops_a_local_run(offload_home, project):
+    (project / "forever.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "forever.py"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"started\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+    record = run_records(project)[-1]
+    status = json.loads((record / "job" / "status.json").read_text())
+    assert status["signal"] == "SIGTERM"
+    assert not os.path.exists(f"/proc/{status['pid']}")  # the supervisor reaped it
+
+
+def test_a_dropped_link_does_not_kill_the_run(offload_home, fresh_sshd, project):
+    register_host(offload_home, fresh_sshd)
+    (project / "steady.py").write_text(
+        "import time\nfor i in range(30):\n    print('tick', i, flush=True)\n    time.sleep(0.1)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "steady.py"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"tick 0\n"
+        assert fresh_sshd.kill_connections()  # the link drops under the laptop
+        assert proc.wait(timeout=30) != 0
+        assert b"lost the link" in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    meta = json.loads((run_records(project)[-1] / "meta.json").read_text())
+    status_file = Path(meta["run_dir"]) / "status.json"
+    assert wait_for(lambda: json.loads(status_file.read_text()).get("state") == "exited", 20)
+    assert json.loads(status_file.read_text())["exit_code"] == 0
+    assert (Path(meta["run_dir"]) / "output.log").read_text().count("tick") == 30
