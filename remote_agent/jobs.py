@@ -57,13 +57,20 @@ def start(request: dict) -> dict:
     raise RequestError("spawn_failed", f"the job did not start within {START_DEADLINE_S:.0f} s (see {run_dir})")
 
 
-def alive(pid: int) -> bool:
+def signal_reaches(kill, target: int) -> bool:
+    """Whether a process (os.kill) or process group (os.killpg) exists, by sending signal 0."""
     try:
-        os.kill(pid, 0)
+        kill(target, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    return True
+
+
+def alive(pid: int) -> bool:
+    if not signal_reaches(os.kill, pid):
+        return False
     try:  # a zombie is dead for our purposes
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -151,13 +158,7 @@ def stop(run_dir: str, grace: float) -> dict:
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return any(alive(pid) for pid in group_members(pgid))
+    return signal_reaches(os.killpg, pgid) and any(alive(pid) for pid in group_members(pgid))
 
 
 def group_members(pgid: int) -> list:

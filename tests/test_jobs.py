@@ -1,0 +1,81 @@
+"""The agent's job control through a real agent process: detached start, status, stop, lost."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from offload.agent import start_local
+from sshd_server import wait_for
+
+
+@pytest.fixture
+def agent():
+    client = start_local()
+    yield client
+    client.close()
+
+
+def start(agent, tmp_path: Path, *argv: str) -> tuple:
+    run_dir = tmp_path / "run"
+    started = agent.request("start", run_dir=str(run_dir), cwd=str(tmp_path), argv=list(argv), env={})
+    return run_dir, started
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def children_of_group(pgid: int) -> list:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(int(name))
+    return found
+
+
+def test_stop_ends_the_job_and_everything_it_spawned(agent, tmp_path):
+    # a shell that starts grandchildren, one of which ignores SIGTERM, as a stubborn dataloader might
+    run_dir, started = start(agent, tmp_path, "sh", "-c", "sleep 300 & (trap '' TERM; sleep 300) & echo up; wait")
+    assert started["state"] == "running"
+    assert wait_for(lambda: len(children_of_group(started["pgid"])) >= 3, 10)
+    stopped = agent.request("stop", run_dir=str(run_dir), grace=1)
+    assert stopped["signalled"] == "SIGKILL"  # the trap outlived the grace period
+    assert wait_for(lambda: children_of_group(started["pgid"]) == [], 5)
+    status = agent.request("status", run_dir=str(run_dir))
+    assert status["state"] == "exited" and status["signal"] in ("SIGTERM", "SIGKILL")
+
+
+def test_status_reports_exit_code_and_times(agent, tmp_path):
+    run_dir, started = start(agent, tmp_path, sys.executable, "-c", "import sys; sys.exit(7)")
+    assert wait_for(lambda: agent.request("status", run_dir=str(run_dir))["state"] == "exited", 10)
+    status = agent.request("status", run_dir=str(run_dir))
+    assert status["exit_code"] == 7 and status["signal"] is None
+    assert status["ended_at"] >= status["started_at"] > time.time() - 60
+
+
+def test_a_killed_supervisor_makes_the_run_lost_not_running(agent, tmp_path):
+    run_dir, started = start(agent, tmp_path, "sleep", "300")
+    os.kill(started["supervisor_pid"], signal.SIGKILL)
+    assert wait_for(lambda: agent.request("status", run_dir=str(run_dir))["state"] == "lost", 10)
+    os.killpg(started["pgid"], signal.SIGKILL)
+    assert wait_for(lambda: not alive(started["pid"]), 5)
+
+
+def test_a_command_that_cannot_start_exits_127_with_the_reason_in_the_log(agent, tmp_path):
+    run_dir, started = start(agent, tmp_path, "/nonexistent/python", "train.py")
+    assert started["state"] == "exited" and started["exit_code"] == 127
+    assert "cannot start /nonexistent/python" in (run_dir / "output.log").read_text()
