@@ -18,13 +18,11 @@ def human_bytes(count: int | None) -> str:
 
 
 def describe_gpus(facts: dict) -> str:
-    gpus = facts.get("gpus")
-    if gpus:
-        return ", ".join(f"{g['name']} ({g['memory_mib'] // 1024 if g['memory_mib'] else '?'} GiB)" for g in gpus)
-    devices = (facts.get("torch") or {}).get("devices") or []
-    if devices:
-        return ", ".join(f"{d['name']} ({d['memory_mib'] // 1024} GiB)" for d in devices)
-    return "none (cpu)"
+    """nvidia-smi's GPUs, else torch's, as 'name (N GiB)'; a card sold as 12 GB reports 12282 MiB: 12, not 11."""
+    gpus = facts.get("gpus") or (facts.get("torch") or {}).get("devices") or []
+    if not gpus:
+        return "none (cpu)"
+    return ", ".join(f"{g['name']} ({round(g['memory_mib'] / 1024) if g.get('memory_mib') else '?'} GiB)" for g in gpus)
 
 
 def check_host(target, timeout: float, confirm) -> dict:
@@ -38,6 +36,9 @@ def check_host(target, timeout: float, confirm) -> dict:
         return row
     except (AuthFailed, HostKeyError) as exc:
         row["reachable"], row["auth"] = "yes", f"failed: {exc.message}"
+        return row
+    except OffloadError as exc:  # e.g. an unreadable identity file: this host's row fails, not the whole table
+        row["auth"] = f"failed: {exc.message}"
         return row
     row["reachable"], row["auth"] = "yes", "ok"
     try:

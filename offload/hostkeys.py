@@ -18,12 +18,29 @@ def fingerprint(key) -> str:
 
 
 def load_known_keys(client) -> None:
-    offload_file = home.known_hosts_file()
-    if offload_file.is_file():
-        client.get_host_keys().load(str(offload_file))
-    user_file = home.ssh_dir() / "known_hosts"
-    if user_file.is_file():
-        client.load_system_host_keys(str(user_file))
+    """Keys from ~/.ssh/known_hosts, then offload's own (which wins for the same name and key type)."""
+    for path in (home.ssh_dir() / "known_hosts", home.known_hosts_file()):
+        if path.is_file():
+            add_known_hosts(client.get_host_keys(), path)
+
+
+def add_known_hosts(host_keys, path) -> None:
+    """paramiko's HostKeys.load, except that a line it cannot read is skipped, as ssh skips it: an
+    @cert-authority or @revoked line (paramiko#771) or one damaged key would make every connection fail."""
+    from paramiko import SSHException
+    from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
+
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith(("#", "@")):
+                continue
+            try:
+                entry = HostKeyEntry.from_line(line, number)
+            except (InvalidHostKey, SSHException, ValueError):
+                continue
+            for hostname in entry.hostnames if entry and entry.key else ():
+                host_keys.add(hostname, entry.key.get_name(), entry.key)
 
 
 def remember(known_hosts_name: str, key) -> None:
@@ -33,17 +50,16 @@ def remember(known_hosts_name: str, key) -> None:
         f.write(f"{known_hosts_name} {key.get_name()} {key.get_base64()}\n")
 
 
-def forget_hint(target) -> str:
-    name = target.known_hosts_name
-    return (f"if {target.name} was reinstalled, remove the old key with "
-            f"`ssh-keygen -R '{name}' -f {home.known_hosts_file()}` (and from ~/.ssh/known_hosts), "
-            f"then run `offload hosts check {target.name}`")
+def forget_hint(known_hosts_name: str, then: str) -> str:
+    return (f"if the host was reinstalled, remove the old key with "
+            f"`ssh-keygen -R '{known_hosts_name}' -f {home.known_hosts_file()}` (and from ~/.ssh/known_hosts), "
+            f"then {then}")
 
 
 def unknown_key_error(target, key) -> HostKeyError:
     return HostKeyError(
         f"host key of {target.name} ({target.known_hosts_name}) is not known: {key.get_name()} {fingerprint(key)}",
-        hint=f"confirm it interactively with `offload hosts check {target.name}`",
+        hint=f"confirm it interactively with `offload hosts check {target.registered_name}`",
         hostname=target.known_hosts_name, got=fingerprint(key))
 
 
@@ -51,7 +67,8 @@ def changed_key_error(target, got, expected) -> HostKeyError:
     return HostKeyError(
         f"host key of {target.name} ({target.known_hosts_name}) CHANGED: expected {fingerprint(expected)}, "
         f"got {fingerprint(got)}; refusing to connect",
-        hint=forget_hint(target), hostname=target.known_hosts_name, got=fingerprint(got),
+        hint=forget_hint(target.known_hosts_name, f"run `offload hosts check {target.registered_name}`"),
+        hostname=target.known_hosts_name, got=fingerprint(got),
         expected=fingerprint(expected))
 
 
@@ -61,7 +78,11 @@ def make_policy(target, confirm):
 
     class AskOrRefuse(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client, hostname, key):
-            if confirm is None or not confirm(target, key):
+            try:
+                trusted = confirm is not None and confirm(target, key)
+            except EOFError:  # Ctrl-D at the prompt: a no, not a dropped link
+                trusted = False
+            if not trusted:
                 raise unknown_key_error(target, key)
             remember(target.known_hosts_name, key)
             client.get_host_keys().add(target.known_hosts_name, key.get_name(), key)

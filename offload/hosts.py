@@ -61,6 +61,8 @@ def load(path: Path | None = None) -> Registry:
         return Registry(path, {})
     except OSError as exc:
         raise OffloadError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise OffloadError(f"{path} is not UTF-8 text", hint="fix the file, or remove it and use `offload hosts add`") from None
     return Registry(path, parse(text, str(path)))
 
 
@@ -70,6 +72,8 @@ def parse(text: str, filename: str) -> dict:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        if mark and mark.line >= len(text.splitlines()):  # "but got <stream end>": where the open bracket was
+            mark = getattr(exc, "context_mark", None) or mark
         where = f"{filename}:{mark.line + 1}" if mark else filename
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise OffloadError(f"{where}: not valid YAML: {problem}", hint="fix the file, or remove it and use `offload hosts add`") from None
@@ -82,23 +86,25 @@ def parse(text: str, filename: str) -> dict:
 
     if not isinstance(data, dict) or not isinstance(data.get("hosts", {}), (dict, type(None))):
         fail(root, "expected a mapping `hosts:` of host names to settings")
-    unknown_top = set(data) - {"hosts"}
+    unknown_top = sorted(set(data) - {"hosts"}, key=str)
     if unknown_top:
-        fail(child(root, sorted(unknown_top)[0]), f"unknown key {sorted(unknown_top)[0]!r} (only `hosts:`)")
+        fail(key_node(root, unknown_top[0]), f"unknown key {unknown_top[0]!r} (only `hosts:`)")
     hosts = data.get("hosts") or {}
     hosts_node = child(root, "hosts")
     for name, entry in hosts.items():
-        entry_node = child(hosts_node, name)
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            fail(entry_node, f"bad host name {name!r}: use letters, digits, '.', '_' and '-'")
+        if not isinstance(name, str):
+            fail(key_node(hosts_node, name), f"host name {name!r} is not text to YAML: put it in quotes")
+        if not NAME_PATTERN.match(name):
+            fail(key_node(hosts_node, name), f"bad host name {name!r}: use letters, digits, '.', '_' and '-'")
         if entry is None:
             hosts[name] = entry = {}
         if not isinstance(entry, dict):
-            fail(entry_node, f"host {name}: expected a mapping of settings")
+            fail(key_node(hosts_node, name), f"host {name}: expected a mapping of settings")
+        entry_node = child(hosts_node, name)
         for key, value in entry.items():
             problem = check_field(key, value)
             if problem:
-                fail(child(entry_node, key), f"host {name}: {problem}")
+                fail(key_node(entry_node, key), f"host {name}: {problem}")
     return hosts
 
 
@@ -123,9 +129,18 @@ def check_field(key: str, value) -> str | None:
 
 
 def child(node, key):
-    """The value node under `key` in a YAML mapping node (for line numbers), or the node itself."""
+    """The mapping node under `key` in a YAML mapping node, to look further in; or the node itself."""
     if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if key_node.value == str(key):
-                return value_node if isinstance(value_node, yaml.MappingNode) else key_node
+        for key_of, value_node in node.value:
+            if key_of.value == str(key):
+                return value_node if isinstance(value_node, yaml.MappingNode) else key_of
+    return node
+
+
+def key_node(node, key):
+    """The node of `key` itself in a YAML mapping node (its line is the one to report), or the node."""
+    if isinstance(node, yaml.MappingNode):
+        for key_of, _ in node.value:
+            if key_of.value == str(key):
+                return key_of
     return node

@@ -1,10 +1,11 @@
 """`offload hosts add|list|remove|check`: the registry edited and shown, keys confirmed."""
 from __future__ import annotations
 
+import os
 import sys
 
 from . import hosts
-from .errors import HostUnreachable, OffloadError
+from .errors import HostKeyError, HostUnreachable, OffloadError
 from .resolve import resolve, split_destination
 from .runner import ask_host_key, say
 
@@ -18,12 +19,14 @@ def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float
     user, hostname, port = split_destination(destination)
     entry = {"hostname": hostname, "user": user, "port": flags.pop("port", None) or port, **flags}
     entry = {key: value for key, value in entry.items() if value is not None}
+    if not entry.get("identity_file", "~").startswith("~"):  # later runs start in other directories
+        entry["identity_file"] = os.path.abspath(entry["identity_file"])
     for key, value in entry.items():
         problem = hosts.check_field(key, value)
         if problem:
             raise OffloadError(problem)
     target = resolve(name, entry)
-    from .hostkeys import fingerprint
+    from .hostkeys import fingerprint, forget_hint
     from . import ssh
 
     def confirm(target, key) -> bool:
@@ -38,6 +41,12 @@ def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float
 
     try:
         ssh.connect(target, timeout, confirm=confirm).close()
+    except HostKeyError as exc:  # its hint would name `hosts check`, for a host that is not registered
+        if exc.expected_fingerprint is None:
+            raise OffloadError(f"{name} not added: you did not trust its host key {exc.got_fingerprint}",
+                               hint=f"compare it with `ssh-keygen -lf` of the host's key, then run `offload hosts add {name}` again") from None
+        exc.hint = forget_hint(exc.hostname, f"run `offload hosts add {name}` again")
+        raise
     except HostUnreachable as exc:
         registry.hosts[name] = entry
         registry.save()
@@ -63,7 +72,7 @@ def list_hosts() -> int:
         target = resolve(name, entry)
         label = name + (" (default)" if index == 0 else "")
         table.add_row(label, target.address, target.python, target.workdir, str(target.gpus))
-    Console().print(table)
+    Console(width=200).print(table)  # a pipe gets 80 columns: addresses would be cut
     return 0
 
 

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import home
+from .errors import OffloadError
 
 DEFAULTS = {"port": 22, "python": "python3", "workdir": "~/offload", "gpus": 1}
 
@@ -20,11 +21,18 @@ class SSHTarget:
     port: int
     user: str
     identity_files: tuple = ()
+    identity_from_config: bool = False  # ssh skips a missing IdentityFile of ~/.ssh/config; a flag's must exist
     proxy_jump: str | None = None
     python: str = DEFAULTS["python"]
     workdir: str = DEFAULTS["workdir"]
     gpus: int = 1
     env: dict = field(default_factory=dict)
+    hop_for: str | None = None  # a ProxyJump hop: the registered host it leads to
+
+    @property
+    def registered_name(self) -> str:
+        """The name `offload hosts ...` commands know this host (or the host behind this hop) by."""
+        return self.hop_for or self.name
 
     @property
     def address(self) -> str:
@@ -43,8 +51,6 @@ def split_destination(destination: str) -> tuple:
     if rest.count(":") == 1:
         hostname, port_text = rest.split(":")
         if not port_text.isdigit():
-            from .errors import OffloadError
-
             raise OffloadError(f"bad port in {destination!r}")
         port = int(port_text)
     return (user or None), hostname, port
@@ -60,8 +66,6 @@ def ssh_config_for(alias: str) -> dict:
     try:
         found = paramiko.SSHConfig.from_path(str(path)).lookup(alias)
     except Exception as exc:  # a config paramiko cannot parse must not hide the host entirely
-        from .errors import OffloadError
-
         raise OffloadError(f"cannot read {path}: {exc}") from None
     return dict(found)
 
@@ -78,6 +82,9 @@ def resolve(name: str, entry: dict, flags: dict | None = None, ssh_config: dict 
                 return source
         return default
 
+    port = pick("port", "port", DEFAULTS["port"])
+    if not str(port).isdigit():  # hosts.yaml ports are checked on load; ~/.ssh/config's only here
+        raise OffloadError(f"bad Port {port!r} for {alias} in ~/.ssh/config", hint="fix it, or set port in hosts.yaml")
     identity = pick("identity_file")
     if identity is not None:
         identity_files = (os.path.expanduser(identity),)
@@ -86,9 +93,10 @@ def resolve(name: str, entry: dict, flags: dict | None = None, ssh_config: dict 
     return SSHTarget(
         name=name,
         hostname=config.get("hostname", alias),
-        port=int(pick("port", "port", DEFAULTS["port"])),
+        port=int(port),
         user=pick("user", "user", None) or getpass.getuser(),
         identity_files=identity_files,
+        identity_from_config=identity is None and bool(identity_files),
         proxy_jump=pick("proxy_jump", "proxyjump"),
         python=pick("python", default=DEFAULTS["python"]),
         workdir=pick("workdir", default=DEFAULTS["workdir"]),

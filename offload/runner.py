@@ -203,6 +203,9 @@ def sync_only(host_name: str | None, project: Path | None, connect_timeout: floa
             agent.close()
     finally:
         client.close()
-    say(f"synced {result.sent_files} files ({result.sent_bytes} bytes), deleted {result.deleted}, "
-        f"{result.unchanged} unchanged -> {name}:{result.project_dir}")
+    if result.sent_files or result.deleted:
+        from .ignore import human_size
+
+        say(f"synced {result.sent_files} changed of {result.sent_files + result.unchanged} entries "
+            f"({human_size(result.sent_bytes)}), deleted {result.deleted} -> {name}:{result.project_dir}")
     return 0

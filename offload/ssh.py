@@ -6,39 +6,58 @@ Unreachable (may fall back to a local run) is kept apart from authentication and
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import time
+from dataclasses import replace
 
 from . import hostkeys
 from .errors import AuthFailed, HostUnreachable, OffloadError
 from .resolve import SSHTarget, resolve_jump
 
+logging.getLogger("paramiko").addHandler(logging.NullHandler())  # its thread's tracebacks are not for users
 KEEPALIVE_S = 5  # a dead link is noticed in seconds, not at the next TCP timeout
 MAX_JUMPS = 4
 
 
-def check_identity_files(target: SSHTarget) -> None:
+def identity_files_to_offer(target: SSHTarget) -> list:
+    """The target's key files; a missing IdentityFile from ~/.ssh/config is skipped, as ssh skips it."""
+    usable = []
     for path in target.identity_files:
-        try:
-            with open(path, "rb") as f:
-                f.read(1)
-        except OSError as exc:
-            raise OffloadError(f"cannot read identity file {path} for {target.name}: {exc.strerror}",
-                               hint="fix identity_file in hosts.yaml (or IdentityFile in ~/.ssh/config)") from None
+        if target.identity_from_config and not os.path.exists(path):
+            continue
+        check_identity_file(target, path, agent=bool(os.environ.get("SSH_AUTH_SOCK")))
+        usable.append(path)
+    return usable
 
 
-def open_socket(target: SSHTarget, deadline: float, depth: int = 0):
-    """A connected socket to the target, directly or through its ProxyJump hosts."""
+def check_identity_file(target: SSHTarget, path: str, agent: bool) -> None:
+    fix = "fix identity_file in hosts.yaml (or IdentityFile in ~/.ssh/config)"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise OffloadError(f"cannot read identity file {path} for {target.name}: {exc.strerror}", hint=fix) from None
+    if agent:  # `IdentityFile key.pub` names a key that ssh-agent holds: a public key is fine then
+        return
+    if b"PRIVATE KEY-----" not in head:  # OpenSSH, PEM and PKCS#8 private keys all say so in their first line
+        what = "a public key" if head.startswith((b"ssh-", b"ecdsa-", b"sk-")) else "not a private key"
+        raise OffloadError(f"identity file {path} for {target.name} is {what}",
+                           hint=f"point it at the private key (the file without .pub): {fix}")
+
+
+def open_socket(target: SSHTarget, deadline: float, confirm=None, depth: int = 0):
+    """A connected socket to the target, directly or through its ProxyJump hosts (their keys confirmed alike)."""
     remaining = max(deadline - time.monotonic(), 0.1)
     if target.proxy_jump and target.proxy_jump.lower() != "none":
         if depth >= MAX_JUMPS:
             raise OffloadError(f"more than {MAX_JUMPS} ProxyJump hops for {target.name}; is there a loop in ~/.ssh/config?")
         hops = target.proxy_jump.split(",")
-        jump_target = resolve_jump(hops[-1].strip())
+        jump_target = replace(resolve_jump(hops[-1].strip()), hop_for=target.registered_name)
         if len(hops) > 1:
-            jump_target = _with_jump(jump_target, ",".join(hops[:-1]))
-        jump_client = connect(jump_target, deadline - time.monotonic(), confirm=None, depth=depth + 1)
+            jump_target = replace(jump_target, proxy_jump=",".join(hops[:-1]))
+        jump_client = connect(jump_target, deadline - time.monotonic(), confirm=confirm, depth=depth + 1)
         try:
             channel = jump_client.get_transport().open_channel(
                 "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0), timeout=remaining)
@@ -64,19 +83,13 @@ def open_socket(target: SSHTarget, deadline: float, depth: int = 0):
     return sock
 
 
-def _with_jump(target: SSHTarget, proxy_jump: str) -> SSHTarget:
-    from dataclasses import replace
-
-    return replace(target, proxy_jump=proxy_jump)
-
-
 def connect(target: SSHTarget, timeout: float, confirm=None, depth: int = 0):
     """An authenticated paramiko SSHClient; `confirm(target, key) -> bool` decides unknown host keys."""
     import paramiko
 
-    check_identity_files(target)
+    key_files = identity_files_to_offer(target)
     deadline = time.monotonic() + timeout
-    sock = open_socket(target, deadline, depth)
+    sock = open_socket(target, deadline, confirm, depth)
     client = paramiko.SSHClient()
     hostkeys.load_known_keys(client)
     client.set_missing_host_key_policy(hostkeys.make_policy(target, confirm))
@@ -84,29 +97,42 @@ def connect(target: SSHTarget, timeout: float, confirm=None, depth: int = 0):
     try:
         client.connect(
             target.hostname, port=target.port, username=target.user, sock=sock,
-            key_filename=list(target.identity_files) or None, look_for_keys=not target.identity_files,
+            key_filename=key_files or None, look_for_keys=not target.identity_files,
             allow_agent=bool(os.environ.get("SSH_AUTH_SOCK")),
             timeout=remaining, banner_timeout=remaining, auth_timeout=max(remaining, 15),
         )
+    except OffloadError:  # the host-key policy refused, or could not ask
+        close_quietly(client, sock)
+        raise
     except paramiko.BadHostKeyException as exc:
-        client.close()
+        close_quietly(client, sock)
         raise hostkeys.changed_key_error(target, exc.key, exc.expected_key) from None
     except paramiko.PasswordRequiredException:
-        client.close()
+        close_quietly(client, sock)
         raise AuthFailed(f"the identity file for {target.name} is encrypted",
                          hint=f"add it to your agent: ssh-add {' '.join(target.identity_files)}") from None
     except paramiko.AuthenticationException as exc:
-        client.close()
+        close_quietly(client, sock)
         raise AuthFailed(f"authentication to {target.name} as {target.user} failed: {exc}",
                          hint="check user and identity_file in hosts.yaml, or `ssh-add` your key") from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        client.close()
-        if isinstance(exc, OffloadError):
-            raise
-        text = str(exc)
-        if "banner" in text.lower() or isinstance(exc, (EOFError, socket.timeout, ConnectionResetError)):
+        transport = client.get_transport()
+        got_banner = transport is not None and getattr(transport, "remote_version", None)
+        close_quietly(client, sock)
+        if not got_banner:  # something listens, but no SSH server answered in time
             raise HostUnreachable(target.name, target.address, f"no SSH banner within {timeout:g} s") from None
-        raise OffloadError(f"SSH to {target.name} failed: {text}") from None
+        if "No authentication methods available" in str(exc):  # paramiko's words for: no key file, no agent
+            raise AuthFailed(f"no key to log in to {target.name} with: no identity file, and none in ssh-agent",
+                             hint="set identity_file in hosts.yaml, or `ssh-add` your key to a running ssh-agent") from None
+        raise OffloadError(f"SSH to {target.name} failed: {exc}") from None
     transport = client.get_transport()
     transport.set_keepalive(KEEPALIVE_S)
     return client
+
+
+def close_quietly(client, sock) -> None:
+    """Close a client that failed to connect, and the ProxyJump hop its socket runs through."""
+    client.close()
+    jump_client = getattr(sock, "jump_client", None)
+    if jump_client is not None:
+        jump_client.close()

@@ -5,12 +5,14 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
 import sys
 
 NVIDIA_SMI_QUERY = "name,memory.total,driver_version,compute_cap"
+NVIDIA_SMI_OLD_QUERY = "name,memory.total,driver_version"  # drivers before 510 reject compute_cap
 PROBE_TIMEOUT_S = 120  # the first `import torch` on a cold disk can be slow
 
 
@@ -35,35 +37,50 @@ def hello() -> dict:
     }
 
 
-def parse_nvidia_smi_csv(text: str) -> list:
-    """Rows of `nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader,nounits`."""
+def parse_nvidia_smi_csv(text: str, query: str = NVIDIA_SMI_QUERY) -> list:
+    """GPUs from `nvidia-smi --query-gpu=QUERY --format=csv[,noheader][,nounits]`.
+
+    A header line names the columns (so any order reads); without one, `query` gives their order.
+    "24576 MiB" and "24576" are both read; "[N/A]" and the like mean unknown. Other lines are noise.
+    """
+    columns = query.split(",")
     gpus = []
     for line in text.splitlines():
-        fields = [field.strip() for field in line.split(",")]
-        if len(fields) < 4 or not fields[0]:
+        if is_csv_header(line):
+            columns = [re.sub(r" \[.*\]$", "", field.strip()) for field in line.split(",")]
             continue
-        name, memory, driver, capability = fields[:4]
+        values = [value.strip() for value in line.split(",")]
+        row = {column: (None if value.startswith("[") else value) for column, value in zip(columns, values)}
+        if len(values) != len(columns) or not row.get("name"):
+            continue
+        memory = (row.get("memory.total") or "").split(" ")[0]
         gpus.append({
-            "name": name,
+            "name": row["name"],
             "memory_mib": int(memory) if memory.isdigit() else None,
-            "driver": driver,
-            "compute_capability": capability if capability not in ("[N/A]", "") else None,
+            "driver": row.get("driver_version"),
+            "compute_capability": row.get("compute_cap") or None,
         })
     return gpus
+
+
+def is_csv_header(line: str) -> bool:
+    """'name, memory.total [MiB], ...': field names in lower case, units in brackets."""
+    return all(re.fullmatch(r"[a-z_.]+( \[.+\])?", field.strip()) for field in line.split(","))
 
 
 def nvidia_gpus() -> list | None:
     """GPUs as nvidia-smi reports them; None where there is no nvidia-smi or it fails."""
     if shutil.which("nvidia-smi") is None:
         return None
-    try:
-        done = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_nvidia_smi_csv(done.stdout) if done.returncode == 0 else None
+    for query in (NVIDIA_SMI_QUERY, NVIDIA_SMI_OLD_QUERY):
+        try:
+            done = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+                                  capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if done.returncode == 0:
+            return parse_nvidia_smi_csv(done.stdout, query)
+    return None
 
 
 def torch_facts() -> dict:

@@ -1,0 +1,203 @@
+"""The host registry: `offload hosts add|list|remove` against a real sshd, and hosts.yaml read with line numbers.
+
+Bad input of every kind ends in one line on stderr and a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import register_host, run_offload
+from sshd_server import closed_port
+
+
+@pytest.fixture(autouse=True)
+def no_outside_agent(monkeypatch):
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+def stderr_lines(result) -> list:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def one_error_line(result, code: int = 1) -> str:
+    """The single stderr line of a refused command."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = stderr_lines(result)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("offload: error: "), lines[0]
+    return lines[0]
+
+
+def ssh_keygen_fingerprint(public_key: Path) -> str:
+    """What `ssh-keygen -lf` says the key's SHA256 fingerprint is."""
+    done = subprocess.run(["ssh-keygen", "-lf", str(public_key)], capture_output=True, text=True, timeout=10, check=True)
+    return done.stdout.split()[1]
+
+
+def add_args(name: str, server, *extra: str) -> list:
+    return ["hosts", "add", name, f"{server.user}@{server.host}", "--port", str(server.port),
+            "--identity", str(server.client_key_path), "--python", sys.executable, *extra]
+
+
+def read_hosts(offload_home) -> dict:
+    return yaml.safe_load((offload_home.path / "hosts.yaml").read_text())["hosts"]
+
+
+def test_add_shows_the_real_fingerprint_and_saves_the_key_in_openssh_format(offload_home, sshd, project, tmp_path):
+    result = run_offload(*add_args("box", sshd, "--workdir", str(tmp_path / "remote"), "--gpus", "2", "--yes"))
+    assert result.returncode == 0, result.stderr
+    assert ssh_keygen_fingerprint(Path(f"{sshd.host_key_path}.pub")) in result.stderr
+    assert f"added box ({sshd.user}@{sshd.host}:{sshd.port})" in result.stderr
+
+    known_hosts = offload_home.path / "known_hosts"
+    assert known_hosts.read_text() == sshd.known_hosts_line + "\n"
+    found = subprocess.run(["ssh-keygen", "-F", f"[{sshd.host}]:{sshd.port}", "-f", str(known_hosts)],
+                           capture_output=True, text=True, timeout=10)
+    assert found.returncode == 0 and sshd.host_public_key in found.stdout  # OpenSSH itself reads the file
+
+    assert read_hosts(offload_home) == {"box": {
+        "hostname": sshd.host, "user": sshd.user, "port": sshd.port, "identity_file": str(sshd.client_key_path),
+        "python": sys.executable, "workdir": str(tmp_path / "remote"), "gpus": 2}}
+    ran = run_offload("run", "--nproc-per-node", "1", "report.py", cwd=project)  # not torchrun for gpus: 2
+    assert ran.returncode == 0, ran.stderr
+    assert str(tmp_path / "remote") in ran.stdout
+
+
+def test_add_without_a_terminal_or_yes_saves_nothing(offload_home, sshd):
+    result = run_offload(*add_args("box", sshd))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    fingerprint_line, error = stderr_lines(result)
+    assert ssh_keygen_fingerprint(Path(f"{sshd.host_key_path}.pub")) in fingerprint_line
+    assert error.startswith("offload: error: cannot confirm the host key of box without a terminal"), error
+    assert "--yes" in error
+    assert not (offload_home.path / "hosts.yaml").exists()
+    assert not (offload_home.path / "known_hosts").exists()
+
+
+def test_a_key_already_in_users_known_hosts_is_accepted(offload_home, sshd, project, tmp_path):
+    """Even hashed (HashKnownHosts yes, Debian's default), as ssh-keygen -H writes it."""
+    user_known_hosts = offload_home.home / ".ssh" / "known_hosts"
+    user_known_hosts.write_text(sshd.known_hosts_line + "\n")
+    subprocess.run(["ssh-keygen", "-H", "-f", str(user_known_hosts)], capture_output=True, timeout=10, check=True)
+    assert user_known_hosts.read_text().startswith("|1|")
+
+    result = run_offload(*add_args("box", sshd, "--workdir", str(tmp_path / "remote")))  # no --yes, no terminal
+    assert result.returncode == 0, result.stderr
+    assert not (offload_home.path / "known_hosts").exists()  # nothing new to remember
+    ran = run_offload("run", "report.py", cwd=project)
+    assert ran.returncode == 0, ran.stderr
+
+
+def test_a_host_that_is_down_is_saved_with_a_warning(offload_home):
+    port = closed_port()
+    result = run_offload("hosts", "add", "later", f"alice@127.0.0.1:{port}", "--yes")
+    assert result.returncode == 0, result.stderr
+    [warning] = stderr_lines(result)
+    assert "warning: later is unreachable now (connection refused)" in warning
+    assert "`offload hosts check later`" in warning
+    assert read_hosts(offload_home) == {"later": {"hostname": "127.0.0.1", "user": "alice", "port": port}}
+    assert not (offload_home.path / "known_hosts").exists()
+
+
+def test_without_offload_home_the_registry_lives_in_the_platform_config_dir(offload_home, monkeypatch, tmp_path):
+    monkeypatch.delenv("OFFLOAD_HOME")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    result = run_offload("hosts", "add", "later", f"127.0.0.1:{closed_port()}")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "xdg" / "offload" / "hosts.yaml").is_file()
+    assert "later" in run_offload("hosts", "list").stdout
+
+
+def test_list_shows_every_host_with_the_default_first(offload_home, sshd, fresh_sshd):
+    register_host(offload_home, sshd, name="first")
+    register_host(offload_home, fresh_sshd, name="second", gpus=4)
+    result = run_offload("hosts", "list")
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines() if line.strip()]
+    assert lines[0] == ["name", "address", "python", "workdir", "gpus"]
+    assert lines[1][:3] == ["first", "(default)", f"{sshd.user}@{sshd.host}:{sshd.port}"]
+    assert lines[2][0] == "second" and lines[2][1] == f"{fresh_sshd.user}@{fresh_sshd.host}:{fresh_sshd.port}"
+    assert lines[2][-1] == "4"
+
+
+def test_remove_forgets_the_host_and_keeps_its_key(offload_home, sshd):
+    register_host(offload_home, sshd, name="first")
+    register_host(offload_home, sshd, name="second")
+    result = run_offload("hosts", "remove", "first")
+    assert result.returncode == 0, result.stderr
+    assert list(read_hosts(offload_home)) == ["second"]
+    assert sshd.known_hosts_line in (offload_home.path / "known_hosts").read_text()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["run", "--host", "nope", "report.py"], "unknown host 'nope' (known: box)"),
+    (["hosts", "remove", "nope"], "unknown host 'nope' (known: box)"),
+    (["hosts", "check", "nope"], "unknown host 'nope' (known: box)"),
+    (["hosts", "add", "box", "127.0.0.1"], "host box is already registered"),
+    (["hosts", "add", "bad name", "127.0.0.1"], "bad host name 'bad name'"),
+    (["hosts", "add", "x", "127.0.0.1", "--gpus", "0"], "gpus must be at least 1, not 0"),
+    (["hosts", "add", "x", "127.0.0.1", "--port", "70000"], "port must be between 1 and 65535, not 70000"),
+    (["hosts", "add", "x", "127.0.0.1:ssh"], "bad port in '127.0.0.1:ssh'"),
+])
+def test_bad_names_and_values_are_one_line(offload_home, sshd, project, args, expected):
+    register_host(offload_home, sshd)
+    line = one_error_line(run_offload(*args, cwd=project))
+    assert expected in line, line
+    assert list(read_hosts(offload_home)) == ["box"]
+
+
+MALFORMED = [
+    # (hosts.yaml text, line the error names, what it says)
+    ("hosts:\n  box:\n    hostname: a\n    port: [22\n", 4, "not valid YAML"),  # not 5, the end of the file
+    ("hosts:\n  box:\n\thostname: a\n", 3, "not valid YAML: found character '\\t'"),
+    ("hosts:\n  box:\n    hostname: a\n    hostnmae: b\n", 4, "host box: unknown key 'hostnmae'"),
+    ("hosts:\n  box:\n    hostname: a\n    port: abc\n", 4, "host box: port must be a port number, not 'abc'"),
+    ("hosts:\n  box:\n    hostname: a\n    gpus: 0\n", 4, "host box: gpus must be at least 1, not 0"),
+    ("hosts:\n  box:\n    env: [A, B]\n", 3, "host box: env must be a mapping of environment variables"),
+    ("hosts:\n  box:\n    hostname: a\n  bad name:\n    hostname: b\n", 4, "bad host name 'bad name'"),
+    ("hosts:\n  4090:\n    hostname: a\n", 2, "host name 4090 is not text to YAML: put it in quotes"),
+    ("host:\n  box:\n    hostname: a\n", 1, "unknown key 'host' (only `hosts:`)"),
+    ("hosts:\n  box: 192.168.1.5\n", 2, "host box: expected a mapping of settings"),
+    ("- box\n", 1, "expected a mapping `hosts:`"),
+]
+
+
+@pytest.mark.parametrize("text, line_number, message", MALFORMED)
+def test_a_malformed_hosts_yaml_names_file_and_line(offload_home, text, line_number, message):
+    (offload_home.path / "hosts.yaml").write_text(text)
+    line = one_error_line(run_offload("hosts", "list"))
+    assert f"{offload_home.path / 'hosts.yaml'}:{line_number}: " in line, line
+    assert message in line, line
+
+
+def test_a_malformed_hosts_yaml_stops_a_run_before_anything_starts(offload_home, project):
+    (offload_home.path / "hosts.yaml").write_text("hosts:\n  box:\n    port: abc\n")
+    line = one_error_line(run_offload("run", "report.py", cwd=project))
+    assert "hosts.yaml:3: host box: port must be a port number" in line
+    assert not list(project.glob(".offload/runs/*"))  # no local run either
+
+
+def test_a_hosts_yaml_that_is_not_text_is_one_line(offload_home):
+    (offload_home.path / "hosts.yaml").write_bytes(b"hosts:\n  box:\n    hostname: \xff\xfe\n")
+    line = one_error_line(run_offload("hosts", "list"))
+    assert "hosts.yaml is not UTF-8 text" in line
+
+
+def test_a_relative_identity_path_still_works_from_the_project(offload_home, sshd, project, tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "box_key").write_bytes(sshd.client_key_path.read_bytes())
+    (keys / "box_key").chmod(0o600)
+    added = run_offload("hosts", "add", "box", f"{sshd.user}@{sshd.host}", "--port", str(sshd.port),
+                        "--identity", "keys/box_key", "--python", sys.executable, "--yes", cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert read_hosts(offload_home)["box"]["identity_file"] == str(keys / "box_key")
+    ran = run_offload("run", "report.py", cwd=project)
+    assert ran.returncode == 0, ran.stderr
