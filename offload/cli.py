@@ -59,6 +59,7 @@ def hosts_add(
     destination: str = typer.Argument(..., help="[user@]hostname[:port], or an alias from ~/.ssh/config."),
     port: Optional[int] = typer.Option(None, "--port", "-p"),
     identity: Optional[str] = typer.Option(None, "--identity", "-i", help="Private key file."),
+    proxy_jump: Optional[str] = typer.Option(None, "--proxy-jump", "-J", help="Jump host, [user@]host[:port], as ssh -J."),
     python: Optional[str] = typer.Option(None, "--python", help="The host's Python that has torch."),
     workdir: Optional[str] = typer.Option(None, "--workdir", help="Where projects go on the host (default ~/offload)."),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="Processes per node by default."),
@@ -68,7 +69,7 @@ def hosts_add(
     """Register a host; connects once to confirm its key."""
     from .registry_commands import add_host
 
-    raise typer.Exit(add_host(name, destination, dict(port=port, identity_file=identity, python=python,
+    raise typer.Exit(add_host(name, destination, dict(port=port, identity_file=identity, proxy_jump=proxy_jump, python=python,
                                                       workdir=workdir, gpus=gpus), yes, connect_timeout))
 
 

@@ -46,8 +46,9 @@ def add_known_hosts(host_keys, path) -> None:
 def remember(known_hosts_name: str, key) -> None:
     path = home.known_hosts_file()
     path.parent.mkdir(parents=True, exist_ok=True)
+    needs_newline = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
     with open(path, "a") as f:
-        f.write(f"{known_hosts_name} {key.get_name()} {key.get_base64()}\n")
+        f.write(("\n" if needs_newline else "") + f"{known_hosts_name} {key.get_name()} {key.get_base64()}\n")
 
 
 def forget_hint(known_hosts_name: str, then: str) -> str:

@@ -263,3 +263,17 @@ def test_an_identity_file_naming_a_public_key_selects_the_agents_key(offload_hom
     assert without_agent.returncode == 1
     [line] = stderr_lines(without_agent)
     assert f"identity file {sshd.client_key_path}.pub for box is a public key" in line
+
+
+def test_hosts_add_takes_a_proxy_jump_flag(offload_home, fresh_sshd, project, tmp_path):
+    write_ssh_config(offload_home.home, f"Host jumpbox\n    HostName {fresh_sshd.host}\n    Port {fresh_sshd.port}\n"
+                                        f"    User {fresh_sshd.user}\n    IdentityFile {fresh_sshd.client_key_path}\n")
+    added = run_offload("hosts", "add", "box", f"{fresh_sshd.user}@{fresh_sshd.host}:{fresh_sshd.port}", "-J", "jumpbox",
+                        "-i", str(fresh_sshd.client_key_path), "--python", sys.executable,
+                        "--workdir", str(tmp_path / "remote"), "--yes")
+    assert added.returncode == 0, added.stderr
+    assert "proxy_jump: jumpbox" in (offload_home.path / "hosts.yaml").read_text()
+    ran = run_offload("run", "report.py", "jumped", cwd=project)
+    assert ran.returncode == 0, ran.stderr
+    assert '"argv": ["jumped"]' in ran.stdout
+    assert len(accepted_keys(fresh_sshd)) >= 3  # add's login, then the run's hop and host logins
