@@ -23,6 +23,7 @@ AGENT_DIR = Path(remote_agent.__file__).resolve().parent
 MISSING_MARK = "OFFLOAD_AGENT_MISSING"
 REPLY_TIMEOUT_S = 60  # a request the agent answers at once; a link silent this long is dead
 FACTS_TIMEOUT_S = 180  # facts import torch on the host
+DISK_HINT = "free space there, or point workdir at a bigger disk in hosts.yaml"
 
 
 def agent_files() -> list:
@@ -53,27 +54,41 @@ class AgentClient:
         self.noise = []
         self.hello = None
 
-    def read_hello(self) -> dict | None:
-        self.hello = protocol.read_message(self.reader, noise=self.noise.append)
+    def read_hello(self, timeout: float | None = REPLY_TIMEOUT_S) -> dict | None:
+        self.hello = self._read(timeout, noise=self.noise.append)
         if self.hello is not None and self.hello["t"] != "hello":
             raise OffloadError(f"the agent on {self.label} did not greet: {self.hello}")
         return self.hello
 
     def send(self, message_type: str, /, **fields) -> None:
-        protocol.write_message(self.writer, message_type, **fields)
+        self.write(protocol.encode(message_type, **fields), flush=True)
 
-    def recv(self, timeout: float | None = REPLY_TIMEOUT_S) -> dict:
+    def write(self, data: bytes, flush: bool = False) -> None:
+        """Raw bytes to the agent (a message, or the bulk data that follows one)."""
+        try:
+            self.writer.write(data)
+            if flush:
+                self.writer.flush()
+        except OSError as exc:  # the agent or the link died: say so, not "Socket is closed" with a traceback
+            raise OffloadError(f"lost the link to {self.label}: {exc or type(exc).__name__}") from None
+
+    def _read(self, timeout: float | None, noise=None) -> dict | None:
         self._set_timeout(timeout)
         try:
-            message = protocol.read_message(self.reader)
+            return protocol.read_message(self.reader, noise=noise)
         except socket.timeout:
             raise OffloadError(f"lost the link to {self.label}: nothing heard for {timeout:.0f} s") from None
         except (OSError, EOFError, protocol.ProtocolError) as exc:
             raise OffloadError(f"lost the link to {self.label}: {exc}") from None
+
+    def recv(self, timeout: float | None = REPLY_TIMEOUT_S) -> dict:
+        message = self._read(timeout)
         if message is None:
             raise OffloadError(f"lost the link to {self.label}: the agent went away")
         if message["t"] == "error":
-            raise RemoteError(f"{self.label}: {message['message']}", code=message.get("code", ""))
+            error = RemoteError(f"{self.label}: {message['message']}", code=message.get("code", ""))
+            error.detail = message["message"]  # the agent's own words, for callers that explain them
+            raise error
         return message
 
     def request(self, message_type: str, /, timeout: float | None = REPLY_TIMEOUT_S, **fields) -> dict:
@@ -86,9 +101,24 @@ class AgentClient:
     def close(self) -> None:
         try:
             self.send("bye")
-        except (OSError, EOFError):
+        except (OSError, EOFError, ValueError, OffloadError):  # ValueError: already closed
             pass
         self._close()
+
+
+class ChannelWriter(io.RawIOBase):
+    """A channel's stdin under io.BufferedWriter. Paramiko's own file retries its buffer when collected, so a
+    dead link printed a traceback at exit after the one-line error; io's buffer is dropped quietly."""
+
+    def __init__(self, channel):
+        self.channel = channel
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.channel.sendall(bytes(data))
+        return len(data)
 
 
 def start_command(target) -> str:
@@ -102,8 +132,9 @@ def start_command(target) -> str:
 def install_command(target) -> str:
     agent_dir = f"{target.workdir.rstrip('/')}/.agent/{agent_hash()}"
     script = (f"d={shell_path(agent_dir)}; t=\"$d.part.$$\"; "
-              'mkdir -p "$t" && tar -xf - -C "$t" && { mv "$t" "$d" 2>/dev/null || rm -rf "$t"; } '
-              '&& [ -f "$d/remote_agent/__main__.py" ]')
+              'if mkdir -p "$t" && tar -xf - -C "$t"; then [ -d "$d" ] || mv "$t" "$d" 2>/dev/null; rm -rf "$t"; '
+              'else rm -rf "$t"; exit 1; fi; '  # a half-extracted copy would only take up the space that ran out
+              '[ -f "$d/remote_agent/__main__.py" ]')
     return "sh -c " + shlex.quote(script)
 
 
@@ -127,18 +158,21 @@ def install_remote(client, target) -> None:
     channel.shutdown_write()
     stderr = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
     if channel.recv_exit_status() != 0:
-        code = "disk_full" if "No space" in stderr else "not_writable"
-        raise RemoteError(f"cannot install the agent in {target.workdir} on {target.name}: "
-                          f"{stderr.splitlines()[-1] if stderr else 'failed'}", code=code,
-                          hint="set workdir for this host in hosts.yaml to a writable directory with free space")
+        # The last line that says what went wrong: a .bashrc may print before it, tar's summary after it.
+        lines = [line for line in stderr.splitlines() if "Exiting with failure" not in line]
+        detail = lines[-1] if lines else "failed"
+        if "No space" in stderr:
+            raise RemoteError(f"not enough disk on {target.name} to install the agent in {target.workdir}: {detail}",
+                              code="disk_full", hint=DISK_HINT)
+        raise RemoteError(f"cannot install the agent in {target.workdir} on {target.name}: {detail}",
+                          code="not_writable", hint="set workdir for this host in hosts.yaml to a writable directory")
 
 
 def start_remote(client, target) -> AgentClient:
     for attempt in range(2):
         channel = exec_channel(client, start_command(target))
-        agent = AgentClient(channel.makefile("rb", 1 << 16), channel.makefile_stdin("wb", 1 << 16),
+        agent = AgentClient(channel.makefile("rb", 1 << 16), io.BufferedWriter(ChannelWriter(channel), 1 << 16),
                             label=target.name, set_timeout=channel.settimeout, close=channel.close)
-        agent._set_timeout(REPLY_TIMEOUT_S)
         if agent.read_hello() is not None:
             return agent
         noise = b"".join(agent.noise).decode(errors="replace")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,10 +108,14 @@ def run(options: RunOptions) -> int:
         entries = scan_project(root)
         if script not in {e.path for e in entries}:
             rule = explain(root, script) or "an ignore rule"
-            raise OffloadError(f"{script} would not be synced: excluded by {rule}", hint=f"add `!{script}` to .offloadignore")
+            raise OffloadError(f"{script} would not be synced: excluded by {rule}",
+                               hint=f"re-include it with `!{script}` (and `!DIR/` for an excluded directory) in .offloadignore")
     target, client = connect_target(options.host, options.connect_timeout, options.no_fallback)
-    agent = open_agent(target, client)
-    try:
+    with ExitStack() as cleanup:
+        if client is not None:
+            cleanup.callback(client.close)
+        agent = open_agent(target, client)
+        cleanup.callback(agent.close)
         if target:
             from .sync import sync_project
 
@@ -119,10 +124,6 @@ def run(options: RunOptions) -> int:
         else:
             cwd, nproc, host_env = str(root), options.nproc_per_node or 1, {}
         return launch_and_follow(agent, target, root, cwd, script, options.args, nproc, host_env)
-    finally:
-        agent.close()
-        if client is not None:
-            client.close()
 
 
 def launch_and_follow(agent, target, root: Path, cwd: str, script: str, args: list, nproc: int, host_env: dict) -> int:
@@ -192,17 +193,14 @@ def sync_only(host_name: str | None, project: Path | None, connect_timeout: floa
     if name is None:
         raise OffloadError("no host to sync to", hint="offload hosts add NAME [user@]hostname")
     target = resolve(name, registry.get(name))
-    client = ssh.connect(target, connect_timeout, confirm=ask_host_key)
-    try:
+    with ExitStack() as cleanup:
+        client = ssh.connect(target, connect_timeout, confirm=ask_host_key)
+        cleanup.callback(client.close)
         agent = agents.start_remote(client, target)
-        try:
-            from .sync import sync_project
+        cleanup.callback(agent.close)
+        from .sync import sync_project
 
-            result = sync_project(agent, root, target.workdir)
-        finally:
-            agent.close()
-    finally:
-        client.close()
+        result = sync_project(agent, root, target.workdir)
     if result.sent_files or result.deleted:
         from .ignore import human_size
 

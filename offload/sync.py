@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from remote_agent import protocol
 
-from .errors import OffloadError
-from .ignore import LocalEntry, scan_project, summarize
+from .agent import DISK_HINT
+from .errors import OffloadError, RemoteError
+from .ignore import LocalEntry, human_size, scan_project, summarize
 
 MAX_RESENDS = 3  # a file still changing after this many tries is reported, not chased forever
 
@@ -61,11 +63,20 @@ def plan_sync(local: list, present: dict, synced: list, exists_locally) -> SyncP
             plan.unchanged += 1
         else:
             plan.send.append(entry)
+    local_dirs = {parent for path in local_paths for parent in parents(path)}
     for path in synced:
         if path in local_paths:
             continue
-        (plan.forget if exists_locally(path) else plan.delete).append(path)
+        # A synced file where the laptop now has a directory would block the files inside it: it goes.
+        replaced = path in local_dirs and present.get(path, ["dir"])[0] != "dir"
+        (plan.delete if replaced or not exists_locally(path) else plan.forget).append(path)
     return plan
+
+
+def parents(path: str) -> list:
+    """"a/b/c" -> ["a", "a/b"]."""
+    parts = path.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
 
 
 def project_dir_name(project_root: Path) -> str:
@@ -76,25 +87,41 @@ def project_dir_name(project_root: Path) -> str:
 
 def sync_project(agent, project_root: Path, workdir: str, entries: list | None = None, out=sys.stderr) -> SyncResult:
     entries = scan_project(project_root) if entries is None else entries
-    prepared = agent.request("prepare", workdir=workdir, project=project_dir_name(project_root))
-    project_dir = prepared["project_dir"]
-    manifest = agent.request("manifest", project_dir=project_dir, paths=[e.path for e in entries])
-    plan = plan_sync(entries, manifest["present"], manifest["synced"],
-                     lambda path: os.path.lexists(project_root / path))
-    if not plan.send and not plan.delete:
-        print(f"sync: {agent.label} is up to date ({plan.unchanged} files)", file=out)
-        return SyncResult(project_dir, 0, 0, 0, plan.unchanged)
+    with remote_failures_explained(agent.label, workdir):
+        prepared = agent.request("prepare", workdir=workdir, project=project_dir_name(project_root))
+        project_dir = prepared["project_dir"]
+        manifest = agent.request("manifest", project_dir=project_dir, paths=[e.path for e in entries])
+        plan = plan_sync(entries, manifest["present"], manifest["synced"],
+                         lambda path: os.path.lexists(project_root / path))
+        if not plan.send and not plan.delete:
+            if plan.forget:  # now ignored here: recorded as no longer ours, so it is never deleted there
+                apply_plan(agent, project_root, project_dir, plan, out)
+            print(f"sync: {agent.label} is up to date ({plan.unchanged} files)", file=out)
+            return SyncResult(project_dir, 0, 0, 0, plan.unchanged)
+        check_free_space(agent.label, plan, prepared["free_bytes"])
+        line = f"sync: {summarize(plan.send)}" if plan.send else "sync: nothing to send"
+        if plan.delete:
+            line += f"; {len(plan.delete)} to delete"
+        print(f"{line} -> {agent.label}:{project_dir}", file=out)
+        applied, pending = apply_plan(agent, project_root, project_dir, plan, out)
+    if pending:
+        raise OffloadError(f"{pending[0].path} kept changing while it was being sent; it was not synced",
+                           hint="stop whatever writes it, or add it to .offloadignore")
+    return SyncResult(project_dir, applied["written"], applied["bytes"], applied["deleted"], plan.unchanged)
+
+
+def check_free_space(label: str, plan: SyncPlan, free_bytes: int) -> None:
     total = sum(e.size for e in plan.send)
-    if total > prepared["free_bytes"]:
-        raise OffloadError(f"not enough disk on {agent.label}: {total} bytes to send, {prepared['free_bytes']} free",
-                           hint="free space there, or point workdir at a bigger disk in hosts.yaml")
-    line = f"sync: {summarize(plan.send)}" if plan.send else "sync: nothing to send"
-    if plan.delete:
-        line += f"; {len(plan.delete)} to delete"
-    print(f"{line} -> {agent.label}:{project_dir}", file=out)
+    if total > free_bytes:
+        raise OffloadError(f"not enough disk on {label}: {human_size(total)} to send, {human_size(free_bytes)} free",
+                           hint=DISK_HINT)
+
+
+def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out) -> tuple:
+    """Delete and send what the plan says; returns the agent's tally and the entries that kept changing."""
     agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget)
     pending = list(plan.send)
-    with progress_bar(total, out) as advance:
+    with progress_bar(sum(e.size for e in plan.send), out) as advance:
         for attempt in range(MAX_RESENDS):
             pending = [e for e in (send_entry(agent, project_root, e, advance) for e in pending) if e is not None]
             if not pending:
@@ -102,11 +129,23 @@ def sync_project(agent, project_root: Path, workdir: str, entries: list | None =
             pending = [refresh(project_root, e) for e in pending]
             pending = [e for e in pending if e is not None]
     agent.send("end")
-    applied = agent.recv()
-    if pending:
-        raise OffloadError(f"{pending[0].path} kept changing while it was being sent; it was not synced",
-                           hint="stop whatever writes it, or add it to .offloadignore")
-    return SyncResult(project_dir, applied["written"], applied["bytes"], applied["deleted"], plan.unchanged)
+    return agent.recv(), pending
+
+
+@contextmanager
+def remote_failures_explained(label: str, workdir: str):
+    """The agent reports an OSError by its strerror; say what it means for the sync and what to do."""
+    try:
+        yield
+    except RemoteError as exc:
+        detail = getattr(exc, "detail", exc.message)
+        if exc.code == "disk_full":
+            raise RemoteError(f"disk full on {label} (workdir {workdir}): {detail}", code=exc.code,
+                              hint=DISK_HINT) from None
+        if exc.code == "not_writable":
+            raise RemoteError(f"cannot write to workdir {workdir} on {label}: {detail}", code=exc.code,
+                              hint="set workdir for this host in hosts.yaml to a directory you can write to") from None
+        raise
 
 
 def refresh(project_root: Path, entry: LocalEntry) -> LocalEntry | None:
@@ -123,7 +162,7 @@ def send_entry(agent, project_root: Path, entry: LocalEntry, advance) -> LocalEn
     """Stream one entry. Returns the entry if it changed while being sent (the host was told to drop it)."""
     header = {"path": entry.path, "kind": entry.kind, "mode": entry.mode, "mtime_ns": entry.mtime_ns}
     if entry.kind != "file":
-        agent.writer.write(protocol.encode("put", **header, target=entry.target))
+        agent.write(protocol.encode("put", **header, target=entry.target))
         return None
     try:
         f = open(project_root / entry.path, "rb")
@@ -133,18 +172,18 @@ def send_entry(agent, project_root: Path, entry: LocalEntry, advance) -> LocalEn
         before = os.fstat(f.fileno())
         size = before.st_size
         header.update(size=size, mtime_ns=before.st_mtime_ns)
-        agent.writer.write(protocol.encode("put", **header))
+        agent.write(protocol.encode("put", **header))
         remaining, padded = size, False
         while remaining:
             piece = f.read(min(remaining, protocol.CHUNK))
             if not piece:  # the file shrank under us: keep the stream in step, then drop it
                 piece, padded = b"\0" * min(remaining, protocol.CHUNK), True
-            agent.writer.write(piece)
+            agent.write(piece)
             remaining -= len(piece)
             advance(len(piece))
         after = os.fstat(f.fileno())
     if padded or (after.st_size, after.st_mtime_ns) != (size, before.st_mtime_ns):
-        agent.writer.write(protocol.encode("drop", path=entry.path))
+        agent.write(protocol.encode("drop", path=entry.path))
         return entry
     return None
 

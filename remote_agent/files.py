@@ -46,7 +46,7 @@ def describe(path: str) -> list | None:
     """[kind, size, mtime_ns, mode, target] of what is at path, or None."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the latter: a file now stands where a parent dir was
         return None
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISLNK(st.st_mode):
@@ -67,9 +67,14 @@ def load_state(project_dir: str) -> set:
 def save_state(project_dir: str, synced: set) -> None:
     path = os.path.join(project_dir, STATE_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"synced": sorted(synced)}, f)
-    os.replace(path + ".tmp", path)
+    try:
+        with open(path + ".tmp", "w") as f:
+            json.dump({"synced": sorted(synced)}, f)
+        os.replace(path + ".tmp", path)
+    except BaseException:
+        if describe(path + ".tmp") is not None:
+            os.unlink(path + ".tmp")
+        raise
 
 
 class Receiver:
@@ -91,44 +96,58 @@ class Receiver:
         project_dir = request["project_dir"]
         synced = load_state(project_dir)
         synced.difference_update(request.get("forget", []))
-        deleted = written = received = 0
-        failure = None  # after a failure, keep reading so the stream stays in step; report it at the end
+        tally = {"written": 0, "deleted": 0, "bytes": 0}
         try:
+            failure = None  # after a failure, keep reading so the stream stays in step; report it at the end
             for relpath in sorted(request.get("delete", []), reverse=True):  # children before parents
                 try:
-                    deleted += remove(safe_path(project_dir, relpath))
+                    tally["deleted"] += remove(safe_path(project_dir, relpath))
                 except (OSError, RequestError) as exc:
                     failure = failure or exc
                 synced.discard(relpath)
-            while True:
-                message = protocol.read_message(inp)
-                if message is None:
-                    raise protocol.ProtocolError("the laptop went away in the middle of a sync")
-                if message["t"] == "end":
-                    break
-                if message["t"] == "drop":  # the laptop saw the file change while sending it
-                    remove(safe_path(project_dir, message["path"]))
-                    synced.discard(message["path"])
-                    written -= 1
-                    continue
-                if message["t"] != "put":
-                    raise RequestError("bad_request", f"unexpected {message['t']!r} during a sync")
-                if failure is not None:
-                    drain(inp, int(message.get("size", 0)))
-                    continue
-                try:
-                    received += put(project_dir, message, inp)
-                except (OSError, RequestError) as exc:
-                    failure = exc
-                    continue
-                synced.add(message["path"])
-                written += 1
+            failure = receive(project_dir, inp, synced, tally, failure)
             if failure is not None:
                 raise failure
             synced |= self.expected.get(project_dir, set())
-        finally:
-            save_state(project_dir, synced)
-        return {"written": written, "deleted": deleted, "bytes": received}
+        except BaseException:
+            try:
+                save_state(project_dir, synced)  # what was written is ours, even when the sync failed
+            except OSError:
+                pass  # on a full disk: the failure being raised says more than this one
+            raise
+        save_state(project_dir, synced)
+        return tally
+
+
+def receive(project_dir: str, inp, synced: set, tally: dict, failure: Exception | None) -> Exception | None:
+    """Write `put` entries until `end`; returns the first failure (later entries are read and dropped)."""
+    while True:
+        message = protocol.read_message(inp)
+        if message is None:
+            raise protocol.ProtocolError("the laptop went away in the middle of a sync")
+        if message["t"] == "end":
+            return failure
+        if message["t"] == "drop" and failure is None:  # the laptop saw the file change while sending it
+            try:
+                tally["written"] -= remove(safe_path(project_dir, message["path"]))
+            except (OSError, RequestError) as exc:
+                failure = exc
+            synced.discard(message["path"])
+            continue
+        if message["t"] == "drop":  # its put was skipped after a failure: the host's older copy is still whole
+            continue
+        if message["t"] != "put":
+            raise RequestError("bad_request", f"unexpected {message['t']!r} during a sync")
+        if failure is not None:
+            drain(inp, int(message.get("size", 0)))
+            continue
+        try:
+            tally["bytes"] += put(project_dir, message, inp)
+        except (OSError, RequestError) as exc:
+            failure = exc
+            continue
+        synced.add(message["path"])
+        tally["written"] += 1
 
 
 def remove(path: str) -> int:
@@ -151,6 +170,10 @@ def put(project_dir: str, message: dict, inp) -> int:
     pieces = protocol.read_exactly(inp, size)
     try:
         write_entry(safe_path(project_dir, message["path"]), message, pieces)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write or close names no file: say which one it was
+            exc.filename = message["path"]
+        raise
     finally:
         for _ in pieces:  # a no-op when the write consumed them all
             pass
@@ -167,24 +190,52 @@ def write_entry(path: str, message: dict, pieces) -> None:
         os.makedirs(path, exist_ok=True)
         return
     if existing is not None and existing[0] == "dir":
-        raise RequestError("bad_request", f"{message['path']} is a directory on the host; remove it there first")
+        try:
+            os.rmdir(path)  # an empty directory, left where the laptop now has a file: nothing of a run's is lost
+        except OSError:
+            raise RequestError("bad_request",
+                               f"{message['path']} is a directory on the host; remove it there first") from None
     part = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + PART_SUFFIX)
+    if describe(part) is not None:
+        # Left by a killed agent, or still open in one whose laptop went away: that one keeps writing into the
+        # unlinked file, and its clean-up below leaves ours alone.
+        os.unlink(part)
+    if kind == "link":
+        os.symlink(message["target"], part)
+        ours = os.lstat(part)
+    else:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        ours = os.fstat(fd)
     try:
         if kind == "link":
-            if describe(part) is not None:
-                os.unlink(part)
-            os.symlink(message["target"], part)
+            os.utime(part, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         else:
-            with open(part, "wb") as f:
-                for piece in pieces:
-                    f.write(piece)
-            os.chmod(part, mode)
-        os.utime(part, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+            write_part(fd, pieces, mode, mtime_ns)
+        if not same_file(part, ours):
+            raise RequestError("busy", f"another sync is writing {message['path']}; try again when it is done")
         os.replace(part, path)
     except BaseException:
-        if describe(part) is not None:
+        if same_file(part, ours):
             os.unlink(part)
         raise
+
+
+def write_part(fd: int, pieces, mode: int, mtime_ns: int) -> None:
+    """Write and close fd; mode and mtime are set on the open file, so they land on this file and no other."""
+    with open(fd, "wb") as f:
+        for piece in pieces:
+            f.write(piece)
+        f.flush()
+        os.fchmod(fd, mode)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
+def same_file(path: str, ours: os.stat_result) -> bool:
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return (found.st_dev, found.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def drain(inp, size: int) -> None:

@@ -36,7 +36,12 @@ def read_message(stream, noise=None) -> dict | None:
         line = stream.readline(MAX_LINE)
         if not line:
             return None
-        if line.startswith(PREFIX):
+        start = line.find(PREFIX)
+        if start > 0:  # noise printed without a newline (`printf` in a .bashrc) runs into the message
+            if noise is not None:
+                noise(line[:start])
+            line = line[start:]
+        if start >= 0:
             if not line.endswith(b"\n"):
                 raise ProtocolError("message line truncated")
             try:
