@@ -122,7 +122,7 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out)
     agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget)
     pending = list(plan.send)
     with progress_bar(sum(e.size for e in plan.send), out) as advance:
-        for attempt in range(MAX_RESENDS):
+        for _ in range(MAX_RESENDS):
             pending = [e for e in (send_entry(agent, project_root, e, advance) for e in pending) if e is not None]
             if not pending:
                 break
