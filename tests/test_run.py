@@ -110,7 +110,8 @@ def test_output_streams_live(box, project, tmp_path):
 def test_several_processes_launch_through_torchrun(offload_home, sshd, project):
     register_host(offload_home, sshd, gpus=2)
     (project / "ranks.py").write_text(
-        "import os\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'], 'local', os.environ['LOCAL_RANK'])\n")
+        "import os\n"  # one write per line: ranks share the log, and print() of several values writes each apart
+        "os.write(1, f\"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']} local {os.environ['LOCAL_RANK']}\\n\".encode())\n")
     result = run_offload("run", "ranks.py", cwd=project, timeout=120)
     assert result.returncode == 0, result.stderr
     assert sorted(line for line in result.stdout.splitlines() if line.startswith("rank")) == \
