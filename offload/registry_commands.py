@@ -64,7 +64,6 @@ def list_hosts() -> int:
     if not registry.hosts:
         say(f"no hosts registered in {registry.path}; add one with `offload hosts add NAME [user@]hostname`")
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("name", "address", "python", "workdir", "gpus", box=None)
@@ -72,7 +71,7 @@ def list_hosts() -> int:
         target = resolve(name, entry)
         label = name + (" (default)" if index == 0 else "")
         table.add_row(label, target.address, target.python, target.workdir, str(target.gpus))
-    Console(width=200).print(table)  # a pipe gets 80 columns: addresses would be cut
+    table_console().print(table)
     return 0
 
 
@@ -93,11 +92,17 @@ def check_hosts(name: str | None, timeout: float) -> int:
     if not names:
         raise OffloadError("no hosts registered", hint="offload hosts add NAME [user@]hostname")
     rows = [check_host(resolve(n, registry.get(n)), timeout, confirm=ask_host_key) for n in names]
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(*COLUMNS)
     for row in rows:
         table.add_row(*(row[c] for c in COLUMNS))
-    Console(width=200).print(table)
+    table_console().print(table)
     return 0 if all(healthy(r) for r in rows) else 1
+
+
+def table_console():
+    """The terminal's width on a terminal; a pipe would get 80 columns and cut addresses, so it gets more."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
