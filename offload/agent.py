@@ -27,13 +27,14 @@ DISK_HINT = "free space there, or point workdir at a bigger disk in hosts.yaml"
 
 
 def agent_files() -> list:
-    return sorted(p for p in AGENT_DIR.glob("*.py"))
+    """The agent's sources, the jobs' helper library (lib/) included, as paths relative to AGENT_DIR."""
+    return sorted(p.relative_to(AGENT_DIR) for p in AGENT_DIR.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def agent_hash() -> str:
     digest = hashlib.sha256()
-    for path in agent_files():
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for relative in agent_files():
+        digest.update(relative.as_posix().encode() + b"\0" + (AGENT_DIR / relative).read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -141,8 +142,8 @@ def install_command(target) -> str:
 def agent_tarball() -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in agent_files():
-            tar.add(str(path), arcname=f"remote_agent/{path.name}")
+        for relative in agent_files():
+            tar.add(str(AGENT_DIR / relative), arcname=f"remote_agent/{relative.as_posix()}")
     return buffer.getvalue()
 
 

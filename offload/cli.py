@@ -53,6 +53,15 @@ def sync(
     raise typer.Exit(sync_only(host, project, connect_timeout))
 
 
+@app.command("runs")
+def runs_list(project: Optional[Path] = typer.Option(None, "--project", help="Project directory (default: the current one).")):
+    """List this project's runs: host, device, duration, exit, final loss and MFU."""
+    from .runner import project_root_of
+    from .runreport import print_runs
+
+    raise typer.Exit(print_runs(project_root_of(project)))
+
+
 @hosts_app.command("add")
 def hosts_add(
     name: str = typer.Argument(..., help="A short name for the host, e.g. 4070ti."),
@@ -91,13 +100,14 @@ def hosts_remove(name: str = typer.Argument(...)):
 
 @hosts_app.command("check")
 def hosts_check(
-    name: Optional[str] = typer.Argument(None, help="One host (default: all)."),
+    name: Optional[str] = typer.Argument(None, help="One host (default: all; `local` is this machine)."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
+    bench: bool = typer.Option(False, "--bench", help="Also measure the matmul ceiling (about 10 s) and keep it for MFU."),
 ):
-    """Reach each host and report Python, torch, CUDA, GPUs and free disk."""
+    """Reach each host and report Python, torch, CUDA, GPUs, CPU, peak TFLOPS and free disk."""
     from .registry_commands import check_hosts
 
-    raise typer.Exit(check_hosts(name, connect_timeout))
+    raise typer.Exit(check_hosts(name, connect_timeout, bench))
 
 
 def main() -> None:

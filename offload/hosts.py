@@ -25,7 +25,9 @@ FIELDS = {
     "workdir": (str, "a directory on the host"),
     "gpus": (int, "processes per node"),
     "env": (dict, "a mapping of environment variables"),
+    "peak_tflops": ((int, float, dict), "a number, or a mapping such as {bf16: 165, fp32: 82.6}"),
 }
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -121,11 +123,18 @@ def check_field(key: str, value) -> str | None:
         return f"port must be between 1 and 65535, not {value}"
     if key == "gpus" and value < 1:
         return f"gpus must be at least 1, not {value}"
+    if key == "peak_tflops" and not all(
+            k in PRECISIONS and positive_number(v) for k, v in (value.items() if isinstance(value, dict) else [("fp32", value)])):
+        return f"peak_tflops must be {description}, with precisions from {', '.join(PRECISIONS)} and numbers above 0"
     if key == "env" and not all(isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in value.items()):
         return "env must map names to strings"
     if key in ("python", "workdir") and value.startswith("~") and not (value == "~" or value.startswith("~/")):
         return f"{key}: only ~/ is understood, not {value!r}"
     return None
+
+
+def positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def child(node, key):

@@ -84,19 +84,25 @@ def remove_host(name: str) -> int:
     return 0
 
 
-def check_hosts(name: str | None, timeout: float) -> int:
-    from .checks import COLUMNS, check_host, healthy
+def check_hosts(name: str | None, timeout: float, bench: bool = False) -> int:
+    """One row per host (`local` is this machine); --bench adds the measured matmul ceiling and keeps it."""
+    from .checks import check_host, check_local, healthy
+    from .hoststate import LOCAL
 
     registry = hosts.load()
     names = [name] if name else list(registry.hosts)
     if not names:
-        raise OffloadError("no hosts registered", hint="offload hosts add NAME [user@]hostname")
-    rows = [check_host(resolve(n, registry.get(n)), timeout, confirm=ask_host_key) for n in names]
+        raise OffloadError("no hosts registered", hint=f"offload hosts add NAME [user@]hostname, or `offload hosts check {LOCAL}`")
+    if bench:
+        say("measuring each host's matmul ceiling, about 10 s each")
+    rows = [check_local(bench) if n == LOCAL and n not in registry.hosts else
+            check_host(resolve(n, registry.get(n)), timeout, confirm=ask_host_key, bench=bench) for n in names]
     from rich.table import Table
 
-    table = Table(*COLUMNS)
+    columns = list(rows[0])
+    table = Table(*columns)
     for row in rows:
-        table.add_row(*(row[c] for c in COLUMNS))
+        table.add_row(*(row[c] for c in columns))
     table_console().print(table)
     return 0 if all(healthy(r) for r in rows) else 1
 
@@ -105,4 +111,4 @@ def table_console():
     """The terminal's width on a terminal; a pipe would get 80 columns and cut addresses, so it gets more."""
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    return Console() if sys.stdout.isatty() else Console(width=400)  # rich uses only the width it needs

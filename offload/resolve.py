@@ -27,6 +27,7 @@ class SSHTarget:
     workdir: str = DEFAULTS["workdir"]
     gpus: int = 1
     env: dict = field(default_factory=dict)
+    peak_tflops: object = None  # hosts.yaml override: a number, or {precision: number}
     hop_for: str | None = None  # a ProxyJump hop: the registered host it leads to
 
     @property
@@ -102,6 +103,7 @@ def resolve(name: str, entry: dict, flags: dict | None = None, ssh_config: dict 
         workdir=pick("workdir", default=DEFAULTS["workdir"]),
         gpus=int(pick("gpus", default=DEFAULTS["gpus"])),
         env={k: str(v) for k, v in (pick("env", default={}) or {}).items()},
+        peak_tflops=pick("peak_tflops"),
     )
 
 

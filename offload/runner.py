@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import agent as agents
-from . import hosts, launch, runs, ssh, stream
+from . import hoststate, hosts, launch, runs, ssh, stream
 from .errors import HostUnreachable, OffloadError, RemoteError
 from .resolve import resolve
 
@@ -127,32 +128,45 @@ def run(options: RunOptions) -> int:
 
 
 def launch_and_follow(agent, target, root: Path, cwd: str, script: str, args: list, nproc: int, host_env: dict) -> int:
+    from .runreport import RunMeasurement
+
     run_id = runs.new_run_id()
+    host_name = target.name if target else LOCAL
     argv = launch.plan_launch(agent.hello["python"], script, args, nproc)
     run_dir = f"{cwd}/.offload/runs/{run_id}" + ("" if target else "/job")
+    facts = agent.request("device")
+    hoststate.remember(host_name, device=facts)
+    measurement = RunMeasurement(facts, args, nproc, target.peak_tflops if target else None,
+                                 hoststate.get(host_name).get("ceiling"))
     record = runs.RunRecord(root, run_id)
-    record.create(host=target.name if target else LOCAL, address=target.address if target else None,
-                  argv=argv, fallback=target is None, project_dir=cwd, run_dir=run_dir)
+    record.create(host=host_name, address=target.address if target else None, argv=argv, fallback=target is None,
+                  project_dir=cwd, run_dir=run_dir, **measurement.start_meta())
     started = agent.request("start", run_dir=run_dir, cwd=cwd, argv=argv, env=launch.job_env(host_env, run_id))
-    say(f"run {run_id} started on {target.name if target else 'this machine'} (pid {started.get('pid')})")
-    sink = stream.TerminalAndLog(record.log_path)
+    say(f"run {run_id} started on {target.name if target else 'this machine'} (pid {started.get('pid')}): "
+        f"{measurement.device.label}, {measurement.device.dtype}")
+    sink = stream.RunOutput(record.dir, tracker=measurement.tracker)
     try:
         if target is None:
             with stop_on_interrupt(record.run_id, started.get("pgid")):
-                return finish(record, stream.follow(agent, run_dir, 0, sink))
-        try:
-            return finish(record, stream.follow(agent, run_dir, 0, sink))
-        except KeyboardInterrupt:  # a remote run goes on: the laptop was only watching it
-            say(f"detached: run {record.run_id} goes on on {target.name}; its log is {run_dir}/output.log there")
-            record.update(detached=True)
-            return 130
+                finished = stream.follow(agent, run_dir, 0, sink)
+        else:
+            try:
+                finished = stream.follow(agent, run_dir, 0, sink)
+            except KeyboardInterrupt:  # a remote run goes on: the laptop was only watching it
+                say(f"detached: run {record.run_id} goes on on {target.name}; its log is {run_dir}/output.log there")
+                record.update(detached=True)
+                return 130
     finally:
         sink.close()
+    code = finish(record, finished)
+    report(record, measurement, script, args, root, local=target is None)
+    return code
 
 
 def finish(record, finished: dict) -> int:
     code = stream.exit_code_of(finished)
-    record.update(ended_at=runs.timestamp(), exit_code=code, signal=finished.get("signal"), state=finished.get("state"))
+    record.update(ended_at=runs.timestamp(), ended_unix=round(time.time(), 3), exit_code=code,
+                  signal=finished.get("signal"), state=finished.get("state"))
     if finished.get("state") == "lost":
         say(f"run {record.run_id} was lost: its supervisor died without recording an exit")
     elif finished.get("signal"):
@@ -160,6 +174,22 @@ def finish(record, finished: dict) -> int:
     elif code:
         say(f"run {record.run_id} exited with code {code}")
     return code
+
+
+def report(record, measurement, script: str, args: list, root: Path, local: bool) -> None:
+    """MFU and friends into meta.json; the summary table, estimates and hints to the terminal."""
+    from .runreport import gpu_estimates, print_summary, summary_rows
+
+    figures = measurement.end_meta()
+    record.update(**figures)
+    if not figures["iterations"]:
+        say(f"MFU n/a: {figures['mfu_reason']}")
+        return
+    extra = gpu_estimates(figures, args, script, root) if local else []
+    print_summary(summary_rows(measurement, figures, runs.duration_s(record.meta)), extra)
+    if figures["mfu"] is None or figures["mfu"] < 0.5:
+        for hint in measurement.hints(figures):
+            say(f"hint: {hint}")
 
 
 class stop_on_interrupt:

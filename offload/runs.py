@@ -30,7 +30,8 @@ class RunRecord:
 
     def create(self, **meta) -> None:
         self.dir.mkdir(parents=True, exist_ok=False)
-        self.meta = {"run_id": self.run_id, "started_at": timestamp(), "ended_at": None, "exit_code": None, **meta}
+        self.meta = {"run_id": self.run_id, "started_at": timestamp(), "started_unix": round(time.time(), 3),
+                     "ended_at": None, "exit_code": None, **meta}
         self.save()
 
     def update(self, **changes) -> None:
@@ -42,3 +43,21 @@ class RunRecord:
         tmp = path.with_name("meta.json.tmp")
         tmp.write_text(json.dumps(self.meta, indent=2) + "\n")
         os.replace(tmp, path)
+
+
+def load_runs(project_root: Path) -> list:
+    """Every run recorded in this project, oldest first (meta.json that cannot be read is skipped)."""
+    found = []
+    for meta_path in sorted((project_root / RUNS_DIR).glob("*/meta.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and "run_id" in meta:
+            found.append(meta)
+    return found
+
+
+def duration_s(meta: dict) -> float | None:
+    started, ended = meta.get("started_unix"), meta.get("ended_unix")
+    return round(ended - started, 1) if started and ended else None

@@ -8,7 +8,7 @@ import errno
 import os
 import sys
 
-from . import facts, files, jobs, protocol
+from . import ceiling, facts, files, jobs, protocol
 
 AGENT_VERSION = "0.1.0"
 
@@ -39,6 +39,10 @@ class Agent:
         kind = message["t"]
         if kind == "facts":
             self.send("facts", **facts.collect(message.get("workdir", "~")))
+        elif kind == "device":
+            self.send("device", **facts.device_facts())
+        elif kind == "bench":
+            self.send("bench", **ceiling.measure(float(message.get("seconds", 10))))
         elif kind == "prepare":
             self.send("prepared", **files.prepare(message["workdir"], message["project"]))
         elif kind == "manifest":
@@ -48,7 +52,8 @@ class Agent:
         elif kind == "start":
             self.send("started", **jobs.start(message))
         elif kind == "follow":
-            jobs.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out)
+            jobs.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out,
+                        int(message.get("metrics_offset", 0)))
         elif kind == "status":
             self.send("status", **jobs.read_status(message["run_dir"]))
         elif kind == "stop":

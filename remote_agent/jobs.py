@@ -20,6 +20,8 @@ from .files import RequestError
 STATUS = "status.json"
 LOG = "output.log"
 JOB = "job.json"
+METRICS = "metrics.jsonl"  # written by the job itself (see lib/offload_metrics.py), when it wants to
+LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")  # offload_metrics, importable by jobs
 START_DEADLINE_S = 15.0
 IDLE_TICK_S = 2.0  # while a job is quiet, a tick tells the laptop the link is alive
 POLL_S = 0.05
@@ -41,7 +43,8 @@ def start(request: dict) -> dict:
     if not os.path.isdir(cwd):
         raise RequestError("bad_request", f"project directory {cwd} does not exist on the host")
     os.makedirs(run_dir)
-    write_json(os.path.join(run_dir, JOB), {"argv": request["argv"], "cwd": cwd, "env": request.get("env", {})})
+    env = job_env(request.get("env", {}), run_dir)
+    write_json(os.path.join(run_dir, JOB), {"argv": request["argv"], "cwd": cwd, "env": env})
     agent_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.Popen(
         [sys.executable, "-m", "remote_agent.supervisor", run_dir],
@@ -55,6 +58,12 @@ def start(request: dict) -> dict:
             return status
         time.sleep(POLL_S)
     raise RequestError("spawn_failed", f"the job did not start within {START_DEADLINE_S:.0f} s (see {run_dir})")
+
+
+def job_env(env: dict, run_dir: str) -> dict:
+    """The laptop's env for the job, plus where to write metrics and how to import offload_metrics."""
+    python_path = [LIB_DIR] + [p for p in (env.get("PYTHONPATH") or os.environ.get("PYTHONPATH", "")).split(os.pathsep) if p]
+    return {**env, "OFFLOAD_METRICS": os.path.join(run_dir, METRICS), "PYTHONPATH": os.pathsep.join(python_path)}
 
 
 def signal_reaches(kill, target: int) -> bool:
@@ -93,22 +102,24 @@ def read_status(run_dir: str) -> dict:
     return status
 
 
-def follow(run_dir: str, offset: int, send, out) -> None:
-    """Send the log from `offset` as it grows, then the exit. Returns early if the laptop speaks."""
+def follow(run_dir: str, offset: int, send, out, metrics_offset: int = 0) -> None:
+    """Send the log from `offset` (and whole new metrics lines) as they grow, then the exit.
+    Returns early if the laptop speaks."""
     run_dir = os.path.abspath(os.path.expanduser(run_dir))
     status = read_status(run_dir)
     last_sent = time.monotonic()
     with open(os.path.join(run_dir, LOG), "rb") as log:
         log.seek(offset)
         while True:
+            metrics_offset += send_new_metrics(run_dir, metrics_offset, out)
             data = log.read(protocol.CHUNK)
             if data:
-                send_output(out, offset, data)
+                send_blob(out, "output", offset, data)
                 offset += len(data)
                 last_sent = time.monotonic()
                 continue
             if status["state"] not in ("running", "starting"):
-                send("exit", **status, offset=offset)
+                send("exit", **status, offset=offset, metrics_offset=metrics_offset)
                 return
             if time.monotonic() - last_sent > IDLE_TICK_S:
                 send("tick", offset=offset)
@@ -118,8 +129,22 @@ def follow(run_dir: str, offset: int, send, out) -> None:
             status = read_status(run_dir)  # read before the last drain of the log, so no output is missed
 
 
-def send_output(out, offset: int, data: bytes) -> None:
-    out.write(protocol.encode("output", offset=offset, size=len(data)))
+def send_new_metrics(run_dir: str, offset: int, out) -> int:
+    """Send the metrics lines completed since `offset`; returns how many bytes were sent."""
+    try:
+        with open(os.path.join(run_dir, METRICS), "rb") as f:
+            f.seek(offset)
+            data = f.read(protocol.CHUNK)
+    except FileNotFoundError:
+        return 0
+    data = data[:data.rfind(b"\n") + 1]  # a line still being written waits for its newline
+    if data:
+        send_blob(out, "metrics", offset, data)
+    return len(data)
+
+
+def send_blob(out, kind: str, offset: int, data: bytes) -> None:
+    out.write(protocol.encode(kind, offset=offset, size=len(data)))
     out.write(data)
     out.flush()
 

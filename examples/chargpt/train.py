@@ -16,6 +16,11 @@ import torch
 from configurator import ConfigError, parse_config
 from model import GPT, GPTConfig
 
+try:  # offload puts it on the PYTHONPATH: it records each step's FLOPs and time for an honest MFU
+    import offload_metrics
+except ImportError:
+    offload_metrics = None
+
 # -----------------------------------------------------------------------------
 # defaults; a config file, then --key=value, may override any of them (see configurator.py)
 out_dir = 'out'  # where ckpt.pt is written (and read by --init_from=resume)
@@ -177,6 +182,22 @@ def stop_if_diverged(loss_value):
         sys.exit(1)
 
 
+def count_flops_per_iter():
+    """Model FLOPs of one iteration (forward and backward of one batch), counted once on the real model.
+
+    The random state is forked and the gradients dropped, so training goes on exactly as without counting.
+    """
+    def forward_backward(x, y):
+        with autocast:
+            _, loss = model(x, y)
+        loss.backward()
+
+    with torch.random.fork_rng(devices=[device] if device_type == 'cuda' else []):
+        flops = offload_metrics.count_step_flops(forward_backward, X, Y)
+    model.zero_grad(set_to_none=True)
+    return flops
+
+
 def save_checkpoint():
     os.makedirs(out_dir, exist_ok=True)
     torch.save({'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'config': config,
@@ -186,6 +207,12 @@ def save_checkpoint():
 if iter_num >= max_iters:
     print(f"nothing to train: the checkpoint is at iter {iter_num} and max_iters is {max_iters}", flush=True)
 X, Y = get_batch('train')
+flops_per_iter = None
+if offload_metrics and offload_metrics.enabled():
+    flops_per_iter = count_flops_per_iter()
+    tf32 = device_type == 'cuda' and torch.cuda.get_device_capability(device)[0] >= 8  # allowed above; Ampere+
+    matmul_dtype = 'bf16' if dtype == 'bfloat16' else 'tf32' if tf32 else 'fp32'
+    print(f"model FLOPs per iteration (counted): {flops_per_iter:,}", flush=True)
 t0, start_iter, running_mfu = time.time(), iter_num, -1.0
 losses = None
 while True:
@@ -211,8 +238,11 @@ while True:
     optimizer.zero_grad(set_to_none=True)
     t1 = time.time()
     dt, t0 = t1 - t0, t1
-    if iter_num % log_interval == 0:
-        lossf = loss.item()  # a GPU sync; only on logging iterations
+    lossf = loss.item() if iter_num % log_interval == 0 else None  # a GPU sync; only on logging iterations
+    if flops_per_iter:
+        offload_metrics.log_step(iter_num, flops_per_iter, dt, tokens=tokens_per_iter, loss=lossf,
+                                 dtype=matmul_dtype, per_rank=True)
+    if lossf is not None:
         stop_if_diverged(lossf)
         if iter_num - start_iter >= 5:  # let the first iterations (warmup, compilation) pass before measuring
             mfu = model.estimate_mfu(batch_size, dt)
