@@ -7,7 +7,6 @@ from .errors import AuthFailed, HostKeyError, HostUnreachable, OffloadError
 
 COLUMNS = ("host", "reachable", "auth", "python", "torch", "cuda", "gpus", "cpu", "peak TFLOPS", "free disk")
 MEASURED = "measured TFLOPS"  # the extra column of `hosts check --bench`
-BENCH_SECONDS = 10.0  # the matmul probe's budget on the host
 
 
 def human_bytes(count: int | None) -> str:
@@ -62,9 +61,9 @@ def describe_peaks(facts: dict, override) -> str:
     return ", ".join(shown)
 
 
-def check_host(target, timeout: float, confirm, bench: bool = False) -> dict:
+def check_host(target, timeout: float, confirm, bench_seconds: float | None = None) -> dict:
     """One row of `hosts check`: every column filled, failures described rather than raised."""
-    row = dict.fromkeys(COLUMNS + ((MEASURED,) if bench else ()), "")
+    row = dict.fromkeys(COLUMNS + ((MEASURED,) if bench_seconds else ()), "")
     row["host"] = f"{target.name} ({target.address})"
     try:
         client = ssh.connect(target, timeout, confirm=confirm)
@@ -80,31 +79,31 @@ def check_host(target, timeout: float, confirm, bench: bool = False) -> dict:
     row["reachable"], row["auth"] = "yes", "ok"
     try:
         fill_from_agent(row, lambda: agents.start_remote(client, target), target.name, target.workdir,
-                        target.peak_tflops, bench)
+                        target.peak_tflops, bench_seconds)
     finally:
         client.close()
     return row
 
 
-def check_local(bench: bool = False) -> dict:
+def check_local(bench_seconds: float | None = None) -> dict:
     """The same row for this machine, through the local agent (what a fallback run uses)."""
     from .hoststate import LOCAL
 
-    row = dict.fromkeys(COLUMNS + ((MEASURED,) if bench else ()), "")
+    row = dict.fromkeys(COLUMNS + ((MEASURED,) if bench_seconds else ()), "")
     row.update(host=f"{LOCAL} (this machine)", reachable="yes", auth="-")
-    fill_from_agent(row, agents.start_local, LOCAL, "~", None, bench)
+    fill_from_agent(row, agents.start_local, LOCAL, "~", None, bench_seconds)
     return row
 
 
-def fill_from_agent(row: dict, start_agent, name: str, workdir: str, override, bench: bool) -> None:
+def fill_from_agent(row: dict, start_agent, name: str, workdir: str, override, bench_seconds: float | None) -> None:
     from . import hoststate
 
     try:
         agent = start_agent()
         try:
             facts = agent.request("facts", timeout=agents.FACTS_TIMEOUT_S, workdir=workdir)
-            measured = agent.request("bench", timeout=BENCH_SECONDS + agents.FACTS_TIMEOUT_S,
-                                     seconds=BENCH_SECONDS) if bench else None
+            measured = agent.request("bench", timeout=bench_seconds + agents.FACTS_TIMEOUT_S,
+                                     seconds=bench_seconds) if bench_seconds else None
         finally:
             agent.close()
     except OffloadError as exc:

@@ -103,11 +103,12 @@ def hosts_check(
     name: Optional[str] = typer.Argument(None, help="One host (default: all; `local` is this machine)."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
     bench: bool = typer.Option(False, "--bench", help="Also measure the matmul ceiling (about 10 s) and keep it for MFU."),
+    bench_seconds: float = typer.Option(10.0, "--bench-seconds", min=0.5, help="How long the matmul probe runs."),
 ):
     """Reach each host and report Python, torch, CUDA, GPUs, CPU, peak TFLOPS and free disk."""
     from .registry_commands import check_hosts
 
-    raise typer.Exit(check_hosts(name, connect_timeout, bench))
+    raise typer.Exit(check_hosts(name, connect_timeout, bench_seconds if bench else None))
 
 
 def main() -> None:

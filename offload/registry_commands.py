@@ -84,8 +84,8 @@ def remove_host(name: str) -> int:
     return 0
 
 
-def check_hosts(name: str | None, timeout: float, bench: bool = False) -> int:
-    """One row per host (`local` is this machine); --bench adds the measured matmul ceiling and keeps it."""
+def check_hosts(name: str | None, timeout: float, bench_seconds: float | None = None) -> int:
+    """One row per host (`local` is this machine); with bench_seconds, the measured matmul ceiling too, kept."""
     from .checks import check_host, check_local, healthy
     from .hoststate import LOCAL
 
@@ -93,10 +93,11 @@ def check_hosts(name: str | None, timeout: float, bench: bool = False) -> int:
     names = [name] if name else list(registry.hosts)
     if not names:
         raise OffloadError("no hosts registered", hint=f"offload hosts add NAME [user@]hostname, or `offload hosts check {LOCAL}`")
-    if bench:
-        say("measuring each host's matmul ceiling, about 10 s each")
-    rows = [check_local(bench) if n == LOCAL and n not in registry.hosts else
-            check_host(resolve(n, registry.get(n)), timeout, confirm=ask_host_key, bench=bench) for n in names]
+    if bench_seconds:
+        say(f"measuring each host's matmul ceiling, about {bench_seconds:g} s each")
+    rows = [check_local(bench_seconds) if n == LOCAL and n not in registry.hosts else
+            check_host(resolve(n, registry.get(n)), timeout, confirm=ask_host_key, bench_seconds=bench_seconds)
+            for n in names]
     from rich.table import Table
 
     columns = list(rows[0])

@@ -18,9 +18,9 @@ def rate(tokens_per_s) -> str:
 
 def status_text(status: dict | None) -> str:
     """'iter 120 | loss 2.3100 | 28.1k tok/s | MFU 12.3%' from the tracker's latest figures."""
-    if not status or status.get("iteration") is None:
+    if not status or status.get("iter") is None:
         return ""
-    parts = [f"iter {status['iteration']}"]
+    parts = [f"iter {status['iter']}"]
     if status.get("loss") is not None:
         parts.append(f"loss {status['loss']:.4f}")
     if status.get("tokens_per_s") is not None:
@@ -162,11 +162,13 @@ def gpu_estimates(meta: dict, args: list, script: str, project_root) -> list:
     history = load_runs(project_root)
     rows = []
     for name, entry in registry.hosts.items():
+        override = resolve(name, entry, ssh_config={}).peak_tflops
         facts = hoststate.get(name).get("device") or {}
         if not facts.get("gpus"):
-            continue  # never seen (or no GPU): its peak is not known
-        device = plan_device(facts, [a for a in args if not a.startswith("--device=")], 1,
-                             resolve(name, entry, ssh_config={}).peak_tflops)
+            if override is None:
+                continue  # never seen (or no GPU), no peak_tflops: its peak is not known
+            facts = {"gpus": [{"name": f"the GPU of {name}", "compute_capability": "8.0"}]}  # peak from hosts.yaml
+        device = plan_device(facts, [a for a in args if not a.startswith("--device=")], 1, override)
         if not device.peak.tflops:
             continue
         measured = last_comparable_mfu(history, name, script)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import platform
 import re
@@ -10,6 +9,8 @@ import shutil
 import socket
 import subprocess
 import sys
+
+from .probe import run_json
 
 NVIDIA_SMI_QUERY = "name,memory.total,driver_version,compute_cap"
 NVIDIA_SMI_OLD_QUERY = "name,memory.total,driver_version"  # drivers before 510 reject compute_cap
@@ -85,17 +86,7 @@ def nvidia_gpus() -> list | None:
 
 def torch_facts() -> dict:
     """torch's view of the host, from a subprocess so a broken torch cannot take the agent down."""
-    agent_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        done = subprocess.run([sys.executable, "-m", "remote_agent.torch_probe"], cwd=agent_root,
-                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {"error": f"import torch took over {PROBE_TIMEOUT_S} s"}
-    try:
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": tail}
+    return run_json("remote_agent.torch_probe", timeout=PROBE_TIMEOUT_S, what="import torch")
 
 
 CPU_FLAGS = ("amx_bf16", "amx_tile", "avx", "avx2", "avx512_bf16", "avx512_fp16", "avx512f", "avx_vnni", "fma")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import platform
 import re
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
