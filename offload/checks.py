@@ -131,4 +131,4 @@ def describe_measured(measured: dict) -> str:
 
 
 def healthy(row: dict) -> bool:
-    return row["auth"] == "ok" and not row["python"].startswith("failed") and not row["torch"].startswith("missing")
+    return row["auth"] in ("ok", "-") and not row["python"].startswith("failed") and not row["torch"].startswith("missing")

@@ -182,3 +182,11 @@ def test_the_status_line_shows_iteration_loss_and_mfu_on_a_terminal(box, project
         proc.wait()
         os.close(leader)
     assert re.search(rb"\r\x1b\[Kiter 11 \| loss 2\.9000 \| 409\.6k tok/s \| MFU \d+\.\d%", seen), seen[-2000:]
+
+
+def test_hosts_check_local_reports_this_machine_and_its_peaks(offload_home):
+    checked = run_offload("hosts", "check", "local")
+    assert checked.returncode == 0, checked.stderr
+    cpu = cpu_facts()
+    assert "local (this machine)" in checked.stdout and cpu["model"] in checked.stdout
+    assert f"fp32 {cpu_peak(cpu, 'fp32').tflops:.3g}" in checked.stdout
