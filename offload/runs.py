@@ -46,7 +46,8 @@ class RunRecord:
 
 
 def load_runs(project_root: Path) -> list:
-    """Every run recorded in this project, oldest first (meta.json that cannot be read is skipped)."""
+    """Every run recorded in this project, oldest first by start time (run ids of the same second are not
+    in order); meta.json that cannot be read is skipped."""
     found = []
     for meta_path in sorted((project_root / RUNS_DIR).glob("*/meta.json")):
         try:
@@ -55,7 +56,7 @@ def load_runs(project_root: Path) -> list:
             continue
         if isinstance(meta, dict) and "run_id" in meta:
             found.append(meta)
-    return found
+    return sorted(found, key=lambda meta: (meta.get("started_unix") or 0, meta["run_id"]))
 
 
 def duration_s(meta: dict) -> float | None:

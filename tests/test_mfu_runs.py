@@ -13,6 +13,7 @@ import pytest
 from conftest import register_host, run_offload
 from offload.mfu import A100_BF16_PEAK_TFLOPS, METRICS_WARMUP_STEPS
 from offload.peaks import cpu_peak
+from offload.runs import load_runs
 from remote_agent.facts import cpu_facts
 from test_example import EXAMPLE, SHORT, example  # noqa: F401  (the fixture, a fresh copy of the example)
 
@@ -26,8 +27,7 @@ for it in range(12):
 
 
 def last_meta(project: Path) -> dict:
-    records = sorted((project / ".offload" / "runs").iterdir())
-    return json.loads((records[-1] / "meta.json").read_text())
+    return load_runs(project)[-1]
 
 
 def counted_flops_per_step(vocab_size: int) -> int:
@@ -135,8 +135,7 @@ def test_offload_runs_lists_host_device_exit_loss_and_mfu(box, project):
 
 
 def last_meta_mfu(project: Path, index: int) -> float:
-    records = sorted((project / ".offload" / "runs").iterdir())
-    return json.loads((records[index] / "meta.json").read_text())["mfu"]
+    return load_runs(project)[index]["mfu"]
 
 
 def test_a_local_fallback_run_estimates_the_time_on_gpu_hosts(offload_home, sshd, project):
