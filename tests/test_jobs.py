@@ -16,13 +16,21 @@ from sshd_server import wait_for
 @pytest.fixture
 def agent():
     client = start_local()
+    client.started_groups = []
     yield client
     client.close()
+    for pgid in client.started_groups:  # whatever a test asserted, its jobs do not outlive it
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def start(agent, tmp_path: Path, *argv: str) -> tuple:
     run_dir = tmp_path / "run"
     started = agent.request("start", run_dir=str(run_dir), cwd=str(tmp_path), argv=list(argv), env={})
+    if started.get("pgid"):
+        agent.started_groups.append(started["pgid"])
     return run_dir, started
 
 

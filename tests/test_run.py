@@ -28,6 +28,17 @@ def run_records(project: Path) -> list:
     return sorted((project / ".offload" / "runs").iterdir())
 
 
+def stop_leftover_jobs(project: Path) -> None:
+    """A failed test must not leave its detached job running: SIGKILL the process group of any still alive."""
+    for status_file in project.glob(".offload/runs/*/job/status.json"):
+        pgid = json.loads(status_file.read_text()).get("pgid")
+        if pgid:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def last_report(result) -> dict:
     return json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
 
@@ -103,6 +114,7 @@ def test_output_streams_live(box, project, tmp_path):
         assert proc.stdout.read() == b"second line\n"
         assert proc.wait(timeout=20) == 0
     finally:
+        go.touch()  # whatever failed, the detached job on the host gets to finish
         proc.kill()
         proc.wait()
 
@@ -184,6 +196,7 @@ def test_ctrl_c_stops_a_local_run(offload_home, project):
     finally:
         proc.kill()
         proc.wait()
+        stop_leftover_jobs(project)
     record = run_records(project)[-1]
     status = json.loads((record / "job" / "status.json").read_text())
     assert status["signal"] == "SIGTERM"
