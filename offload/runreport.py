@@ -52,8 +52,7 @@ def print_runs(project_root) -> int:
         if meta.get("signal"):
             exit_text = meta["signal"]
         loss = meta.get("final_loss")
-        table.add_row(meta["run_id"], meta.get("host", "?") + (" (fallback)" if meta.get("fallback") and meta.get("host") == "local" and meta.get("wanted_host") else ""),
-                      meta.get("device") or "?", duration_text(duration_s(meta)), exit_text,
+        table.add_row(meta["run_id"], meta.get("host", "?"), meta.get("device") or "?", duration_text(duration_s(meta)), exit_text,
                       "?" if loss is None else f"{loss:.4f}", percent(meta.get("mfu")))
     table_console().print(table)
     return 0
