@@ -70,7 +70,7 @@ def list_hosts() -> int:
     for index, (name, entry) in enumerate(registry.hosts.items()):
         target = resolve(name, entry)
         label = name + (" (default)" if index == 0 else "")
-        table.add_row(label, target.address, target.python, target.workdir, str(target.gpus))
+        add_plain_row(table, label, target.address, target.python, target.workdir, str(target.gpus))
     table_console().print(table)
     return 0
 
@@ -103,7 +103,7 @@ def check_hosts(name: str | None, timeout: float, bench_seconds: float | None = 
     columns = list(rows[0])
     table = Table(*columns)
     for row in rows:
-        table.add_row(*(row[c] for c in columns))
+        add_plain_row(table, *(row[c] for c in columns))
     table_console().print(table)
     return 0 if all(healthy(r) for r in rows) else 1
 
@@ -113,3 +113,10 @@ def table_console():
     from rich.console import Console
 
     return Console() if sys.stdout.isatty() else Console(width=400)  # rich uses only the width it needs
+
+
+def add_plain_row(table, *cells) -> None:
+    """Cells are shown as written: a path or message with [brackets] is not rich markup."""
+    from rich.text import Text
+
+    table.add_row(*(Text(str(cell)) for cell in cells))

@@ -6,6 +6,9 @@ import sys
 from .runs import duration_s, load_runs
 
 
+SOURCE_WORDS = {"metrics": "the script's metrics", "log": "its printed mfu, rescaled to this device"}
+
+
 def percent(fraction) -> str:
     return "n/a" if fraction is None else f"{fraction * 100:.1f}%"
 
@@ -44,7 +47,7 @@ def print_runs(project_root) -> int:
         return 0
     from rich.table import Table
 
-    from .registry_commands import table_console
+    from .registry_commands import add_plain_row, table_console
 
     table = Table("run", "host", "device", "duration", "exit", "final loss", "MFU", box=None)
     for meta in found:
@@ -52,7 +55,7 @@ def print_runs(project_root) -> int:
         if meta.get("signal"):
             exit_text = meta["signal"]
         loss = meta.get("final_loss")
-        table.add_row(meta["run_id"], meta.get("host", "?"), meta.get("device") or "?", duration_text(duration_s(meta)), exit_text,
+        add_plain_row(table, meta["run_id"], meta.get("host", "?"), meta.get("device") or "?", duration_text(duration_s(meta)), exit_text,
                       "?" if loss is None else f"{loss:.4f}", percent(meta.get("mfu")))
     table_console().print(table)
     return 0
@@ -115,7 +118,7 @@ def summary_rows(measurement: RunMeasurement, meta: dict, wall_s: float | None) 
     device = measurement.device
     mfu_text = percent(meta["mfu"]) if meta["mfu"] is not None else f"n/a ({meta['mfu_reason']})"
     if meta["mfu_source"]:
-        mfu_text += f"  [from {'the metrics file' if meta['mfu_source'] == 'metrics' else 'the printed mfu, rescaled'}]"
+        mfu_text += f"  (from {SOURCE_WORDS[meta['mfu_source']]})"
     ceiling = measurement.ceiling.get("bf16" if device.dtype == "bf16" else "fp32")
     rows = [("device", device.label), ("precision", device.dtype),
             ("peak TFLOPS", f"{tflops_text(device.job_peak_tflops)}  ({device.peak.source})"),
@@ -133,9 +136,11 @@ def print_summary(rows: list, extra: list = (), out=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .registry_commands import add_plain_row
+
     table = Table(show_header=False, box=None, padding=(0, 2))
     for label, value in list(rows) + list(extra):
-        table.add_row(label, value)
+        add_plain_row(table, label, value)
     Console(file=out or sys.stderr, width=160 if not (out or sys.stderr).isatty() else None).print(table)
 
 

@@ -201,3 +201,11 @@ def test_a_relative_identity_path_still_works_from_the_project(offload_home, ssh
     assert read_hosts(offload_home)["box"]["identity_file"] == str(keys / "box_key")
     ran = run_offload("run", "report.py", cwd=project)
     assert ran.returncode == 0, ran.stderr
+
+
+def test_hosts_list_shows_brackets_as_written(offload_home, sshd):
+    """Table cells are plain text: a path like [/odd]/dir is not rich markup (it would have raised)."""
+    register_host(offload_home, sshd, workdir="/tmp/[/odd]/dir")
+    listed = run_offload("hosts", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "/tmp/[/odd]/dir" in listed.stdout
