@@ -17,7 +17,7 @@ from pathlib import Path
 import remote_agent
 from remote_agent import protocol
 
-from .errors import OffloadError, RemoteError
+from .errors import LinkLost, OffloadError, RemoteError
 
 AGENT_DIR = Path(remote_agent.__file__).resolve().parent
 MISSING_MARK = "OFFLOAD_AGENT_MISSING"
@@ -71,21 +71,21 @@ class AgentClient:
             if flush:
                 self.writer.flush()
         except OSError as exc:  # the agent or the link died: say so, not "Socket is closed" with a traceback
-            raise OffloadError(f"lost the link to {self.label}: {exc or type(exc).__name__}") from None
+            raise LinkLost(self.label, str(exc) or type(exc).__name__) from None
 
     def _read(self, timeout: float | None, noise=None) -> dict | None:
         self._set_timeout(timeout)
         try:
             return protocol.read_message(self.reader, noise=noise)
         except socket.timeout:
-            raise OffloadError(f"lost the link to {self.label}: nothing heard for {timeout:.0f} s") from None
+            raise LinkLost(self.label, f"nothing heard for {timeout:.0f} s") from None
         except (OSError, EOFError, protocol.ProtocolError) as exc:
-            raise OffloadError(f"lost the link to {self.label}: {exc}") from None
+            raise LinkLost(self.label, str(exc) or type(exc).__name__) from None
 
     def recv(self, timeout: float | None = REPLY_TIMEOUT_S) -> dict:
         message = self._read(timeout)
         if message is None:
-            raise OffloadError(f"lost the link to {self.label}: the agent went away")
+            raise LinkLost(self.label, "the agent went away")
         if message["t"] == "error":
             error = RemoteError(f"{self.label}: {message['message']}", code=message.get("code", ""))
             error.detail = message["message"]  # the agent's own words, for callers that explain them

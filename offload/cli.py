@@ -33,12 +33,19 @@ def run(
     no_fallback: bool = typer.Option(False, "--no-fallback", help="Fail instead of running locally when the host is unreachable."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1, help="Seconds to wait for the host's SSH banner."),
     project: Optional[Path] = typer.Option(None, "--project", help="Project directory to sync (default: the current one)."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Return as soon as the job has started."),
+    reconnect_for: float = typer.Option(600.0, "--reconnect-for", min=0, help="Seconds to keep reconnecting after the link drops."),
+    fetch: Optional[List[str]] = typer.Option(None, "--fetch", help="Fetch files matching PATTERN when the run ends (repeatable)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Exit with code 75 instead of waiting when the host is busy."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Run RUN's command again, with its fetched files put back."),
 ):
     """Sync the project to the host and run SCRIPT there, streaming its output back."""
     from .runner import RunOptions, run as run_job
 
     raise typer.Exit(run_job(RunOptions(script=script, args=list(args or []), host=host, nproc_per_node=nproc_per_node,
-                                        no_fallback=no_fallback, connect_timeout=connect_timeout, project=project)))
+                                        no_fallback=no_fallback, connect_timeout=connect_timeout, project=project,
+                                        detach=detach, reconnect_for=reconnect_for, fetch=list(fetch or []),
+                                        no_wait=no_wait, resume=resume)))
 
 
 @app.command()
@@ -51,6 +58,55 @@ def sync(
     from .runner import sync_only
 
     raise typer.Exit(sync_only(host, project, connect_timeout))
+
+
+@app.command()
+def logs(
+    run: str = typer.Argument("last", help="Run id, a unique prefix, or `last`."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep following until the run ends."),
+    project: Optional[Path] = typer.Option(None, "--project"),
+    reconnect_for: float = typer.Option(600.0, "--reconnect-for", min=0),
+):
+    """Bring the run's output up to date locally (from the last byte the laptop has) and show it."""
+    from .followup import logs_command
+
+    raise typer.Exit(logs_command(project, run, follow, reconnect_for))
+
+
+@app.command()
+def status(
+    run: str = typer.Argument("last", help="Run id, a unique prefix, or `last`."),
+    project: Optional[Path] = typer.Option(None, "--project"),
+):
+    """running / exited N / killed by SIGNAL / lost."""
+    from .followup import status_command
+
+    raise typer.Exit(status_command(project, run))
+
+
+@app.command()
+def stop(
+    run: str = typer.Argument(..., help="Run id, a unique prefix, or `last`."),
+    grace: float = typer.Option(10.0, "--grace", min=0, help="Seconds between SIGTERM and SIGKILL."),
+    project: Optional[Path] = typer.Option(None, "--project"),
+):
+    """Stop a run: SIGTERM to its whole process group, SIGKILL after the grace period."""
+    from .followup import stop_command
+
+    raise typer.Exit(stop_command(project, run, grace))
+
+
+@app.command("fetch")
+def fetch_files(
+    run: str = typer.Argument(..., help="Run id, a unique prefix, or `last`."),
+    patterns: Optional[List[str]] = typer.Argument(None, help="Globs relative to the run's project dir (default: out/**)."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Destination (default: .offload/runs/<id>/files/)."),
+    project: Optional[Path] = typer.Option(None, "--project"),
+):
+    """Copy files from the run's project directory on its host, verified by SHA-256, resumable."""
+    from .fetch import fetch_command
+
+    raise typer.Exit(fetch_command(project, run, list(patterns or []), to))
 
 
 @app.command("runs")

@@ -26,6 +26,15 @@ class HostUnreachable(OffloadError):
         self.host, self.address, self.reason = host, address, reason
 
 
+class LinkLost(OffloadError):
+    """The connection to a host (or its agent) broke while in use: the job on the host goes on."""
+
+    def __init__(self, host: str, reason: str):
+        super().__init__(f"lost the link to {host}: {reason}",
+                         hint="the run goes on on the host: `offload logs last -f` picks it up again")
+        self.host, self.reason = host, reason
+
+
 class HostKeyError(OffloadError):
     """An unknown or changed host key: never trusted silently, never a reason to fall back."""
     exit_code = SSH_FAILURE_EXIT

@@ -17,6 +17,7 @@ from . import agent as agents
 from . import hoststate, hosts, launch, runs, ssh, stream
 from .errors import HostUnreachable, OffloadError, RemoteError
 from .resolve import resolve
+from .watch import Link, follow_run
 
 LOCAL = "local"
 
@@ -30,6 +31,11 @@ class RunOptions:
     no_fallback: bool = False
     connect_timeout: float = 10.0
     project: Path | None = None
+    detach: bool = False            # return once the job has started
+    reconnect_for: float = 600.0    # seconds to keep reconnecting after the link drops while following
+    fetch: list = field(default_factory=list)  # patterns to fetch when the run ends
+    no_wait: bool = False           # exit 75 instead of waiting for a busy host
+    resume: str | None = None       # a run whose command runs again, its fetched files put back
 
 
 def say(message: str) -> None:
@@ -99,6 +105,17 @@ def open_agent(target, client):
     return agent
 
 
+@dataclass
+class JobPlan:
+    """What runs, where: the project, its directory on the target, the command and its processes."""
+    root: Path
+    cwd: str
+    script: str
+    args: list
+    nproc: int
+    host_env: dict
+
+
 def run(options: RunOptions) -> int:
     root = project_root_of(options.project)
     script = script_in_project(root, options.script)
@@ -113,54 +130,86 @@ def run(options: RunOptions) -> int:
                                hint=f"re-include it with `!{script}` (and `!DIR/` for an excluded directory) in .offloadignore")
     target, client = connect_target(options.host, options.connect_timeout, options.no_fallback)
     with ExitStack() as cleanup:
-        if client is not None:
-            cleanup.callback(client.close)
-        agent = open_agent(target, client)
-        cleanup.callback(agent.close)
+        link = Link(target, client, None, options.connect_timeout)
+        cleanup.callback(link.close)
+        link.agent = open_agent(target, client)
         if target:
             from .sync import sync_project
 
-            synced = sync_project(agent, root, target.workdir, entries)
-            cwd, nproc, host_env = synced.project_dir, options.nproc_per_node or target.gpus, target.env
+            synced = sync_project(link.agent, root, target.workdir, entries)
+            plan = JobPlan(root, synced.project_dir, script, options.args, options.nproc_per_node or target.gpus, target.env)
         else:
-            cwd, nproc, host_env = str(root), options.nproc_per_node or 1, {}
-        return launch_and_follow(agent, target, root, cwd, script, options.args, nproc, host_env)
+            plan = JobPlan(root, str(root), script, options.args, options.nproc_per_node or 1, {})
+        return launch_and_follow(link, plan, options)
 
 
-def launch_and_follow(agent, target, root: Path, cwd: str, script: str, args: list, nproc: int, host_env: dict) -> int:
+def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
     from .runreport import RunMeasurement
 
+    agent, target = link.agent, link.target
     run_id = runs.new_run_id()
     host_name = target.name if target else LOCAL
-    argv = launch.plan_launch(agent.hello["python"], script, args, nproc)
-    run_dir = f"{cwd}/.offload/runs/{run_id}" + ("" if target else "/job")
+    argv = launch.plan_launch(agent.hello["python"], plan.script, plan.args, plan.nproc)
+    run_dir = f"{plan.cwd}/.offload/runs/{run_id}" + ("" if target else "/job")
     facts = agent.request("device")
     hoststate.remember(host_name, device=facts)
-    measurement = RunMeasurement(facts, args, nproc, target.peak_tflops if target else None,
+    measurement = RunMeasurement(facts, plan.args, plan.nproc, target.peak_tflops if target else None,
                                  hoststate.get(host_name).get("ceiling"))
-    record = runs.RunRecord(root, run_id)
-    record.create(host=host_name, address=target.address if target else None, argv=argv, fallback=target is None,
-                  project_dir=cwd, run_dir=run_dir, **measurement.start_meta())
-    started = agent.request("start", run_dir=run_dir, cwd=cwd, argv=argv, env=launch.job_env(host_env, run_id))
-    say(f"run {run_id} started on {target.name if target else 'this machine'} (pid {started.get('pid')}): "
-        f"{measurement.device.label}, {measurement.device.dtype}")
+    record = runs.RunRecord(plan.root, run_id)
+    record.create(host=host_name, address=target.address if target else None, argv=argv, script=plan.script,
+                  args=plan.args, fallback=target is None, project_dir=plan.cwd, run_dir=run_dir,
+                  **measurement.start_meta())
+    started = agent.request("start", run_dir=run_dir, cwd=plan.cwd, argv=argv, env=launch.job_env(plan.host_env, run_id))
+    where = target.name if target else "this machine"
+    say(f"run {run_id} started on {where} (pid {started.get('pid')}): {measurement.device.label}, {measurement.device.dtype}")
+    if options.detach:
+        record.update(detached=True)
+        say(f"detached: follow it with `offload logs {run_id} -f`, stop it with `offload stop {run_id}`")
+        return 0
     sink = stream.RunOutput(record.dir, tracker=measurement.tracker)
     try:
         if target is None:
             with stop_on_interrupt(record.run_id, started.get("pgid")):
-                finished = stream.follow(agent, run_dir, 0, sink)
+                finished = follow_run(link, run_dir, sink, 0)
         else:
             try:
-                finished = stream.follow(agent, run_dir, 0, sink)
-            except KeyboardInterrupt:  # a remote run goes on: the laptop was only watching it
-                say(f"detached: run {record.run_id} goes on on {target.name}; its log is {run_dir}/output.log there")
-                record.update(detached=True)
-                return 130
+                finished = follow_run(link, run_dir, sink, options.reconnect_for)
+            except KeyboardInterrupt:  # the laptop was only watching: the run goes on unless asked to stop
+                sink.close()
+                return interrupted(link, record, run_dir)
     finally:
         sink.close()
     code = finish(record, finished)
-    report(record, measurement, script, args, root, local=target is None)
+    report(record, measurement, plan.script, plan.args, plan.root, local=target is None)
     return code
+
+
+def interrupted(link, record, run_dir: str) -> int:
+    """Ctrl-C while following a remote run: in a terminal, ask whether to stop it too; else detach."""
+    name = link.target.name
+    stop_it = False
+    if interactive():
+        try:
+            stop_it = input(f"\nstop the run on {name} too? [y/N] ").strip().lower() in ("y", "yes")
+        except (EOFError, KeyboardInterrupt):
+            stop_it = False
+    if not stop_it:
+        say(f"detached: run {record.run_id} goes on on {name}; `offload logs {record.run_id} -f` follows it again")
+        record.update(detached=True)
+        return 130
+    link.reopen()  # the interrupted stream may be mid-message: talk to the host afresh
+    stopped = link.agent.request("stop", run_dir=run_dir, grace=10, timeout=60)
+    say(describe_stop(record.run_id, name, stopped))
+    record.update(ended_at=runs.timestamp(), ended_unix=round(time.time(), 3), stopped=True)
+    return 130
+
+
+def describe_stop(run_id: str, host: str, stopped: dict) -> str:
+    if not stopped.get("signalled"):
+        return f"run {run_id} on {host} was not running ({stopped.get('state')}); nothing to stop"
+    if stopped["signalled"] == "SIGKILL":
+        return f"run {run_id} on {host} ignored SIGTERM for the grace period: sent SIGKILL to its process group"
+    return f"sent SIGTERM to run {run_id}'s process group on {host}; it has ended"
 
 
 def finish(record, finished: dict) -> int:

@@ -43,6 +43,15 @@ class RunOutput:
         self.status = status or StatusLine()
         self.partial = b""
 
+    @property
+    def log_bytes(self) -> int:
+        """How much of the host's output.log the laptop has: where following resumes."""
+        return self.log.tell()
+
+    @property
+    def metrics_bytes(self) -> int:
+        return self.metrics_file.tell()
+
     def write(self, data: bytes) -> None:
         self.log.write(data)
         self.log.flush()
@@ -82,9 +91,10 @@ class RunOutput:
         self.metrics_file.close()
 
 
-def follow(agent, run_dir: str, offset: int, sink, metrics_offset: int = 0) -> dict:
-    """Stream the run's log from `offset` into `sink` until the job ends; returns the exit message."""
-    agent.send("follow", run_dir=run_dir, offset=offset, metrics_offset=metrics_offset)
+def follow(agent, run_dir: str, offset: int, sink, metrics_offset: int = 0, until_now: bool = False) -> dict:
+    """Stream the run's log from `offset` into `sink` until the job ends (returns the `exit` message), or
+    with until_now only up to what the host has now (returns an `eof` message with the run's status)."""
+    agent.send("follow", run_dir=run_dir, offset=offset, metrics_offset=metrics_offset, until_now=until_now)
     while True:
         message = agent.recv(timeout=SILENCE_LIMIT_S)
         kind = message["t"]
@@ -99,7 +109,7 @@ def follow(agent, run_dir: str, offset: int, sink, metrics_offset: int = 0) -> d
             else:
                 sink.metrics(data)
                 metrics_offset += len(data)
-        elif kind == "exit":
+        elif kind in ("exit", "eof"):
             return message
         elif kind != "tick":
             raise OffloadError(f"unexpected message from {agent.label} while following: {kind}")

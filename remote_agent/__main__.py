@@ -53,7 +53,7 @@ class Agent:
             self.send("started", **jobs.start(message))
         elif kind == "follow":
             jobs.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out,
-                        int(message.get("metrics_offset", 0)))
+                        int(message.get("metrics_offset", 0)), bool(message.get("until_now")))
         elif kind == "status":
             self.send("status", **jobs.read_status(message["run_dir"]))
         elif kind == "stop":

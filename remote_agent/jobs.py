@@ -102,9 +102,12 @@ def read_status(run_dir: str) -> dict:
     return status
 
 
-def follow(run_dir: str, offset: int, send, out, metrics_offset: int = 0) -> None:
-    """Send the log from `offset` (and whole new metrics lines) as they grow, then the exit.
-    Returns early if the laptop speaks."""
+LIVE_STATES = ("starting", "waiting", "running")  # waiting: for the host's GPU lock (see supervisor.py)
+
+
+def follow(run_dir: str, offset: int, send, out, metrics_offset: int = 0, until_now: bool = False) -> None:
+    """Send the log from `offset` (and whole new metrics lines) as they grow, then the exit; with
+    until_now, only what is there now, then an `eof` with the status. Returns early if the laptop speaks."""
     run_dir = os.path.abspath(os.path.expanduser(run_dir))
     status = read_status(run_dir)
     last_sent = time.monotonic()
@@ -118,8 +121,11 @@ def follow(run_dir: str, offset: int, send, out, metrics_offset: int = 0) -> Non
                 offset += len(data)
                 last_sent = time.monotonic()
                 continue
-            if status["state"] not in ("running", "starting"):
+            if status["state"] not in LIVE_STATES:
                 send("exit", **status, offset=offset, metrics_offset=metrics_offset)
+                return
+            if until_now:
+                send("eof", **status, offset=offset, metrics_offset=metrics_offset)
                 return
             if time.monotonic() - last_sent > IDLE_TICK_S:
                 send("tick", offset=offset)

@@ -141,25 +141,25 @@ def test_nproc_per_node_flag_overrides_the_hosts_gpus(offload_home, sshd, projec
 
 
 @pytest.fixture
-def open_agent(box, project):
+def open_link(box, project):
     """One connection and one agent for many runs (the hypothesis test below)."""
+    from offload.sync import sync_project
+    from offload.watch import Link
+
     target = resolve("box", load().get("box"))
     client = ssh.connect(target, 10)
-    agent = agents.start_remote(client, target)
-    from offload.sync import sync_project
-
-    yield target, agent, sync_project(agent, project, target.workdir).project_dir
-    agent.close()
-    client.close()
+    link = Link(target, client, agents.start_remote(client, target))
+    yield link, sync_project(link.agent, project, target.workdir).project_dir
+    link.close()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))), max_size=6))
-def test_random_argv_arrives_exactly(open_agent, project, args):
-    target, agent, remote_project_dir = open_agent
+def test_random_argv_arrives_exactly(open_link, project, args):
+    link, remote_project_dir = open_link
     before = set(run_records(project)) if (project / ".offload" / "runs").exists() else set()
-    code = runner.launch_and_follow(agent, target, project, remote_project_dir, "report.py", args, 1, {})
-    assert code == 0
+    plan = runner.JobPlan(project, remote_project_dir, "report.py", args, 1, {})
+    assert runner.launch_and_follow(link, plan, runner.RunOptions(script="report.py")) == 0
     (record,) = set(run_records(project)) - before
     report = json.loads((record / "output.log").read_text())
     assert report["argv"] == args
@@ -203,22 +203,52 @@ def test_ctrl_c_stops_a_local_run(offload_home, project):
     assert not os.path.exists(f"/proc/{status['pid']}")  # the supervisor reaped it
 
 
-def test_a_dropped_link_does_not_kill_the_run(offload_home, fresh_sshd, project):
+STEADY = "import time\nfor i in range(30):\n    print('tick', i, flush=True)\n    time.sleep(0.1)\n"
+
+
+def host_log(project: Path) -> bytes:
+    meta = json.loads((run_records(project)[-1] / "meta.json").read_text())
+    status_file = Path(meta["run_dir"]) / "status.json"  # the host's run directory (a local path here)
+    assert wait_for(lambda: json.loads(status_file.read_text()).get("state") == "exited", 20)
+    assert json.loads(status_file.read_text())["exit_code"] == 0
+    return (Path(meta["run_dir"]) / "output.log").read_bytes()
+
+
+def test_a_dropped_link_is_reconnected_and_the_log_ends_byte_identical(offload_home, fresh_sshd, project):
     register_host(offload_home, fresh_sshd)
-    (project / "steady.py").write_text(
-        "import time\nfor i in range(30):\n    print('tick', i, flush=True)\n    time.sleep(0.1)\n")
+    (project / "steady.py").write_text(STEADY)
     proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "steady.py"], cwd=project,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"tick 0\n"
-        assert fresh_sshd.kill_connections()  # the link drops under the laptop
+        assert fresh_sshd.kill_connections()  # the sshd process serving the laptop dies: the link drops
+        assert proc.wait(timeout=60) == 0
+        stderr = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert stderr.count("lost the link to box") == 1 and stderr.count("reconnected to box") == 1, stderr
+    local = (run_records(project)[-1] / "output.log").read_bytes()
+    assert local == host_log(project)
+    assert local == "".join(f"tick {i}\n" for i in range(30)).encode()  # no line lost or repeated
+
+
+def test_when_reconnecting_gives_up_logs_f_picks_the_run_up_again(offload_home, fresh_sshd, project):
+    register_host(offload_home, fresh_sshd)
+    (project / "steady.py").write_text(STEADY)
+    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "--reconnect-for", "0", "steady.py"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"tick 0\n"
+        assert fresh_sshd.kill_connections()
         assert proc.wait(timeout=30) != 0
         assert b"lost the link" in proc.stderr.read()
     finally:
         proc.kill()
         proc.wait()
+    followed = run_offload("logs", "last", "-f", cwd=project, timeout=60)
+    assert followed.returncode == 0, followed.stderr
+    local = (run_records(project)[-1] / "output.log").read_bytes()
+    assert local == host_log(project) == followed.stdout.encode()
     meta = json.loads((run_records(project)[-1] / "meta.json").read_text())
-    status_file = Path(meta["run_dir"]) / "status.json"
-    assert wait_for(lambda: json.loads(status_file.read_text()).get("state") == "exited", 20)
-    assert json.loads(status_file.read_text())["exit_code"] == 0
-    assert (Path(meta["run_dir"]) / "output.log").read_text().count("tick") == 30
+    assert meta["exit_code"] == 0 and meta["ended_at"]

@@ -1,0 +1,74 @@
+"""Find a recorded run and reach its host again: for logs, status, stop and fetch after `offload run`.
+
+RUN is a run id, a unique prefix of one, or `last` (the project's latest run).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import runs
+from .errors import OffloadError
+
+LAST = "last"
+
+
+def find_run(project_root: Path, reference: str) -> dict:
+    """The meta.json of the run `reference` names, or a one-line error saying what to type instead."""
+    recorded = runs.load_runs(project_root)
+    if not recorded:
+        raise OffloadError(f"no runs recorded in {project_root}", hint="start one with `offload run SCRIPT`")
+    if reference == LAST:
+        return recorded[-1]
+    exact = [meta for meta in recorded if meta["run_id"] == reference]
+    matches = exact or [meta for meta in recorded if meta["run_id"].startswith(reference)]
+    if not matches:
+        raise OffloadError(f"no run {reference!r} in {project_root}", hint="`offload runs` lists them")
+    if len(matches) > 1:
+        shown = ", ".join(meta["run_id"] for meta in matches[:4])
+        raise OffloadError(f"{reference!r} names {len(matches)} runs ({shown}{', ...' if len(matches) > 4 else ''})",
+                           hint="type more of the run id")
+    return matches[0]
+
+
+def record_of(project_root: Path, meta: dict) -> runs.RunRecord:
+    record = runs.RunRecord(project_root, meta["run_id"])
+    record.meta = dict(meta)
+    return record
+
+
+@contextmanager
+def link_for(meta: dict, connect_timeout: float = 10.0):
+    """A Link to the run's host (the local agent for a local run), closed afterwards."""
+    from . import agent as agents
+    from . import hosts, ssh
+    from .errors import OffloadError
+    from .resolve import resolve
+    from .runner import LOCAL, ask_host_key
+    from .watch import Link
+
+    if meta.get("host") == LOCAL:
+        link = Link(None, None, agents.start_local())
+    else:
+        registry = hosts.load()
+        if meta.get("host") not in registry.hosts:
+            raise OffloadError(f"run {meta['run_id']} ran on {meta.get('host')!r}, which is no longer registered",
+                               hint=f"register it again: offload hosts add {meta.get('host')} [user@]hostname")
+        target = resolve(meta["host"], registry.get(meta["host"]))
+        link = Link(target, ssh.connect(target, connect_timeout, confirm=ask_host_key), None, connect_timeout)
+        try:
+            link.agent = agents.start_remote(link.client, target)
+        except BaseException:
+            link.close()
+            raise
+    try:
+        yield link
+    finally:
+        link.close()
+
+
+@contextmanager
+def agent_for(meta: dict, connect_timeout: float = 10.0):
+    """The agent of the run's host (see link_for), for requests that need no reconnecting."""
+    with link_for(meta, connect_timeout) as link:
+        yield link.agent

@@ -1,0 +1,77 @@
+"""`offload logs`, `offload status` and `offload stop`: a recorded run, looked at (or ended) again."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from . import stream
+from .attach import find_run, link_for, record_of
+from .runner import describe_stop, finish, project_root_of, say
+from .watch import follow_run
+
+
+def describe_status(status: dict) -> str:
+    state = status.get("state")
+    if state == "running":
+        return f"running (pid {status.get('pid')}, since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(status['started_at']))})"
+    if state == "waiting":
+        holder = status.get("holder") or {}
+        return f"waiting for the host's GPU (held by run {holder.get('run_id', '?')})"
+    if state == "exited" and status.get("signal"):
+        return f"killed by {status['signal']}"
+    if state == "exited":
+        return f"exited {status.get('exit_code')}"
+    if state == "lost":
+        return "lost (its supervisor died without recording an exit)"
+    return state or "unknown"
+
+
+def record_end(project_root: Path, meta: dict, status: dict) -> None:
+    """Write an ended run's exit into meta.json, if the laptop has not recorded it yet."""
+    if status.get("state") in ("exited", "lost") and meta.get("exit_code") is None and not meta.get("stopped"):
+        finish(record_of(project_root, meta), status)
+
+
+def logs_command(project, reference: str, follow: bool, reconnect_for: float) -> int:
+    root = project_root_of(project)
+    meta = find_run(root, reference)
+    record = record_of(root, meta)
+    record.dir.mkdir(parents=True, exist_ok=True)
+    if record.log_path.exists():  # what the laptop has already, then what it has not
+        sys.stdout.buffer.write(record.log_path.read_bytes())
+        sys.stdout.buffer.flush()
+    with link_for(meta) as link:
+        sink = stream.RunOutput(record.dir)
+        try:
+            if follow:
+                ended = follow_run(link, meta["run_dir"], sink, reconnect_for if link.target else 0)
+            else:
+                ended = stream.follow(link.agent, meta["run_dir"], sink.log_bytes, sink, sink.metrics_bytes, until_now=True)
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            sink.close()
+    record_end(root, meta, ended)
+    return 0
+
+
+def status_command(project, reference: str) -> int:
+    root = project_root_of(project)
+    meta = find_run(root, reference)
+    with link_for(meta) as link:
+        status = link.agent.request("status", run_dir=meta["run_dir"])
+    record_end(root, meta, status)
+    print(f"{meta['run_id']} on {meta['host']}: {describe_status(status)}")
+    return 0
+
+
+def stop_command(project, reference: str, grace: float) -> int:
+    root = project_root_of(project)
+    meta = find_run(root, reference)
+    with link_for(meta) as link:
+        stopped = link.agent.request("stop", run_dir=meta["run_dir"], grace=grace, timeout=grace + 60)
+        status = link.agent.request("status", run_dir=meta["run_dir"])
+    say(describe_stop(meta["run_id"], meta["host"], stopped))
+    record_end(root, meta, status)
+    return 0

@@ -1,0 +1,152 @@
+"""Runs that outlive the laptop: --detach, status, logs, stop, run references, Ctrl-C's question."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import register_host, run_offload
+from offload.runs import load_runs
+from sshd_server import wait_for
+
+SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(300)\n"
+# torchrun's workers, each with a child of its own: every one of them must go when the run is stopped
+WORKERS = ("import os, subprocess, time\n"
+           "subprocess.Popen(['sleep', '300'])\n"
+           "print('worker', os.environ['RANK'], 'up', flush=True)\n"
+           "time.sleep(300)\n")
+
+
+def host_status(meta: dict) -> dict:
+    return json.loads((Path(meta["run_dir"]) / "status.json").read_text())
+
+
+def group_members(pgid: int) -> list:
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(name))
+    return members
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def descendants(pid: int) -> list:
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def test_detach_returns_once_started_and_status_logs_follow(box, project):
+    (project / "sleeper.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(1.5)\nprint('done')\n")
+    started = time.monotonic()
+    detached = run_offload("run", "--detach", "sleeper.py", cwd=project)
+    assert detached.returncode == 0 and time.monotonic() - started < 10
+    (meta,) = load_runs(project)
+    assert f"offload logs {meta['run_id']} -f" in detached.stderr and meta["detached"] is True
+    status = run_offload("status", meta["run_id"][:-2], cwd=project)  # a unique prefix names it
+    assert status.returncode == 0 and f"{meta['run_id']} on box: running (pid" in status.stdout
+    followed = run_offload("logs", "last", "-f", cwd=project)
+    assert followed.stdout == "up\ndone\n"
+    assert (project / ".offload" / "runs" / meta["run_id"] / "output.log").read_text() == "up\ndone\n"
+    assert run_offload("status", cwd=project).stdout.strip().endswith("exited 0")
+    assert load_runs(project)[0]["exit_code"] == 0
+    again = run_offload("logs", "last", cwd=project)  # nothing new: the laptop's copy, once
+    assert again.stdout == "up\ndone\n"
+
+
+def test_stop_leaves_no_process_of_the_run_alive(offload_home, sshd, project):
+    register_host(offload_home, sshd, gpus=2)  # torchrun, two workers, each with a child
+    (project / "workers.py").write_text(WORKERS)
+    assert run_offload("run", "--detach", "workers.py", cwd=project).returncode == 0
+    (meta,) = load_runs(project)
+    assert wait_for(lambda: (Path(meta["run_dir"]) / "output.log").read_text().count("up") == 2, 60)
+    status = host_status(meta)
+    everyone = [status["pid"], *descendants(status["pid"])]
+    assert len(everyone) >= 5  # torchrun, 2 workers, 2 sleeps
+    stopped = run_offload("stop", "last", "--grace", "5", cwd=project)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "process group on box" in stopped.stderr
+    assert wait_for(lambda: not any(alive(pid) for pid in everyone) and not group_members(status["pgid"]), 10), \
+        [pid for pid in everyone if alive(pid)]
+    # torchrun turns SIGTERM into a clean shutdown of its workers and exits 1
+    assert run_offload("status", "last", cwd=project).stdout.strip().endswith(("exited 1", "killed by SIGTERM"))
+
+
+def test_stop_of_a_finished_run_says_so(box, project):
+    assert run_offload("run", "report.py", cwd=project).returncode == 0
+    stopped = run_offload("stop", "last", cwd=project)
+    assert stopped.returncode == 0 and "was not running" in stopped.stderr
+
+
+def test_run_references_are_ids_unique_prefixes_or_last(box, project):
+    for _ in range(2):
+        assert run_offload("run", "report.py", cwd=project).returncode == 0
+    first, second = load_runs(project)
+    common = os.path.commonprefix([first["run_id"], second["run_id"]])
+    ambiguous = run_offload("status", common, cwd=project)
+    assert ambiguous.returncode == 1 and "names 2 runs" in ambiguous.stderr
+    unknown = run_offload("status", "nope", cwd=project)
+    assert unknown.returncode == 1 and "no run 'nope'" in unknown.stderr
+    assert run_offload("status", first["run_id"], cwd=project).stdout.startswith(first["run_id"])
+    assert run_offload("status", "last", cwd=project).stdout.startswith(second["run_id"])
+
+
+def test_ctrl_c_in_a_terminal_asks_and_y_stops_the_run(box, project):
+    import pty
+
+    (project / "sleeper.py").write_text(SLEEPER)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "sleeper.py"], cwd=project,
+                            stdin=follower, stdout=follower, stderr=follower, start_new_session=True)
+    os.close(follower)
+    seen = b""
+    try:
+        while b"up" not in seen:
+            seen += os.read(leader, 4096)
+        os.killpg(proc.pid, 2)  # Ctrl-C, as the terminal sends it
+        while b"[y/N]" not in seen:
+            seen += os.read(leader, 4096)
+        os.write(leader, b"y\n")
+        assert proc.wait(timeout=30) == 130
+        try:
+            while True:
+                chunk = os.read(leader, 4096)
+                if not chunk:
+                    break
+                seen += chunk
+        except OSError:
+            pass
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(leader)
+    assert b"stop the run on box too? [y/N]" in seen and b"process group on box" in seen
+    (meta,) = load_runs(project)
+    assert wait_for(lambda: host_status(meta)["state"] == "exited", 10)
+    assert host_status(meta)["signal"] == "SIGTERM"
