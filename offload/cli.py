@@ -26,7 +26,7 @@ def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of i
 
 @app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
 def run(
-    script: str = typer.Argument(..., help="The training script, relative to the project root."),
+    script: Optional[str] = typer.Argument(None, help="The training script, relative to the project root."),
     args: Optional[List[str]] = typer.Argument(None, help="Passed to the script exactly as given."),
     host: Optional[str] = typer.Option(None, "--host", "-H", help="Registered host (default: the first in hosts.yaml)."),
     nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", min=1, help="Processes (GPUs) per node; >1 uses torchrun."),
@@ -40,6 +40,8 @@ def run(
     resume: Optional[str] = typer.Option(None, "--resume", help="Run RUN's command again, with its fetched files put back."),
 ):
     """Sync the project to the host and run SCRIPT there, streaming its output back."""
+    if script is None and resume is None:
+        raise typer.BadParameter("missing SCRIPT (or --resume RUN)", param_hint="SCRIPT")
     from .runner import RunOptions, run as run_job
 
     raise typer.Exit(run_job(RunOptions(script=script, args=list(args or []), host=host, nproc_per_node=nproc_per_node,

@@ -24,7 +24,7 @@ LOCAL = "local"
 
 @dataclass
 class RunOptions:
-    script: str
+    script: str | None = None     # None only with resume: RUN's own command
     args: list = field(default_factory=list)
     host: str | None = None
     nproc_per_node: int | None = None
@@ -118,6 +118,11 @@ class JobPlan:
 
 def run(options: RunOptions) -> int:
     root = project_root_of(options.project)
+    files_to_put_back = None
+    if options.resume:
+        options, files_to_put_back = resumed(root, options)
+    elif not options.script:
+        raise OffloadError("missing SCRIPT", hint="offload run [OPTIONS] SCRIPT [ARGS...]")
     script = script_in_project(root, options.script)
     entries = None
     if options.host or hosts.load().default_name:
@@ -138,9 +143,54 @@ def run(options: RunOptions) -> int:
 
             synced = sync_project(link.agent, root, target.workdir, entries)
             plan = JobPlan(root, synced.project_dir, script, options.args, options.nproc_per_node or target.gpus, target.env)
+            if files_to_put_back is not None:
+                from .sync import put_back
+
+                put_back(link.agent, files_to_put_back, synced.project_dir)
         else:
             plan = JobPlan(root, str(root), script, options.args, options.nproc_per_node or 1, {})
+            if files_to_put_back is not None:
+                copy_back(files_to_put_back, root)
         return launch_and_follow(link, plan, options)
+
+
+def resumed(root: Path, options: RunOptions) -> tuple:
+    """For --resume RUN: the options with RUN's command (unless SCRIPT was given), and RUN's fetched files."""
+    from dataclasses import replace
+
+    from .attach import agent_for, find_run
+
+    previous = find_run(root, options.resume)
+    if not options.script:
+        if not previous.get("script"):
+            raise OffloadError(f"run {previous['run_id']} has no recorded command to run again",
+                               hint=f"give it: offload run --resume {previous['run_id']} SCRIPT [ARGS...]")
+        options = replace(options, script=previous["script"], args=list(previous.get("args") or []))
+    files = root / runs.RUNS_DIR / previous["run_id"] / "files"
+    if not files.is_dir():
+        if previous.get("host") != LOCAL:
+            raise OffloadError(f"run {previous['run_id']} has no fetched files to put back",
+                               hint=f"fetch them first: offload fetch {previous['run_id']}")
+        from .fetch import fetch_into
+
+        with agent_for(previous) as agent:  # a local run's files are here: fetching them is a copy
+            fetch_into(agent, previous, [], files)
+    say(f"resuming run {previous['run_id']}: {options.script} {' '.join(options.args)}".rstrip())
+    return options, files
+
+
+def copy_back(files: Path, root: Path) -> None:
+    """A resumed run that runs locally: its fetched files go back into the project itself."""
+    import shutil
+
+    from .sync import scan_all
+
+    for entry in scan_all(files):
+        destination = root / entry.path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        part = destination.with_name(f".{destination.name}.offload-part")
+        shutil.copy2(files / entry.path, part)
+        os.replace(part, destination)
 
 
 def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:

@@ -117,9 +117,10 @@ def check_free_space(label: str, plan: SyncPlan, free_bytes: int) -> None:
                            hint=DISK_HINT)
 
 
-def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out) -> tuple:
-    """Delete and send what the plan says; returns the agent's tally and the entries that kept changing."""
-    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget)
+def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out, record: bool = True) -> tuple:
+    """Delete and send what the plan says; returns the agent's tally and the entries that kept changing.
+    record=False: files that are not the sync's (put back for --resume), never deleted by a later sync."""
+    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, record=record)
     pending = list(plan.send)
     with progress_bar(sum(e.size for e in plan.send), out) as advance:
         for _ in range(MAX_RESENDS):
@@ -209,3 +210,31 @@ class progress_bar:
     def __exit__(self, *exc):
         if self.progress is not None:
             self.progress.stop()
+
+
+def put_back(agent, files_dir: Path, project_dir: str, out=sys.stderr) -> dict:
+    """Put every file under files_dir (a run's fetched files) in place under project_dir on the host."""
+    entries = scan_all(files_dir)
+    if not entries:
+        return {"written": 0, "bytes": 0}
+    print(f"resume: putting back {summarize(entries)} -> {agent.label}:{project_dir}", file=out)
+    with remote_failures_explained(agent.label, project_dir):
+        applied, pending = apply_plan(agent, files_dir, project_dir, SyncPlan(send=entries), out, record=False)
+    if pending:
+        raise OffloadError(f"{pending[0].path} kept changing while it was being put back")
+    return applied
+
+
+def scan_all(root: Path) -> list:
+    """Every regular file below root, no ignore rules (fetched files are exactly what the user wants)."""
+    found = []
+    for directory, _, names in os.walk(root):
+        for name in sorted(names):
+            if name.endswith(".offload-part"):
+                continue  # an interrupted fetch's leftovers are not files of the run
+            path = Path(directory) / name
+            st = path.lstat()
+            if path.is_file() and not path.is_symlink():
+                found.append(LocalEntry(path.relative_to(root).as_posix(), "file", st.st_size, st.st_mtime_ns,
+                                        st.st_mode & 0o7777))
+    return sorted(found, key=lambda e: e.path)

@@ -58,6 +58,13 @@ class Agent:
             self.send("status", **jobs.read_status(message["run_dir"]))
         elif kind == "stop":
             self.send("stopped", **jobs.stop(message["run_dir"], float(message.get("grace", 10))))
+        elif kind == "list_files":
+            from . import fetching
+            self.send("file_list", **fetching.list_files(message["project_dir"], message["patterns"], self.send))
+        elif kind == "read_file":
+            from . import fetching
+            fetching.read_file(message["project_dir"], message["path"], int(message.get("offset", 0)),
+                               message.get("end"), self.send, self.out)
         else:
             raise files.RequestError("bad_request", f"unknown request {kind!r}")
 

@@ -92,8 +92,16 @@ class Receiver:
         return {"present": present, "synced": sorted(synced)}
 
     def apply(self, request: dict, inp) -> dict:
-        """Delete, then receive `put` messages until `end`. The state is saved even if the link drops."""
+        """Delete, then receive `put` messages until `end`. The state is saved even if the link drops.
+        With record false (files put back for --resume), nothing is deleted and the state is left alone:
+        those files are the run's, not the sync's."""
         project_dir = request["project_dir"]
+        if request.get("record", True) is False:
+            tally = {"written": 0, "deleted": 0, "bytes": 0}
+            failure = receive(project_dir, inp, set(), tally, None)
+            if failure is not None:
+                raise failure
+            return tally
         synced = load_state(project_dir)
         synced.difference_update(request.get("forget", []))
         tally = {"written": 0, "deleted": 0, "bytes": 0}
