@@ -231,6 +231,10 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
         sink.close()
     code = finish(record, finished)
     report(record, measurement, plan.script, plan.args, plan.root, local=target is None)
+    if options.fetch:
+        from .fetch import fetch_into, files_dir
+
+        fetch_into(link.agent, record.meta, options.fetch, files_dir(plan.root, run_id))
     return code
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from remote_agent import protocol
 
 from .agent import DISK_HINT
+from .progress import progress_bar
 from .errors import OffloadError, RemoteError
 from .ignore import LocalEntry, human_size, scan_project, summarize
 
@@ -122,7 +123,7 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out,
     record=False: files that are not the sync's (put back for --resume), never deleted by a later sync."""
     agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, record=record)
     pending = list(plan.send)
-    with progress_bar(sum(e.size for e in plan.send), out) as advance:
+    with progress_bar("sync", sum(e.size for e in plan.send), out) as advance:
         for _ in range(MAX_RESENDS):
             pending = [e for e in (send_entry(agent, project_root, e, advance) for e in pending) if e is not None]
             if not pending:
@@ -187,29 +188,6 @@ def send_entry(agent, project_root: Path, entry: LocalEntry, advance) -> LocalEn
         agent.write(protocol.encode("drop", path=entry.path))
         return entry
     return None
-
-
-class progress_bar:
-    """A rich progress bar for transfers worth watching, on a terminal only."""
-
-    def __init__(self, total: int, out):
-        self.total, self.out, self.progress = total, out, None
-
-    def __enter__(self):
-        if self.total < (8 << 20) or not getattr(self.out, "isatty", lambda: False)():
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-        self.progress = Progress("sync", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                                 console=Console(file=self.out), transient=True)
-        self.progress.start()
-        task = self.progress.add_task("sync", total=self.total)
-        return lambda n: self.progress.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def put_back(agent, files_dir: Path, project_dir: str, out=sys.stderr) -> dict:

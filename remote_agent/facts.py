@@ -84,6 +84,69 @@ def nvidia_gpus() -> list | None:
     return None
 
 
+COMPUTE_APPS_QUERY = "pid,process_name,used_memory"
+COLUMN_ALIASES = {"name": "process_name", "used_gpu_memory": "used_memory"}  # the header prints the long names
+RUN_ID_VARIABLE = b"OFFLOAD_RUN_ID="  # set in every job offload starts (offload/launch.py)
+
+
+def parse_compute_apps(text: str, query: str = COMPUTE_APPS_QUERY) -> list:
+    """Processes on the GPUs from `nvidia-smi --query-compute-apps=QUERY --format=csv[,noheader][,nounits]`:
+    [{pid, name, used_memory_mib}], in nvidia-smi's order.
+
+    A header line names the columns (so any order and extra columns read); without one, `query` gives them.
+    "6265 MiB" and "6265" both read; "[N/A]" (Windows under WDDM) and "[Not Found]" (a process in another
+    container) mean unknown. A process name with commas in it is put back together; other lines are noise.
+    """
+    columns = [COLUMN_ALIASES.get(c.strip(), c.strip()) for c in query.split(",")]
+    apps = []
+    for line in text.splitlines():
+        if is_csv_header(line):
+            columns = [COLUMN_ALIASES.get(c, c) for c in
+                       (re.sub(r" \[.*\]$", "", field.strip()) for field in line.split(","))]
+            continue
+        values = [value.strip() for value in line.split(",")]
+        extra = len(values) - len(columns)
+        if extra > 0 and "process_name" in columns:
+            at = columns.index("process_name")
+            values[at:at + extra + 1] = [",".join(values[at:at + extra + 1])]
+        row = {column: (None if value.startswith("[") else value) for column, value in zip(columns, values)}
+        if len(values) != len(columns) or not (row.get("pid") or "").isdigit():
+            continue
+        memory = (row.get("used_memory") or "").split(" ")[0]
+        apps.append({"pid": int(row["pid"]), "name": row.get("process_name"),
+                     "used_memory_mib": int(memory) if memory.isdigit() else None})
+    return apps
+
+
+def compute_apps() -> list | None:
+    """What runs on the GPUs now, each with the offload run it belongs to (None: not one of this user's runs);
+    None where there is no nvidia-smi or it fails."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        done = subprocess.run(["nvidia-smi", f"--query-compute-apps={COMPUTE_APPS_QUERY}",
+                               "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return [{**app, "offload_run": offload_run_of(app["pid"])} for app in parse_compute_apps(done.stdout)]
+
+
+def offload_run_of(pid: int) -> str | None:
+    """The OFFLOAD_RUN_ID a process was started with; readable only for our own user's processes. (nvidia-smi
+    in a container can name pids of the host's namespace: those are not found here, so they read as None.)"""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except OSError:
+        return None
+    for entry in environ.split(b"\0"):
+        if entry.startswith(RUN_ID_VARIABLE):
+            return entry[len(RUN_ID_VARIABLE):].decode(errors="replace")
+    return None
+
+
 def torch_facts() -> dict:
     """torch's view of the host, from a subprocess so a broken torch cannot take the agent down."""
     return run_json("remote_agent.torch_probe", timeout=PROBE_TIMEOUT_S, what="import torch")
@@ -230,7 +293,7 @@ def to_int(text: str | None) -> int | None:
 
 def device_facts(workdir: str | None = None) -> dict:
     """What the job will compute on, cheaply (no torch import): asked for at the start of every run."""
-    return {"gpus": nvidia_gpus(), "cpu": cpu_facts()}
+    return {"gpus": nvidia_gpus(), "cpu": cpu_facts(), "compute_apps": compute_apps()}
 
 
 def free_bytes(path: str) -> int | None:

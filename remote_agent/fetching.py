@@ -92,8 +92,7 @@ class Matcher:
                     self._expand(child_real, child_rel, parts, ancestors + (child_real,))
             return
         if any(mark in head for mark in MAGIC):
-            chosen = [(rel, real) for rel, real in self._children(directory, relpath)
-                      if fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], head)]
+            chosen = self._children(directory, relpath, head)
         else:
             path = os.path.join(directory, head)
             rel = join_relative(relpath, head)
@@ -105,12 +104,15 @@ class Matcher:
             else:
                 self._take(real, rel, ancestors)
 
-    def _children(self, directory: str, relpath: str) -> list:
-        """(relpath, real path) of each entry, checked to stay inside; offload's own part files left out."""
+    def _children(self, directory: str, relpath: str, wanted: str = "*") -> list:
+        """(relpath, real path) of each entry whose name matches `wanted`, checked to stay inside; offload's
+        own part files and records left out."""
         found = []
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.name.endswith(PART_SUFFIX) or (not relpath and entry.name == RECORDS_DIR):
+                    continue
+                if wanted != "*" and not fnmatch.fnmatchcase(entry.name, wanted):
                     continue
                 rel = join_relative(relpath, entry.name)
                 # `directory` is real, so only a symlink can lead elsewhere

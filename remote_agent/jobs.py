@@ -42,9 +42,17 @@ def start(request: dict) -> dict:
     cwd = os.path.abspath(os.path.expanduser(request["cwd"]))
     if not os.path.isdir(cwd):
         raise RequestError("bad_request", f"project directory {cwd} does not exist on the host")
+    lock = request.get("lock")  # the host's GPU lock (see hostlock.py); None: run at once, as local runs do
+    if lock is not None:
+        if not isinstance(lock, str) or not lock:
+            raise RequestError("bad_request", f"lock must be a path on the host, not {lock!r}")
+        lock = os.path.abspath(os.path.join(cwd, os.path.expanduser(lock)))
     os.makedirs(run_dir)
     env = job_env(request.get("env", {}), run_dir)
-    write_json(os.path.join(run_dir, JOB), {"argv": request["argv"], "cwd": cwd, "env": env})
+    write_json(os.path.join(run_dir, JOB), {
+        "argv": request["argv"], "cwd": cwd, "env": env, "lock": lock, "wait": bool(request.get("wait", True)),
+        "run_id": request.get("run_id") or os.path.basename(run_dir), "laptop": request.get("laptop"),
+    })
     agent_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.Popen(
         [sys.executable, "-m", "remote_agent.supervisor", run_dir],
@@ -166,8 +174,13 @@ def laptop_spoke(timeout: float) -> bool:
 
 
 def stop(run_dir: str, grace: float) -> dict:
-    """SIGTERM to the job's whole process group, SIGKILL to what is left after `grace` seconds."""
+    """SIGTERM to the job's whole process group, SIGKILL to what is left after `grace` seconds. A run still
+    waiting for the GPU lock has no job yet: its supervisor takes SIGTERM as "give up" and records the exit."""
     status = read_status(run_dir)
+    if status["state"] == "waiting":
+        status = stop_waiting(run_dir, status)
+        if status["state"] != "running":  # else it took the lock as we asked: stop its job as any other
+            return {"state": status["state"], "signalled": "SIGTERM" if status["state"] == "exited" else None}
     if status["state"] != "running":
         return {"state": status["state"], "signalled": None}
     pgid = status["pgid"]
@@ -186,6 +199,20 @@ def stop(run_dir: str, grace: float) -> dict:
     while time.monotonic() < deadline and read_status(run_dir)["state"] == "running":
         time.sleep(POLL_S)
     return {"state": read_status(run_dir)["state"], "signalled": sent}
+
+
+def stop_waiting(run_dir: str, status: dict) -> dict:
+    try:
+        os.kill(status["supervisor_pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        return {**status, "state": "lost"}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and status["state"] == "waiting":
+        time.sleep(POLL_S)
+        status = read_status(run_dir)
+        if status["state"] == "waiting" and not alive(status["supervisor_pid"]):
+            return {**status, "state": "lost"}
+    return status
 
 
 def group_alive(pgid: int) -> bool:

@@ -150,3 +150,54 @@ def test_ctrl_c_in_a_terminal_asks_and_y_stops_the_run(box, project):
     (meta,) = load_runs(project)
     assert wait_for(lambda: host_status(meta)["state"] == "exited", 10)
     assert host_status(meta)["signal"] == "SIGTERM"
+
+
+COUNTER = ("import os\n"  # resumes from out/count.txt like nanoGPT from out/ckpt.pt
+           "os.makedirs('out', exist_ok=True)\n"
+           "count = int(open('out/count.txt').read()) if os.path.exists('out/count.txt') else 0\n"
+           "open('out/count.txt', 'w').write(str(count + 1))\n"
+           "print('count', count + 1, 'at', os.getcwd())\n")
+
+
+def test_run_fetch_brings_files_back_when_the_run_ends(box, project):
+    (project / "counter.py").write_text(COUNTER)
+    result = run_offload("run", "--fetch", "out/*.txt", "counter.py", cwd=project)
+    assert result.returncode == 0, result.stderr
+    (meta,) = load_runs(project)
+    fetched = project / ".offload" / "runs" / meta["run_id"] / "files" / "out" / "count.txt"
+    assert fetched.read_text() == "1"
+    assert "fetch: 1 file" in result.stderr
+
+
+def test_resume_moves_a_fallback_run_to_the_host_when_it_is_back(offload_home, sshd, project):
+    from sshd_server import closed_port
+
+    (project / ".gitignore").write_text("out/\n")  # outputs never travel with the sync
+    (project / "counter.py").write_text(COUNTER)
+    register_host(offload_home, sshd, port=closed_port())  # the GPU box is off
+    local = run_offload("run", "counter.py", cwd=project)
+    assert local.returncode == 0 and "running locally" in local.stderr
+    assert (project / "out" / "count.txt").read_text() == "1"
+    register_host(offload_home, sshd)  # the box is back
+    resumed = run_offload("run", "--resume", "last", cwd=project)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "count 2 at" in resumed.stdout  # it went on from the fallback run's output
+    first, second = load_runs(project)
+    assert first["host"] == "local" and second["host"] == "box"
+    assert Path(second["project_dir"], "out", "count.txt").read_text() == "2"
+    assert second["script"] == "counter.py"
+    # the put-back file is the run's: a later sync does not delete it although it is not in the project
+    assert run_offload("sync", cwd=project).returncode == 0
+    assert Path(second["project_dir"], "out", "count.txt").exists()
+
+
+def test_resume_of_a_remote_run_needs_its_files_fetched_first(box, project):
+    (project / "counter.py").write_text(COUNTER)
+    assert run_offload("run", "counter.py", cwd=project).returncode == 0
+    refused = run_offload("run", "--resume", "last", cwd=project)
+    assert refused.returncode == 1 and "offload fetch" in refused.stderr
+    assert run_offload("fetch", "last", cwd=project).returncode == 0
+    Path(load_runs(project)[0]["project_dir"], "out", "count.txt").unlink()  # as if resuming on another box
+    resumed = run_offload("run", "--resume", load_runs(project)[0]["run_id"], cwd=project)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "count 2 at" in resumed.stdout

@@ -1,0 +1,115 @@
+"""One job per GPU host: a lock on the host that every laptop's runs go through.
+
+The lock is the kernel's: an exclusive flock(2) on the lock file, taken by a job's supervisor before the job
+starts and held until it has ended. The kernel drops it when the supervisor exits for any reason, SIGKILL and
+the OOM killer included, so a lock whose run has died is free at once: there is no stale lock to guess about.
+
+`<lock>.json` names the holder (run id, run directory, since when, host user, laptop) so a waiter can say whom
+it waits for. It is only a note, never the lock: a waiter believes it only while the supervisor it names is
+alive. Never delete the lock file itself while runs use it: a new file would be a second, separate lock.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import pwd
+
+from .jobs import alive, now, write_json
+
+SUPERVISOR_MODULE = b"remote_agent.supervisor"
+
+
+class HostLock:
+    def __init__(self, path: str):
+        self.path = path
+        self.details_path = path + ".json"
+        self.fd = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; never blocks."""
+        if self.fd is None:
+            self.fd = open_lock_file(self.path)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False
+            raise
+        return True
+
+    def announce(self, details: dict) -> None:
+        """Write the holder's details for waiters; a lock in a directory we cannot write still locks."""
+        try:
+            write_json(self.details_path, details)
+        except OSError:
+            pass
+
+    def release(self) -> None:
+        """Take our details away, then the lock (closing the file is what unlocks it)."""
+        if self.fd is None:
+            return
+        holder = read_details(self.details_path)
+        if holder is not None and holder.get("supervisor_pid") == os.getpid():
+            try:
+                os.unlink(self.details_path)
+            except OSError:
+                pass
+        os.close(self.fd)
+        self.fd = None
+
+    def holder(self) -> dict | None:
+        """Who holds the lock, as its holder wrote it; None while that is unknown (not written yet, or
+        written by a holder that has since died)."""
+        details = read_details(self.details_path)
+        if details is None or not isinstance(details.get("supervisor_pid"), int):
+            return None
+        pid = details["supervisor_pid"]
+        if pid == os.getpid() or not is_supervisor(pid):
+            return None
+        return details
+
+
+def open_lock_file(path: str) -> int:
+    """Open (creating) the lock file read-only: flock needs no write access, so users who share a lock file
+    need only be able to read it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_CREAT, 0o666)
+    except PermissionError:  # another user's file in a sticky directory (fs.protected_regular) refuses O_CREAT
+        return os.open(path, flags)
+
+
+def read_details(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            details = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return details if isinstance(details, dict) else None
+
+
+def is_supervisor(pid: int) -> bool:
+    """Alive and still a supervisor: a pid the kernel has given to some other process is not a holder."""
+    if not alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return SUPERVISOR_MODULE in f.read()
+    except OSError:
+        return True  # no /proc to ask: alive is the best we know
+
+
+def holder_details(run_id: str, run_dir: str, laptop: str | None, argv: list) -> dict:
+    """What `<lock>.json` says about the run that holds the lock."""
+    return {"run_id": run_id, "run_dir": run_dir, "since": now(), "user": host_user(), "laptop": laptop,
+            "argv": argv, "supervisor_pid": os.getpid()}
+
+
+def host_user() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid with no passwd entry, as in some containers
+        return str(os.getuid())
