@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 from contextlib import ExitStack
@@ -20,6 +21,8 @@ from .resolve import resolve
 from .watch import Link, follow_run
 
 LOCAL = "local"
+HOST_LOCK = ".offload-host.lock"  # in the host's workdir: every laptop using that workdir sees it
+BUSY_EXIT = 75  # EX_TEMPFAIL: the host is busy, try again later
 
 
 @dataclass
@@ -209,9 +212,20 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
     record.create(host=host_name, address=target.address if target else None, argv=argv, script=plan.script,
                   args=plan.args, fallback=target is None, project_dir=plan.cwd, run_dir=run_dir,
                   **measurement.start_meta())
-    started = agent.request("start", run_dir=run_dir, cwd=plan.cwd, argv=argv, env=launch.job_env(plan.host_env, run_id))
+    report_busy_gpus(facts.get("compute_apps"), host_name)
+    lock = f"{target.workdir.rstrip('/')}/{HOST_LOCK}" if target else None  # one job per host; none on the laptop
+    started = agent.request("start", run_dir=run_dir, cwd=plan.cwd, argv=argv, env=launch.job_env(plan.host_env, run_id),
+                            lock=lock, wait=not options.no_wait, run_id=run_id, laptop=socket.gethostname())
     where = target.name if target else "this machine"
-    say(f"run {run_id} started on {where} (pid {started.get('pid')}): {measurement.device.label}, {measurement.device.dtype}")
+    if started["state"] == "busy":
+        record.update(state="busy", exit_code=BUSY_EXIT, ended_at=runs.timestamp(), ended_unix=round(time.time(), 3))
+        say(f"{where} is busy: {describe_holder(started.get('holder'))}; not waiting (--no-wait)")
+        return BUSY_EXIT
+    if started["state"] == "waiting":
+        say(f"{where} is busy: {describe_holder(started.get('holder'))}; run {run_id} waits for it "
+            "(Ctrl-C detaches; --no-wait gives up instead)")
+    else:
+        say(f"run {run_id} started on {where} (pid {started.get('pid')}): {measurement.device.label}, {measurement.device.dtype}")
     if options.detach:
         record.update(detached=True)
         say(f"detached: follow it with `offload logs {run_id} -f`, stop it with `offload stop {run_id}`")
@@ -236,6 +250,22 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
 
         fetch_into(link.agent, record.meta, options.fetch, files_dir(plan.root, run_id))
     return code
+
+
+def describe_holder(holder: dict | None) -> str:
+    if not holder:
+        return "another run holds it"
+    since = time.strftime("%H:%M:%S", time.localtime(holder["since"])) if holder.get("since") else "?"
+    who = f" from {holder['laptop']}" if holder.get("laptop") else ""
+    return f"run {holder.get('run_id', '?')}{who} holds it since {since}"
+
+
+def report_busy_gpus(compute_apps: list | None, host: str) -> None:
+    """GPU processes on the host that no offload run started: they take memory and time from this one."""
+    others = [app for app in compute_apps or [] if not app.get("offload_run")]
+    if others:
+        listed = ", ".join(f"pid {app['pid']} {app.get('name', '?')} ({app.get('used_memory_mib', '?')} MiB)" for app in others)
+        say(f"the GPUs of {host} are also busy with processes offload did not start: {listed}")
 
 
 def interrupted(link, record, run_dir: str) -> int:

@@ -201,3 +201,41 @@ def test_resume_of_a_remote_run_needs_its_files_fetched_first(box, project):
     resumed = run_offload("run", "--resume", load_runs(project)[0]["run_id"], cwd=project)
     assert resumed.returncode == 0, resumed.stderr
     assert "count 2 at" in resumed.stdout
+
+
+SPAN = ("import sys, time\n"  # records when it held the host
+        "start = time.time(); time.sleep(1.0)\n"
+        "open(sys.argv[1], 'a').write(f'{start} {time.time()}\\n')\n")
+
+
+def test_two_runs_on_one_host_never_overlap(box, project, tmp_path):
+    (project / "span.py").write_text(SPAN)
+    spans = tmp_path / "spans.txt"
+    first = subprocess.Popen([sys.executable, "-m", "offload", "run", "span.py", str(spans)], cwd=project,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: len(load_runs(project)) == 1 and load_runs(project)[0].get("device"), 20)
+        second = run_offload("run", "span.py", str(spans), cwd=project)
+        assert first.wait(timeout=60) == 0
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 0, second.stderr
+    first_id = load_runs(project)[0]["run_id"]
+    assert f"box is busy: run {first_id}" in second.stderr and "waits for it" in second.stderr
+    (a_start, a_end), (b_start, b_end) = sorted(tuple(map(float, line.split())) for line in spans.read_text().splitlines())
+    assert a_end <= b_start  # the second started only after the first had finished
+
+
+def test_no_wait_on_a_busy_host_exits_75_without_running(box, project, tmp_path):
+    (project / "sleeper.py").write_text(SLEEPER)
+    assert run_offload("run", "--detach", "sleeper.py", cwd=project).returncode == 0
+    holder = load_runs(project)[0]["run_id"]
+    try:
+        busy = run_offload("run", "--no-wait", "report.py", cwd=project)
+        assert busy.returncode == 75
+        assert f"box is busy: run {holder}" in busy.stderr and "not waiting" in busy.stderr
+        assert busy.stdout == ""  # report.py never ran
+    finally:
+        assert run_offload("stop", holder, "--grace", "1", cwd=project).returncode == 0
+    assert run_offload("run", "--no-wait", "report.py", cwd=project).returncode == 0  # free again
