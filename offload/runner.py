@@ -264,7 +264,8 @@ def report_busy_gpus(compute_apps: list | None, host: str) -> None:
     """GPU processes on the host that no offload run started: they take memory and time from this one."""
     others = [app for app in compute_apps or [] if not app.get("offload_run")]
     if others:
-        listed = ", ".join(f"pid {app['pid']} {app.get('name', '?')} ({app.get('used_memory_mib', '?')} MiB)" for app in others)
+        listed = ", ".join(f"pid {app['pid']} {app.get('name') or '?'} ({app.get('used_memory_mib') or '?'} MiB)"
+                           for app in others)
         say(f"the GPUs of {host} are also busy with processes offload did not start: {listed}")
 
 

@@ -104,7 +104,7 @@ def read_status(run_dir: str) -> dict:
             status = json.load(f)
     except (FileNotFoundError, ValueError):
         return {"state": "starting", "run_dir": run_dir}
-    if status["state"] == "running" and not alive(status["supervisor_pid"]):
+    if status["state"] in ("running", "waiting") and not alive(status["supervisor_pid"]):
         status["state"] = "lost"  # the supervisor was killed: nobody will record an exit code
     status["run_dir"] = run_dir
     return status

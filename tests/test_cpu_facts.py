@@ -168,7 +168,7 @@ def test_cpu_facts_without_lscpu_still_read_cpuinfo(monkeypatch, tmp_path):
 
 def test_device_facts_are_the_gpus_and_the_cpu():
     device = facts.device_facts()
-    assert sorted(device) == ["cpu", "gpus"]
+    assert sorted(device) == ["compute_apps", "cpu", "gpus"]
     assert device["gpus"] == facts.nvidia_gpus()
     cpu_now = facts.cpu_facts()
     assert {k: v for k, v in device["cpu"].items() if k != "max_mhz"} == \

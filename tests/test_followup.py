@@ -239,3 +239,17 @@ def test_no_wait_on_a_busy_host_exits_75_without_running(box, project, tmp_path)
     finally:
         assert run_offload("stop", holder, "--grace", "1", cwd=project).returncode == 0
     assert run_offload("run", "--no-wait", "report.py", cwd=project).returncode == 0  # free again
+
+
+def test_gpu_processes_offload_did_not_start_are_reported(capsys):
+    from offload.runner import report_busy_gpus
+    from remote_agent.facts import parse_compute_apps
+
+    recorded = (Path(__file__).parent / "data" / "nvidia-smi-apps" / "python-4050mib.csv").read_text()
+    (app,) = parse_compute_apps(recorded)
+    report_busy_gpus([{**app, "offload_run": None}, {**app, "pid": 1, "offload_run": "20261122-1"}], "box")
+    err = capsys.readouterr().err
+    assert "busy with processes offload did not start: pid 7575 python (4050 MiB)" in err
+    assert "pid 1 " not in err  # a process of an offload run is not a stranger
+    report_busy_gpus([], "box")
+    assert capsys.readouterr().err == ""

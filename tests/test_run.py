@@ -252,3 +252,28 @@ def test_when_reconnecting_gives_up_logs_f_picks_the_run_up_again(offload_home, 
     assert local == host_log(project) == followed.stdout.encode()
     meta = json.loads((run_records(project)[-1] / "meta.json").read_text())
     assert meta["exit_code"] == 0 and meta["ended_at"]
+
+
+def test_an_outage_of_some_seconds_is_ridden_out_with_backoff(offload_home, fresh_sshd, project):
+    """The host stops answering at all (its sshd frozen: no banner for anyone) for ~3 s, then comes back."""
+    register_host(offload_home, fresh_sshd)
+    (project / "steady.py").write_text(STEADY)
+    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "--connect-timeout", "1", "steady.py"],
+                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"tick 0\n"
+        os.kill(fresh_sshd.pid, signal.SIGSTOP)
+        try:
+            assert fresh_sshd.kill_connections()
+            time.sleep(3)
+        finally:
+            os.kill(fresh_sshd.pid, signal.SIGCONT)
+        assert proc.wait(timeout=60) == 0
+        stderr = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert stderr.count("lost the link to box") == 1, stderr
+    (reconnected,) = [line for line in stderr.splitlines() if "reconnected to box after" in line]
+    assert float(reconnected.split("after ")[1].split(" s")[0]) >= 2.5
+    assert (run_records(project)[-1] / "output.log").read_bytes() == host_log(project)
