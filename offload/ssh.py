@@ -19,6 +19,7 @@ from .resolve import SSHTarget, resolve_jump
 logging.getLogger("paramiko").addHandler(logging.NullHandler())  # its thread's tracebacks are not for users
 KEEPALIVE_S = 5  # a dead link is noticed in seconds, not at the next TCP timeout
 MAX_JUMPS = 4
+HANDSHAKE_S = 30  # key exchange and authentication, once the host has answered
 
 
 def identity_files_to_offer(target: SSHTarget) -> list:
@@ -99,7 +100,9 @@ def connect(target: SSHTarget, timeout: float, confirm=None, depth: int = 0):
             target.hostname, port=target.port, username=target.user, sock=sock,
             key_filename=key_files or None, look_for_keys=not target.identity_files,
             allow_agent=bool(os.environ.get("SSH_AUTH_SOCK")),
-            timeout=remaining, banner_timeout=remaining, auth_timeout=max(remaining, 15),
+            # the connect timeout bounds reaching a banner; key exchange and auth get their own allowance
+            # (paramiko uses `timeout` for the key exchange), or a loaded host that answered would fail
+            timeout=max(remaining, HANDSHAKE_S), banner_timeout=remaining, auth_timeout=max(remaining, HANDSHAKE_S),
         )
     except OffloadError:  # the host-key policy refused, or could not ask
         close_quietly(client, sock)

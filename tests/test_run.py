@@ -268,8 +268,9 @@ def test_an_outage_of_some_seconds_is_ridden_out_with_backoff(offload_home, fres
             time.sleep(3)
         finally:
             os.kill(fresh_sshd.pid, signal.SIGCONT)
-        assert proc.wait(timeout=60) == 0
+        code = proc.wait(timeout=60)
         stderr = proc.stderr.read().decode()
+        assert code == 0, stderr
     finally:
         proc.kill()
         proc.wait()
