@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sshd_server import read_proc, wait_for
+from procs import alive, local_agent  # noqa: F401  (local_agent: the fixture)
+from sshd_server import wait_for
 
 from offload.agent import start_local
 from offload.errors import OffloadError, RemoteError
@@ -26,19 +27,10 @@ PART_SUFFIX = ".offload-part"
 MiB = 1 << 20
 
 
-def gone(pid: int) -> bool:
-    proc = read_proc(pid)
-    return proc is None or proc.state == "Z"
-
-
 @pytest.fixture
-def agent():
-    client = start_local()
-    try:
-        yield client
-    finally:
-        client.close()  # EOF, then a 5 s deadline, then SIGKILL to the agent's pid
-        assert gone(client.hello["pid"])
+def agent(local_agent):
+    """A real agent process (procs.local_agent), checked gone afterwards."""
+    return local_agent
 
 
 def start_apply(agent, workdir: Path, project: Path, paths: list) -> str:
@@ -97,7 +89,7 @@ def test_a_laptop_that_goes_away_mid_file_leaves_the_old_file_whole(agent, tmp_p
 
     agent.writer.close()  # the link drops in the middle of the file
 
-    assert wait_for(lambda: gone(agent.hello["pid"]), 10)
+    assert wait_for(lambda: not alive(agent.hello["pid"]), 10)
     assert (project_dir / "w.bin").read_bytes() == old
     assert parts(project_dir) == []
     assert synced_paths(str(project_dir)) == ["w.bin"]
@@ -123,7 +115,7 @@ def test_an_agent_still_finishing_for_a_vanished_laptop_never_spoils_the_next_sy
         second.write(put_header("w.bin", len(fresh)) + fresh[: 2 * MiB], flush=True)
         assert wait_for(holds_half_of_fresh, 10)
         agent.writer.close()  # the first laptop is gone now: its agent cleans up after itself
-        assert wait_for(lambda: gone(agent.hello["pid"]), 10)
+        assert wait_for(lambda: not alive(agent.hello["pid"]), 10)
 
         second.write(fresh[2 * MiB:], flush=True)
         second.send("end")

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_offload
-from offload.agent import start_local
 from offload.errors import OffloadError, RemoteError
 from offload.fetch import LocalState, RemoteFile, download, list_remote, plan_fetch
-from sshd_server import read_proc, wait_for
+from procs import local_agent  # noqa: F401  (the fixture)
+from sshd_server import wait_for
 
 MiB = 1 << 20
 PART_SUFFIX = ".offload-part"
@@ -201,19 +201,10 @@ def test_a_local_runs_files_are_fetched_through_the_local_agent(offload_home, pr
 
 # --- the host side, through a real local agent process --------------------------------------------
 
-def gone(pid: int) -> bool:
-    proc = read_proc(pid)
-    return proc is None or proc.state == "Z"
-
-
 @pytest.fixture
-def agent():
-    client = start_local()
-    try:
-        yield client
-    finally:
-        client.close()
-        assert gone(client.hello["pid"])
+def agent(local_agent):
+    """A real agent process (procs.local_agent), checked gone afterwards."""
+    return local_agent
 
 
 def listed(agent, project_dir: Path, *patterns: str) -> list:

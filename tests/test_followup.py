@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from conftest import register_host, run_offload
+from procs import alive, descendants, group_members
 from offload.runs import load_runs
 from sshd_server import wait_for
 
@@ -22,44 +23,6 @@ WORKERS = ("import os, subprocess, time\n"
 
 def host_status(meta: dict) -> dict:
     return json.loads((Path(meta["run_dir"]) / "status.json").read_text())
-
-
-def group_members(pgid: int) -> list:
-    members = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(name))
-    return members
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def descendants(pid: int) -> list:
-    children = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                children.setdefault(int(fields[1]), []).append(int(name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
 
 
 def test_detach_returns_once_started_and_status_logs_follow(box, project):

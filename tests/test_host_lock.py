@@ -20,6 +20,7 @@ from offload import stream
 from offload.agent import start_local
 from remote_agent import facts, hostlock, supervisor
 from remote_agent.facts import parse_compute_apps
+from procs import alive
 from sshd_server import wait_for
 
 RECORDED = Path(__file__).parent / "data" / "nvidia-smi-apps"
@@ -101,13 +102,6 @@ def timeline(host: Path) -> dict:
         name, event, at = line.split()
         times.setdefault(name, {})[event] = float(at)
     return times
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def processes_mentioning(text: str) -> list:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from offload.agent import start_local
+from procs import alive, group_members
 from sshd_server import wait_for
 
 
@@ -34,35 +35,14 @@ def start(agent, tmp_path: Path, *argv: str) -> tuple:
     return run_dir, started
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def children_of_group(pgid: int) -> list:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                found.append(int(name))
-    return found
-
-
 def test_stop_ends_the_job_and_everything_it_spawned(agent, tmp_path):
     # a shell that starts grandchildren, one of which ignores SIGTERM, as a stubborn dataloader might
     run_dir, started = start(agent, tmp_path, "sh", "-c", "sleep 300 & (trap '' TERM; sleep 300) & echo up; wait")
     assert started["state"] == "running"
-    assert wait_for(lambda: len(children_of_group(started["pgid"])) >= 3, 10)
+    assert wait_for(lambda: len(group_members(started["pgid"])) >= 3, 10)
     stopped = agent.request("stop", run_dir=str(run_dir), grace=1)
     assert stopped["signalled"] == "SIGKILL"  # the trap outlived the grace period
-    assert wait_for(lambda: children_of_group(started["pgid"]) == [], 5)
+    assert wait_for(lambda: group_members(started["pgid"]) == [], 5)
     status = agent.request("status", run_dir=str(run_dir))
     assert status["state"] == "exited" and status["signal"] in ("SIGTERM", "SIGKILL")
 
