@@ -107,9 +107,11 @@ class Receiver:
         tally = {"written": 0, "deleted": 0, "bytes": 0}
         try:
             failure = None  # after a failure, keep reading so the stream stays in step; report it at the end
+            still_there = with_parents(self.expected.get(project_dir, set()))
             for relpath in sorted(request.get("delete", []), reverse=True):  # children before parents
                 try:
                     tally["deleted"] += remove(safe_path(project_dir, relpath))
+                    remove_emptied_parents(project_dir, relpath, still_there)
                 except (OSError, RequestError) as exc:
                     failure = failure or exc
                 synced.discard(relpath)
@@ -156,6 +158,27 @@ def receive(project_dir: str, inp, synced: set, tally: dict, failure: Exception 
             continue
         synced.add(message["path"])
         tally["written"] += 1
+
+
+def with_parents(paths: set) -> set:
+    """The paths and every directory above them: "a/b/c" -> {"a/b/c", "a/b", "a"}."""
+    found = set()
+    for path in paths:
+        parts = path.split("/")
+        found.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    return found
+
+
+def remove_emptied_parents(project_dir: str, relpath: str, still_there: set) -> None:
+    """A directory gone from the laptop left empty by deleting relpath goes too, as with rsync --delete;
+    one the laptop still has, or one that holds anything else (a run's files), stays."""
+    parts = relpath.split("/")[:-1]
+    while parts and "/".join(parts) not in still_there:
+        try:
+            os.rmdir(safe_path(project_dir, "/".join(parts)))
+        except OSError:  # not empty, or already gone
+            return
+        parts.pop()
 
 
 def remove(path: str) -> int:
