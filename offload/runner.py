@@ -79,9 +79,8 @@ def script_in_project(root: Path, script: str) -> str:
         raise OffloadError(f"script {script} is outside the project {root}") from None
 
 
-def connect_target(host_name: str | None, timeout: float, no_fallback: bool):
+def connect_target(registry, host_name: str | None, timeout: float, no_fallback: bool):
     """(target, client) for the chosen host, or (None, None) for a local run, saying why."""
-    registry = hosts.load()
     name = host_name or registry.default_name
     if name is None:
         if no_fallback:
@@ -128,7 +127,8 @@ def run(options: RunOptions) -> int:
         raise OffloadError("missing SCRIPT", hint="offload run [OPTIONS] SCRIPT [ARGS...]")
     script = script_in_project(root, options.script)
     entries = None
-    if options.host or hosts.load().default_name:
+    registry = hosts.load()
+    if options.host or registry.default_name:
         from .ignore import explain, scan_project
 
         entries = scan_project(root)
@@ -136,7 +136,7 @@ def run(options: RunOptions) -> int:
             rule = explain(root, script) or "an ignore rule"
             raise OffloadError(f"{script} would not be synced: excluded by {rule}",
                                hint=f"re-include it with `!{script}` (and `!DIR/` for an excluded directory) in .offloadignore")
-    target, client = connect_target(options.host, options.connect_timeout, options.no_fallback)
+    target, client = connect_target(registry, options.host, options.connect_timeout, options.no_fallback)
     with ExitStack() as cleanup:
         link = Link(target, client, None, options.connect_timeout)
         cleanup.callback(link.close)
