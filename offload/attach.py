@@ -41,10 +41,9 @@ def record_of(project_root: Path, meta: dict) -> runs.RunRecord:
 def link_for(meta: dict, connect_timeout: float = 10.0):
     """A Link to the run's host (the local agent for a local run), closed afterwards."""
     from . import agent as agents
-    from . import hosts, ssh
-    from .errors import OffloadError
+    from . import hosts
     from .resolve import resolve
-    from .runner import LOCAL, ask_host_key
+    from .runner import LOCAL
     from .watch import Link
 
     if meta.get("host") == LOCAL:
@@ -54,13 +53,7 @@ def link_for(meta: dict, connect_timeout: float = 10.0):
         if meta.get("host") not in registry.hosts:
             raise OffloadError(f"run {meta['run_id']} ran on {meta.get('host')!r}, which is no longer registered",
                                hint=f"register it again: offload hosts add {meta.get('host')} [user@]hostname")
-        target = resolve(meta["host"], registry.get(meta["host"]))
-        link = Link(target, ssh.connect(target, connect_timeout, confirm=ask_host_key), None, connect_timeout)
-        try:
-            link.agent = agents.start_remote(link.client, target)
-        except BaseException:
-            link.close()
-            raise
+        link = Link.to(resolve(meta["host"], registry.get(meta["host"])), connect_timeout)
     try:
         yield link
     finally:

@@ -4,18 +4,10 @@ from __future__ import annotations
 from . import agent as agents
 from . import ssh
 from .errors import AuthFailed, HostKeyError, HostUnreachable, OffloadError
+from .ignore import human_size
 
 COLUMNS = ("host", "reachable", "auth", "python", "torch", "cuda", "gpus", "cpu", "peak TFLOPS", "free disk")
 MEASURED = "measured TFLOPS"  # the extra column of `hosts check --bench`
-
-
-def human_bytes(count: int | None) -> str:
-    if count is None:
-        return "?"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if count < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
 
 
 def describe_gpus(facts: dict) -> str:
@@ -117,7 +109,8 @@ def fill_from_agent(row: dict, start_agent, name: str, workdir: str, override, b
     row["gpus"] = describe_gpus(facts)
     row["cpu"] = describe_cpu(facts.get("cpu") or {})
     row["peak TFLOPS"] = describe_peaks(facts, override)
-    row["free disk"] = f"{human_bytes(facts.get('workdir_free_bytes'))} in {workdir}"
+    free = facts.get("workdir_free_bytes")
+    row["free disk"] = f"{'?' if free is None else human_size(free)} in {workdir}"
     if measured is not None:
         row[MEASURED] = describe_measured(measured)
         if "error" not in measured:

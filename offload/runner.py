@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,12 +169,13 @@ def resumed(root: Path, options: RunOptions) -> tuple:
             raise OffloadError(f"run {previous['run_id']} has no recorded command to run again",
                                hint=f"give it: offload run --resume {previous['run_id']} SCRIPT [ARGS...]")
         options = replace(options, script=previous["script"], args=list(previous.get("args") or []))
-    files = root / runs.RUNS_DIR / previous["run_id"] / "files"
+    from .fetch import fetch_into, files_dir
+
+    files = files_dir(root, previous["run_id"])
     if not files.is_dir():
         if previous.get("host") != LOCAL:
             raise OffloadError(f"run {previous['run_id']} has no fetched files to put back",
                                hint=f"fetch them first: offload fetch {previous['run_id']}")
-        from .fetch import fetch_into
 
         with agent_for(previous) as agent:  # a local run's files are here: fetching them is a copy
             fetch_into(agent, previous, [], files)
@@ -218,7 +219,7 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
                             lock=lock, wait=not options.no_wait, run_id=run_id, laptop=socket.gethostname())
     where = target.name if target else "this machine"
     if started["state"] == "busy":
-        record.update(state="busy", exit_code=BUSY_EXIT, ended_at=runs.timestamp(), ended_unix=round(time.time(), 3))
+        record.end(state="busy", exit_code=BUSY_EXIT)
         say(f"{where} is busy: {describe_holder(started.get('holder'))}; not waiting (--no-wait)")
         return BUSY_EXIT
     if started["state"] == "waiting":
@@ -285,7 +286,7 @@ def interrupted(link, record, run_dir: str) -> int:
     link.reopen()  # the interrupted stream may be mid-message: talk to the host afresh
     stopped = link.agent.request("stop", run_dir=run_dir, grace=10, timeout=60)
     say(describe_stop(record.run_id, name, stopped))
-    record.update(ended_at=runs.timestamp(), ended_unix=round(time.time(), 3), stopped=True)
+    record.end(stopped=True)
     return 130
 
 
@@ -299,8 +300,7 @@ def describe_stop(run_id: str, host: str, stopped: dict) -> str:
 
 def finish(record, finished: dict) -> int:
     code = stream.exit_code_of(finished)
-    record.update(ended_at=runs.timestamp(), ended_unix=round(time.time(), 3), exit_code=code,
-                  signal=finished.get("signal"), state=finished.get("state"))
+    record.end(exit_code=code, signal=finished.get("signal"), state=finished.get("state"))
     if finished.get("state") == "lost":
         say(f"run {record.run_id} was lost: its supervisor died without recording an exit")
     elif finished.get("signal"):
@@ -356,15 +356,10 @@ def sync_only(host_name: str | None, project: Path | None, connect_timeout: floa
     name = host_name or registry.default_name
     if name is None:
         raise OffloadError("no host to sync to", hint="offload hosts add NAME [user@]hostname")
-    target = resolve(name, registry.get(name))
-    with ExitStack() as cleanup:
-        client = ssh.connect(target, connect_timeout, confirm=ask_host_key)
-        cleanup.callback(client.close)
-        agent = agents.start_remote(client, target)
-        cleanup.callback(agent.close)
-        from .sync import sync_project
+    from .sync import sync_project
 
-        result = sync_project(agent, root, target.workdir)
+    with closing(Link.to(resolve(name, registry.get(name)), connect_timeout)) as link:
+        result = sync_project(link.agent, root, link.target.workdir)
     if result.sent_files or result.deleted:
         from .ignore import human_size
 

@@ -34,6 +34,10 @@ class RunRecord:
                      "ended_at": None, "exit_code": None, **meta}
         self.save()
 
+    def end(self, **changes) -> None:
+        """Record that the run ended (when, and how: exit code, signal, state, ...)."""
+        self.update(ended_at=timestamp(), ended_unix=round(time.time(), 3), **changes)
+
     def update(self, **changes) -> None:
         self.meta.update(changes)
         self.save()

@@ -23,6 +23,13 @@ class Link:
     def __init__(self, target, client, agent, connect_timeout: float = 10.0):
         self.target, self.client, self.agent, self.connect_timeout = target, client, agent, connect_timeout
 
+    @classmethod
+    def to(cls, target, connect_timeout: float = 10.0) -> "Link":
+        """Connected to `target`, its agent started."""
+        link = cls(target, None, None, connect_timeout)
+        link.reopen()
+        return link
+
     def reopen(self) -> None:
         self.close()
         from .runner import ask_host_key

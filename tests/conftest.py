@@ -78,6 +78,13 @@ def run_offload(*args: str, cwd: Path | None = None, timeout: float = CLI_TIMEOU
     return CliResult(done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
 
 
+def start_offload(*args: str, cwd: Path, **popen) -> subprocess.Popen:
+    """`python -m offload ARGS` in the background (stdout and stderr piped unless given): the caller stops it."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "offload", *args], cwd=cwd, **popen)
+
+
 def register_host(offload_home: OffloadHome, server: SshServer, name: str = "box", trust_key: bool = True, **settings) -> dict:
     """Write a hosts.yaml entry for `server` (and its key into offload's known_hosts) directly."""
     hosts_file = offload_home.path / "hosts.yaml"

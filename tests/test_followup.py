@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from conftest import register_host, run_offload
+from conftest import register_host, run_offload, start_offload
 from procs import alive, descendants, group_members
 from offload.runs import load_runs
 from sshd_server import wait_for
@@ -85,8 +83,8 @@ def test_ctrl_c_in_a_terminal_asks_and_y_stops_the_run(box, project):
 
     (project / "sleeper.py").write_text(SLEEPER)
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "sleeper.py"], cwd=project,
-                            stdin=follower, stdout=follower, stderr=follower, start_new_session=True)
+    proc = start_offload("run", "sleeper.py", cwd=project, stdin=follower, stdout=follower, stderr=follower,
+                         start_new_session=True)
     os.close(follower)
     seen = b""
     try:
@@ -174,8 +172,7 @@ SPAN = ("import sys, time\n"  # records when it held the host
 def test_two_runs_on_one_host_never_overlap(box, project, tmp_path):
     (project / "span.py").write_text(SPAN)
     spans = tmp_path / "spans.txt"
-    first = subprocess.Popen([sys.executable, "-m", "offload", "run", "span.py", str(spans)], cwd=project,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = start_offload("run", "span.py", str(spans), cwd=project)
     try:
         assert wait_for(lambda: len(load_runs(project)) == 1 and load_runs(project)[0].get("device"), 20)
         second = run_offload("run", "span.py", str(spans), cwd=project)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import register_host, run_offload
+from conftest import register_host, run_offload, start_offload
 from offload.mfu import A100_BF16_PEAK_TFLOPS, METRICS_WARMUP_STEPS
 from offload.peaks import cpu_peak
 from offload.runs import load_runs
@@ -163,8 +163,7 @@ def test_the_status_line_shows_iteration_loss_and_mfu_on_a_terminal(box, project
 
     (project / "nano.py").write_text(NANOGPT_STYLE)
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "nano.py"], cwd=project, stdin=subprocess.DEVNULL,
-                            stdout=follower, stderr=follower)
+    proc = start_offload("run", "nano.py", cwd=project, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
     os.close(follower)
     seen = b""
     try:

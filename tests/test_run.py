@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import register_host, run_offload
+from conftest import register_host, run_offload, start_offload
 from offload import agent as agents
 from offload import runner, ssh
 from offload.hosts import load
@@ -41,6 +40,17 @@ def stop_leftover_jobs(project: Path) -> None:
 
 def last_report(result) -> dict:
     return json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+
+
+STEADY = "import time\nfor i in range(30):\n    print('tick', i, flush=True)\n    time.sleep(0.1)\n"
+
+
+def host_log(project: Path) -> bytes:
+    meta = json.loads((run_records(project)[-1] / "meta.json").read_text())
+    status_file = Path(meta["run_dir"]) / "status.json"  # the host's run directory (a local path here)
+    assert wait_for(lambda: json.loads(status_file.read_text()).get("state") == "exited", 20)
+    assert json.loads(status_file.read_text())["exit_code"] == 0
+    return (Path(meta["run_dir"]) / "output.log").read_bytes()
 
 
 def test_arguments_reach_the_script_byte_for_byte(box, project):
@@ -103,8 +113,7 @@ def test_output_streams_live(box, project, tmp_path):
     (project / "wait.py").write_text(
         "import os, sys, time\nprint('first line', flush=True)\n"
         f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\nprint('second line')\n")
-    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "wait.py"], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = start_offload("run", "wait.py", cwd=project, stderr=subprocess.DEVNULL)
     try:
         started = time.monotonic()
         assert proc.stdout.readline() == b"first line\n"
@@ -167,8 +176,7 @@ def test_random_argv_arrives_exactly(open_link, project, args):
 
 def test_ctrl_c_detaches_and_the_remote_run_goes_on(box, project, tmp_path):
     (project / "slow.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(2)\nprint('finished')\n")
-    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "slow.py"], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_offload("run", "slow.py", cwd=project)
     try:
         assert proc.stdout.readline() == b"started\n"
         proc.send_signal(signal.SIGINT)
@@ -177,18 +185,12 @@ def test_ctrl_c_detaches_and_the_remote_run_goes_on(box, project, tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    meta = json.loads((run_records(project)[-1] / "meta.json").read_text())
-    status_file = Path(meta["run_dir"]) / "status.json"  # the host's run directory (a local path here)
-    assert wait_for(lambda: json.loads(status_file.read_text()).get("state") == "exited", 15)
-    status = json.loads(status_file.read_text())
-    assert status["exit_code"] == 0
-    assert (Path(meta["run_dir"]) / "output.log").read_text() == "started\nfinished\n"
+    assert host_log(project) == b"started\nfinished\n"  # the run went on, exited 0, and its log is whole
 
 
 def test_ctrl_c_stops_a_local_run(offload_home, project):
     (project / "forever.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "forever.py"], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_offload("run", "forever.py", cwd=project)
     try:
         assert proc.stdout.readline() == b"started\n"
         proc.send_signal(signal.SIGINT)
@@ -203,22 +205,10 @@ def test_ctrl_c_stops_a_local_run(offload_home, project):
     assert not os.path.exists(f"/proc/{status['pid']}")  # the supervisor reaped it
 
 
-STEADY = "import time\nfor i in range(30):\n    print('tick', i, flush=True)\n    time.sleep(0.1)\n"
-
-
-def host_log(project: Path) -> bytes:
-    meta = json.loads((run_records(project)[-1] / "meta.json").read_text())
-    status_file = Path(meta["run_dir"]) / "status.json"  # the host's run directory (a local path here)
-    assert wait_for(lambda: json.loads(status_file.read_text()).get("state") == "exited", 20)
-    assert json.loads(status_file.read_text())["exit_code"] == 0
-    return (Path(meta["run_dir"]) / "output.log").read_bytes()
-
-
 def test_a_dropped_link_is_reconnected_and_the_log_ends_byte_identical(offload_home, fresh_sshd, project):
     register_host(offload_home, fresh_sshd)
     (project / "steady.py").write_text(STEADY)
-    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "steady.py"], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_offload("run", "steady.py", cwd=project)
     try:
         assert proc.stdout.readline() == b"tick 0\n"
         assert fresh_sshd.kill_connections()  # the sshd process serving the laptop dies: the link drops
@@ -236,8 +226,7 @@ def test_a_dropped_link_is_reconnected_and_the_log_ends_byte_identical(offload_h
 def test_when_reconnecting_gives_up_logs_f_picks_the_run_up_again(offload_home, fresh_sshd, project):
     register_host(offload_home, fresh_sshd)
     (project / "steady.py").write_text(STEADY)
-    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "--reconnect-for", "0", "steady.py"], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_offload("run", "--reconnect-for", "0", "steady.py", cwd=project)
     try:
         assert proc.stdout.readline() == b"tick 0\n"
         assert fresh_sshd.kill_connections()
@@ -258,8 +247,7 @@ def test_an_outage_of_some_seconds_is_ridden_out_with_backoff(offload_home, fres
     """The host stops answering at all (its sshd frozen: no banner for anyone) for ~3 s, then comes back."""
     register_host(offload_home, fresh_sshd)
     (project / "steady.py").write_text(STEADY)
-    proc = subprocess.Popen([sys.executable, "-m", "offload", "run", "--connect-timeout", "1", "steady.py"],
-                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_offload("run", "--connect-timeout", "1", "steady.py", cwd=project)
     try:
         assert proc.stdout.readline() == b"tick 0\n"
         os.kill(fresh_sshd.pid, signal.SIGSTOP)
