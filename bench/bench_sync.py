@@ -44,7 +44,9 @@ TOUCHED_FILES = 10              # case 3: files whose content changes between sy
 CHANGED_BYTES = 1 << 20         # case 5: bytes rewritten in the middle of the big file
 CHUNK = 8 << 20                 # the big file is written this much at a time, never whole in memory
 MIB = 1 << 20
-TOOLS = ("offload", "rsync", "tar")
+# "offload cold": the same `offload sync` with no link keeper running (the first sync of a session pays
+# Python's imports, the SSH handshake and the agent's start); "offload" finds the keeper the last one left.
+TOOLS = ("offload cold", "offload", "rsync", "tar")  # the cold run leaves the keeper the warm one uses
 
 # Targets from the issue: offload's time as a fraction of rsync's, CLI wall time, peak memory.
 TARGET_RATIO = {"small first sync": 0.5, "small nothing changed": 0.5, "small 10 files touched": 0.5,
@@ -105,6 +107,7 @@ class Tools:
         self.known_hosts = self.home / "known_hosts"
         self.known_hosts.write_text(server.known_hosts_line + "\n")
         self.env = {**os.environ, "OFFLOAD_HOME": str(self.home)}
+        self.keeper_peak_kib = 0  # the keeper does the work of a warm `offload sync`: its memory counts
         # The ssh binary reads ~/.ssh of the passwd entry, not $HOME: every option is given here.
         self.ssh = ["ssh", "-p", str(server.port), "-i", str(server.client_key_path),
                     "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
@@ -122,7 +125,7 @@ class Tools:
 
     def commands(self, tool: str, source: Path, name: str) -> list[list[str]]:
         destination = self.destination(tool, name)
-        if tool == "offload":
+        if tool.startswith("offload"):
             self.register(destination)
             return [[sys.executable, "-m", "offload", "sync", "--project", str(source)]]
         if tool == "rsync":
@@ -133,16 +136,34 @@ class Tools:
                 [*self.ssh, f"mkdir -p {destination} && tar x -C {destination}"]]
 
     def sync(self, tool: str, source: Path, name: str) -> Run:
+        if tool == "offload cold":
+            self.disconnect()
         return run_measured(self.commands(tool, source, name), self.env)
+
+    def disconnect(self) -> None:
+        """Stop the link keeper (by the pid it wrote) and wait until it is gone; keep its peak RSS first."""
+        self.keeper_peak_kib = max(self.keeper_peak_kib, keeper_peak_rss_kib(self.home))
+        subprocess.run([sys.executable, "-m", "offload", "hosts", "disconnect"], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def check_copy(self, tool: str, source: Path, name: str) -> None:
         """Exit unless the destination holds every file of source, byte for byte (a fast wrong copy is no win)."""
         copy = self.destination(tool, name)
-        copy = copy / project_dir_name(source) if tool == "offload" else copy
+        copy = copy / project_dir_name(source) if tool.startswith("offload") else copy
         for path in (path for path in source.rglob("*") if path.is_file()):
             twin = copy / path.relative_to(source)
             if not (twin.is_file() and filecmp.cmp(path, twin, shallow=False)):
                 sys.exit(f"bench: {tool} left {twin} missing or different from {path}")
+
+
+def keeper_peak_rss_kib(offload_home: Path) -> int:
+    """VmHWM (peak resident set) of the link keeper now running for offload_home, or 0."""
+    try:
+        pid = int((offload_home / "keeper.pid").read_text())
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, ValueError):
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
 
 
 def make_small_tree(root: Path) -> None:
@@ -249,9 +270,9 @@ def mb_text(value: float | None) -> str:
     return f"{value / 1e6:.1f}MB" if value is not None else "-"
 
 
-def print_table(rows: list[Row], repeat: int) -> None:
+def print_table(rows: list[Row], repeat: int, keeper_peak_kib: int) -> None:
     print(f"median of {repeat} runs; bytes = loopback tx_bytes delta (/sys/class/net/lo/statistics/tx_bytes)")
-    header = (f"{'case':<24}{'offload':>9}{'rsync -a':>10}{'tar|ssh':>9}{'ratio':>8}{'off bytes':>11}"
+    header = (f"{'case':<24}{'offload':>9}{'cold':>8}{'rsync -a':>10}{'tar|ssh':>9}{'ratio':>8}{'off bytes':>11}"
               f"{'rsync bytes':>12}  {'target':<31}result")
     print(header)
     print("-" * len(header))
@@ -260,16 +281,20 @@ def print_table(rows: list[Row], repeat: int) -> None:
         ratio = f"{offload_s / rsync_s:.2f}x" if rsync_s else "-"
         target, result = verdict(row)
         bytes_shown = row.case in TARGET_RATIO
-        print(f"{row.case:<24}{seconds_text(offload_s):>9}{seconds_text(rsync_s):>10}"
+        print(f"{row.case:<24}{seconds_text(offload_s):>9}{seconds_text(row.median('offload cold', 'seconds')):>8}"
+              f"{seconds_text(rsync_s):>10}"
               f"{seconds_text(row.median('tar', 'seconds')):>9}{ratio:>8}"
               f"{mb_text(row.median('offload', 'wire_bytes') if bytes_shown else None):>11}"
               f"{mb_text(row.median('rsync', 'wire_bytes') if bytes_shown else None):>12}  {target:<31}{result}")
     big_rows = [row for row in rows if row.case.startswith("big")]
     if big_rows:
-        peak_mb = max(run.maxrss_kib for row in big_rows for run in row.runs["offload"]) * 1024 / 1e6
+        client_kib = max(run.maxrss_kib for row in big_rows for tool in ("offload", "offload cold")
+                         for run in row.runs[tool])
+        peak_mb = max(client_kib, keeper_peak_kib) * 1024 / 1e6
         result = "PASS" if peak_mb < TARGET_MAXRSS_MB else "MISS"
-        print(f"{'offload sync peak RSS':<24}{peak_mb:>8.1f}MB  (max over every big-file run; ru_maxrss"
-              f" via os.wait4)  target < {TARGET_MAXRSS_MB} MB: {result}")
+        print(f"{'offload sync peak RSS':<24}{peak_mb:>8.1f}MB  (the larger of the command's ru_maxrss and the"
+              f" link keeper's VmHWM: {client_kib / 1000:.1f} MB, {keeper_peak_kib / 1000:.1f} MB)"
+              f"  target < {TARGET_MAXRSS_MB} MB: {result}")
 
 
 def main() -> None:
@@ -290,14 +315,17 @@ def main() -> None:
         scratch = Path(scratch_name)
         tools = Tools(server, scratch)
         rows = []
-        if "small" in cases:
-            rows += small_cases(tools, scratch, repeat)
-        if "big" in cases:
-            shutil.rmtree(scratch / "remote", ignore_errors=True)
-            rows += big_cases(tools, scratch, repeat, big_mb)
-        if "cli" in cases:
-            rows += cli_cases(tools, repeat)
-    print_table(rows, repeat)
+        try:
+            if "small" in cases:
+                rows += small_cases(tools, scratch, repeat)
+            if "big" in cases:
+                shutil.rmtree(scratch / "remote", ignore_errors=True)
+                rows += big_cases(tools, scratch, repeat, big_mb)
+            if "cli" in cases:
+                rows += cli_cases(tools, repeat)
+        finally:
+            tools.disconnect()  # the keeper goes before its sshd and its scratch directory do
+    print_table(rows, repeat, tools.keeper_peak_kib)
 
 
 if __name__ == "__main__":

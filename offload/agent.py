@@ -155,8 +155,11 @@ def exec_channel(client, command: str):
 
 def install_remote(client, target) -> None:
     channel = exec_channel(client, install_command(target))
-    channel.sendall(agent_tarball())
-    channel.shutdown_write()
+    try:
+        channel.sendall(agent_tarball())
+        channel.shutdown_write()
+    except OSError:
+        pass  # the install failed before reading it all (mkdir on a read-only disk): its stderr says why
     stderr = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
     if channel.recv_exit_status() != 0:
         # The last line that says what went wrong: a .bashrc may print before it, tar's summary after it.

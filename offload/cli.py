@@ -156,6 +156,14 @@ def hosts_remove(name: str = typer.Argument(...)):
     raise typer.Exit(remove_host(name))
 
 
+@hosts_app.command("disconnect")
+def hosts_disconnect():
+    """Close the SSH connections kept open between syncs (the link keeper)."""
+    from .keeper_client import stop_keeper
+
+    print(f"offload: {stop_keeper()}", file=sys.stderr)
+
+
 @hosts_app.command("check")
 def hosts_check(
     name: Optional[str] = typer.Argument(None, help="One host (default: all; `local` is this machine)."),
@@ -169,16 +177,33 @@ def hosts_check(
     raise typer.Exit(check_hosts(name, connect_timeout, bench_seconds if bench else None))
 
 
-def main() -> None:
+REDO = "redo"  # run_cli's answer when the caller should run the command itself (see redo below)
+
+
+def run_cli(argv: list, redo=lambda exc: False, log_internal=lambda exc: None) -> int | str:
+    """Run one command line; the exit code, every error printed as one line. redo(exc) true: REDO instead
+    of printing exc (the link keeper hands a host key to confirm back to the terminal it came from);
+    log_internal(exc) sees each internal error (the keeper logs its traceback)."""
+    DEBUG["on"] = False
     try:
-        app(prog_name="offload")
+        app(args=argv, prog_name="offload")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except OffloadError as exc:
+        if redo(exc):
+            return REDO
         hint = f" (hint: {exc.hint})" if exc.hint else ""
         print(f"offload: error: {exc.message}{hint}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the last line of defence: never a bare traceback
-        if "--debug" in sys.argv[1:2] or DEBUG["on"]:
+        if "--debug" in argv[:1] or DEBUG["on"]:
             raise
+        log_internal(exc)
         print(f"offload: internal error: {type(exc).__name__}: {exc} (run `offload --debug ...` for the traceback)",
               file=sys.stderr)
-        sys.exit(70)
+        return 70
+    return 0
+
+
+def main() -> None:
+    sys.exit(run_cli(sys.argv[1:]))

@@ -20,6 +20,7 @@ class progress_bar:
                                  console=Console(file=self.out), transient=True)
         self.progress.start()
         task = self.progress.add_task(self.label, total=self.total)
+        self.progress.refresh()  # drawn now, not at the first tick: a fast transfer may end before it
         return lambda n: self.progress.advance(task, n)
 
     def __exit__(self, *exc):

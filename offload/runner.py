@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 import time
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -356,10 +356,12 @@ def sync_only(host_name: str | None, project: Path | None, connect_timeout: floa
     name = host_name or registry.default_name
     if name is None:
         raise OffloadError("no host to sync to", hint="offload hosts add NAME [user@]hostname")
+    from .links import open_link
     from .sync import sync_project
 
-    with closing(Link.to(resolve(name, registry.get(name)), connect_timeout)) as link:
-        result = sync_project(link.agent, root, link.target.workdir)
+    target = resolve(name, registry.get(name))
+    with open_link(target, connect_timeout) as link:  # a kept link may have been opened for another workdir
+        result = sync_project(link.agent, root, target.workdir, out=sys.stderr)
     if result.sent_files or result.deleted:
         from .ignore import human_size
 

@@ -2,6 +2,7 @@
 
 A file is up to date on the host when kind, size, mtime (to the nanosecond) and permission bits match,
 as rsync's quick check decides; the agent sets each file's mtime to the laptop's after writing it.
+A changed big file the host already has goes as a patch of the blocks that differ (blocks.py).
 Deletions touch only paths an earlier sync put there and that are gone locally.
 """
 from __future__ import annotations
@@ -14,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from remote_agent import protocol
+from remote_agent.patching import BLOCK, DIGEST_BYTES
 
 from .agent import DISK_HINT
+from .blocks import DELTA_MIN_BYTES, BlockHasher, Delta, as_ranges, block_length, plan_delta
 from .progress import progress_bar
 from .errors import OffloadError, RemoteError
 from .ignore import LocalEntry, human_size, scan_project, summarize
@@ -86,50 +89,92 @@ def project_dir_name(project_root: Path) -> str:
     return f"{project_root.resolve().name}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
 
 
-def sync_project(agent, project_root: Path, workdir: str, entries: list | None = None, out=sys.stderr) -> SyncResult:
-    entries = scan_project(project_root) if entries is None else entries
+def sync_project(agent, project_root: Path, workdir: str, entries: list | None = None, out=None) -> SyncResult:
+    out = out if out is not None else sys.stderr  # looked up now: a daemon redirects sys.stderr per request
     with remote_failures_explained(agent.label, workdir):
-        prepared = agent.request("prepare", workdir=workdir, project=project_dir_name(project_root))
-        project_dir = prepared["project_dir"]
-        manifest = agent.request("manifest", project_dir=project_dir, paths=[e.path for e in entries])
+        # The host describes what earlier syncs put there while this side scans: one round trip, overlapped.
+        agent.send("prepare", workdir=workdir, project=project_dir_name(project_root), manifest=True)
+        try:
+            entries = scan_project(project_root) if entries is None else entries
+        finally:
+            manifest = agent.recv()  # read even when the scan failed: the link stays in step
+        project_dir = manifest["project_dir"]
         plan = plan_sync(entries, manifest["present"], manifest["synced"],
                          lambda path: os.path.lexists(project_root / path))
         if not plan.send and not plan.delete:
             if plan.forget:  # now ignored here: recorded as no longer ours, so it is never deleted there
-                apply_plan(agent, project_root, project_dir, plan, out)
-            print(f"sync: {agent.label} is up to date ({plan.unchanged} files)", file=out)
+                apply_plan(agent, project_root, project_dir, plan, out, paths=[e.path for e in entries])
+            print(f"sync: {agent.label} is up to date ({plan.unchanged} file{'' if plan.unchanged == 1 else 's'})", file=out)
             return SyncResult(project_dir, 0, 0, 0, plan.unchanged)
-        check_free_space(agent.label, plan, prepared["free_bytes"])
+        host_digests, deltas = plan_deltas(agent, project_root, project_dir, plan, manifest["present"])
+        check_free_space(agent.label, plan, manifest["free_bytes"], deltas)
         line = f"sync: {summarize(plan.send)}" if plan.send else "sync: nothing to send"
+        if deltas:
+            changed, blocks = sum(len(d.changed) for d in deltas.values()), sum(d.blocks for d in deltas.values())
+            line += (f"; {len(deltas)} by delta ({changed} of {blocks} blocks): "
+                     f"{human_size(bytes_to_send(plan.send, deltas))} to send")
         if plan.delete:
             line += f"; {len(plan.delete)} to delete"
         print(f"{line} -> {agent.label}:{project_dir}", file=out)
-        applied, pending = apply_plan(agent, project_root, project_dir, plan, out)
+        applied, pending = apply_plan(agent, project_root, project_dir, plan, out, host_digests=host_digests,
+                                      deltas=deltas, paths=[e.path for e in entries])
     if pending:
         raise OffloadError(f"{pending[0].path} kept changing while it was being sent; it was not synced",
                            hint="stop whatever writes it, or add it to .offloadignore")
     return SyncResult(project_dir, applied["written"], applied["bytes"], applied["deleted"], plan.unchanged)
 
 
-def check_free_space(label: str, plan: SyncPlan, free_bytes: int) -> None:
-    total = sum(e.size for e in plan.send)
+def plan_deltas(agent, project_root: Path, project_dir: str, plan: SyncPlan, present: dict) -> tuple:
+    """(path -> the host's block digests, path -> Delta) for the changed big files the host already has:
+    one round trip for the digests, then each local file is hashed to find the blocks that differ."""
+    candidates = [e.path for e in plan.send if e.kind == "file" and e.size >= DELTA_MIN_BYTES
+                  and (present.get(e.path) or [None])[0] == "file" and present[e.path][1] > 0]
+    if not candidates:
+        return {}, {}
+    reply = agent.request("blocks", project_dir=project_dir, paths=candidates)
+    blob, host_digests, offset = b"".join(agent.read_blob(int(reply["size"]))), {}, 0
+    for path, count in reply["found"]:
+        host_digests[path] = blob[offset:offset + count * DIGEST_BYTES]
+        offset += count * DIGEST_BYTES
+    deltas = {path: plan_delta(project_root / path, digests) for path, digests in host_digests.items()}
+    return host_digests, {path: delta for path, delta in deltas.items() if delta is not None}
+
+
+def bytes_to_send(entries: list, deltas: dict) -> int:
+    return sum(deltas[e.path].wire_bytes if e.path in deltas else e.size for e in entries)
+
+
+def check_free_space(label: str, plan: SyncPlan, free_bytes: int, deltas: dict | None = None) -> None:
+    total = bytes_to_send(plan.send, deltas or {})
     if total > free_bytes:
         raise OffloadError(f"not enough disk on {label}: {human_size(total)} to send, {human_size(free_bytes)} free",
                            hint=DISK_HINT)
 
 
-def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out, record: bool = True) -> tuple:
+def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out, record: bool = True,
+               host_digests: dict | None = None, deltas: dict | None = None, paths: list | None = None) -> tuple:
     """Delete and send what the plan says; returns the agent's tally and the entries that kept changing.
-    record=False: files that are not the sync's (put back for --resume), never deleted by a later sync."""
-    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, record=record)
+    record=False: files that are not the sync's (put back for --resume), never deleted by a later sync.
+    A file in deltas goes as a patch; one sent again after it changed is hashed again against host_digests.
+    paths: every path the laptop has, recorded as the sync's once the apply succeeds."""
+    host_digests, deltas = dict(host_digests or {}), dict(deltas or {})
+    extra = {"paths": paths} if paths is not None else {}
+    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, record=record, **extra)
     pending = list(plan.send)
-    with progress_bar("sync", sum(e.size for e in plan.send), out) as advance:
-        for _ in range(MAX_RESENDS):
-            pending = [e for e in (send_entry(agent, project_root, e, advance) for e in pending) if e is not None]
+    with progress_bar("sync", bytes_to_send(plan.send, deltas), out) as advance:
+        for attempt in range(MAX_RESENDS):
+            sent = []
+            for entry in pending:
+                delta = deltas.pop(entry.path, None) if attempt == 0 else None
+                if delta is None and attempt > 0 and entry.path in host_digests:
+                    delta = plan_delta(project_root / entry.path, host_digests[entry.path])
+                if delta is None:
+                    host_digests.pop(entry.path, None)  # a put replaces the host's file: its digests are gone
+                sent.append(send_entry(agent, project_root, entry, advance, delta=delta, digests=record))
+            pending = [refresh(project_root, e) for e in sent if e is not None]
+            pending = [e for e in pending if e is not None]
             if not pending:
                 break
-            pending = [refresh(project_root, e) for e in pending]
-            pending = [e for e in pending if e is not None]
     agent.send("end")
     return agent.recv(), pending
 
@@ -160,8 +205,11 @@ def refresh(project_root: Path, entry: LocalEntry) -> LocalEntry | None:
     return LocalEntry(entry.path, entry.kind, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777, entry.target)
 
 
-def send_entry(agent, project_root: Path, entry: LocalEntry, advance) -> LocalEntry | None:
-    """Stream one entry. Returns the entry if it changed while being sent (the host was told to drop it)."""
+def send_entry(agent, project_root: Path, entry: LocalEntry, advance, delta: Delta | None = None,
+               digests: bool = False) -> LocalEntry | None:
+    """Stream one entry, whole or (with a delta) as a patch; with digests, a big file's block digests follow
+    it. Returns the entry if it changed while being sent: its last byte then said so, and the host kept its
+    older copy whole (it renames a file into place only after that byte)."""
     header = {"path": entry.path, "kind": entry.kind, "mode": entry.mode, "mtime_ns": entry.mtime_ns}
     if entry.kind != "file":
         agent.write(protocol.encode("put", **header, target=entry.target))
@@ -171,27 +219,67 @@ def send_entry(agent, project_root: Path, entry: LocalEntry, advance) -> LocalEn
     except FileNotFoundError:
         return None  # deleted since the scan: the next sync deletes it on the host too
     with f:
+        if delta is not None:
+            return None if send_patch(agent, f, entry, delta, advance) else entry
         before = os.fstat(f.fileno())
         size = before.st_size
-        header.update(size=size, mtime_ns=before.st_mtime_ns)
+        hasher = BlockHasher() if digests and size >= DELTA_MIN_BYTES else None
+        header.update(size=size + 1, mtime_ns=before.st_mtime_ns)  # + 1: the status byte after the bytes
         agent.write(protocol.encode("put", **header))
         remaining, padded = size, False
         while remaining:
             piece = f.read(min(remaining, protocol.CHUNK))
-            if not piece:  # the file shrank under us: keep the stream in step, then drop it
+            if not piece:  # the file shrank under us: keep the stream in step; the status byte says so
+                piece, padded = b"\0" * min(remaining, protocol.CHUNK), True
+            agent.write(piece)
+            if hasher is not None:
+                hasher.update(piece)
+            remaining -= len(piece)
+            advance(len(piece))
+        after = os.fstat(f.fileno())
+    whole = not padded and (after.st_size, after.st_mtime_ns) == (size, before.st_mtime_ns)
+    agent.write(b"\1" if whole else b"\0")
+    if not whole:
+        return entry
+    if hasher is not None:  # the digests of exactly the bytes sent, kept on the host for the next patch
+        blob = hasher.digests()
+        agent.write(protocol.encode("digests", path=entry.path, file_size=size, mtime_ns=before.st_mtime_ns,
+                                    size=len(blob)))
+        agent.write(blob)
+    return None
+
+
+def send_patch(agent, f, entry: LocalEntry, delta: Delta, advance) -> bool:
+    """The changed blocks' digests, then the blocks, then one status byte: 1 if the file is still the one that
+    was hashed (then the host applies the patch), 0 if not (then it throws the patch away). Nothing is sent
+    when the file already changed since it was hashed; False then too."""
+    before = os.fstat(f.fileno())
+    if not delta.stable or (before.st_size, before.st_mtime_ns) != (delta.size, delta.mtime_ns):
+        return False
+    ranges = as_ranges(delta.changed)
+    agent.write(protocol.encode("patch", path=entry.path, mode=entry.mode, mtime_ns=delta.mtime_ns,
+                                file_size=delta.size, ranges=ranges, size=delta.wire_bytes))
+    agent.write(b"".join(delta.digests[i * DIGEST_BYTES:(i + 1) * DIGEST_BYTES] for i in delta.changed))
+    padded = False
+    for first, count in ranges:
+        f.seek(first * BLOCK)
+        remaining = sum(block_length(index, delta.size) for index in range(first, first + count))
+        while remaining:
+            piece = f.read(min(remaining, protocol.CHUNK))
+            if not piece:  # the file shrank under us: keep the stream in step, then mark the patch incomplete
                 piece, padded = b"\0" * min(remaining, protocol.CHUNK), True
             agent.write(piece)
             remaining -= len(piece)
             advance(len(piece))
-        after = os.fstat(f.fileno())
-    if padded or (after.st_size, after.st_mtime_ns) != (size, before.st_mtime_ns):
-        agent.write(protocol.encode("drop", path=entry.path))
-        return entry
-    return None
+    after = os.fstat(f.fileno())
+    whole = not padded and (after.st_size, after.st_mtime_ns) == (delta.size, delta.mtime_ns)
+    agent.write(b"\1" if whole else b"\0")
+    return whole
 
 
-def put_back(agent, files_dir: Path, project_dir: str, out=sys.stderr) -> dict:
+def put_back(agent, files_dir: Path, project_dir: str, out=None) -> dict:
     """Put every file under files_dir (a run's fetched files) in place under project_dir on the host."""
+    out = out if out is not None else sys.stderr
     entries = scan_all(files_dir)
     if not entries:
         return {"written": 0, "bytes": 0}

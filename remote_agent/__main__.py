@@ -37,16 +37,26 @@ class Agent:
 
     def handle(self, message: dict) -> None:
         kind = message["t"]
-        if kind == "facts":
+        if kind == "ping":  # the laptop's link keeper checks a kept link before it reuses it
+            self.send("pong")
+        elif kind == "facts":
             self.send("facts", **facts.collect(message.get("workdir", "~")))
         elif kind == "device":
             self.send("device", **facts.device_facts())
         elif kind == "bench":
             self.send("bench", **ceiling.measure(float(message.get("seconds", 10))))
         elif kind == "prepare":
-            self.send("prepared", **files.prepare(message["workdir"], message["project"]))
+            prepared = files.prepare(message["workdir"], message["project"])
+            if message.get("manifest"):  # the laptop scans its side meanwhile: one round trip for both
+                prepared.update(self.receiver.manifest(prepared["project_dir"]))
+            self.send("prepared", **prepared)
         elif kind == "manifest":
             self.send("manifest", **self.receiver.manifest(message["project_dir"], message["paths"]))
+        elif kind == "blocks":  # the digests follow the reply as one blob: 64 KiB per GiB, no hex in JSON
+            found, digests = self.receiver.blocks(message["project_dir"], message["paths"])
+            self.send("blocks", found=found, size=len(digests))
+            self.out.write(digests)
+            self.out.flush()
         elif kind == "apply":
             self.send("applied", **self.receiver.apply(message, self.inp))
         elif kind == "start":

@@ -11,7 +11,7 @@ import os
 import shutil
 import stat
 
-from . import protocol
+from . import patching, protocol
 
 STATE_FILE = os.path.join(".offload", "synced.json")
 PART_SUFFIX = ".offload-part"
@@ -79,23 +79,35 @@ def save_state(project_dir: str, synced: set) -> None:
 
 class Receiver:
     def __init__(self):
-        self.expected = {}  # project_dir -> every path the laptop's last manifest request named
+        self.expected = {}  # project_dir -> every path the laptop has (its apply, or manifest, request names them)
 
-    def manifest(self, project_dir: str, paths: list) -> dict:
+    def manifest(self, project_dir: str, paths: list | None = None) -> dict:
+        """What is at the paths syncs put there (and at `paths`, when given): [kind, size, mtime_ns, mode, target]."""
+        patching.recover(project_dir)  # a patch a killed agent left half-applied is finished first
         synced = load_state(project_dir)
-        self.expected[project_dir] = set(paths)
+        if paths is not None:
+            self.expected[project_dir] = set(paths)
         present = {}
-        for relpath in set(paths) | synced:
+        for relpath in set(paths or ()) | synced:
             found = describe(safe_path(project_dir, relpath))
             if found is not None:
                 present[relpath] = found
         return {"present": present, "synced": sorted(synced)}
+
+    def blocks(self, project_dir: str, paths: list) -> tuple:
+        """The stored block digests of those paths whose sidecar still matches the file (patching.py)."""
+        for relpath in paths:
+            safe_path(project_dir, relpath)
+        return patching.stored_digests(project_dir, paths)
 
     def apply(self, request: dict, inp) -> dict:
         """Delete, then receive `put` messages until `end`. The state is saved even if the link drops.
         With record false (files put back for --resume), nothing is deleted and the state is left alone:
         those files are the run's, not the sync's."""
         project_dir = request["project_dir"]
+        made_dirs.clear()  # a run or a person may have removed some since the last apply
+        if "paths" in request:
+            self.expected[project_dir] = set(request["paths"])
         if request.get("record", True) is False:
             tally = {"written": 0, "deleted": 0, "bytes": 0}
             failure = receive(project_dir, inp, set(), tally, None)
@@ -111,6 +123,7 @@ class Receiver:
             for relpath in sorted(request.get("delete", []), reverse=True):  # children before parents
                 try:
                     tally["deleted"] += remove(safe_path(project_dir, relpath))
+                    patching.forget(project_dir, relpath)
                     remove_emptied_parents(project_dir, relpath, still_there)
                 except (OSError, RequestError) as exc:
                     failure = failure or exc
@@ -130,34 +143,58 @@ class Receiver:
 
 
 def receive(project_dir: str, inp, synced: set, tally: dict, failure: Exception | None) -> Exception | None:
-    """Write `put` entries until `end`; returns the first failure (later entries are read and dropped)."""
+    """Write `put` and `patch` entries until `end`; returns the first failure (later entries are read and
+    dropped). A big file's `put` is followed by its block digests (`digests`), kept for later patches."""
+    just_put = None
     while True:
         message = protocol.read_message(inp)
         if message is None:
             raise protocol.ProtocolError("the laptop went away in the middle of a sync")
         if message["t"] == "end":
             return failure
-        if message["t"] == "drop" and failure is None:  # the laptop saw the file change while sending it
-            try:
-                tally["written"] -= remove(safe_path(project_dir, message["path"]))
-            except (OSError, RequestError) as exc:
-                failure = exc
-            synced.discard(message["path"])
-            continue
-        if message["t"] == "drop":  # its put was skipped after a failure: the host's older copy is still whole
-            continue
-        if message["t"] != "put":
+        if message["t"] not in ("put", "patch", "digests"):
             raise RequestError("bad_request", f"unexpected {message['t']!r} during a sync")
         if failure is not None:
             drain(inp, int(message.get("size", 0)))
             continue
         try:
-            tally["bytes"] += put(project_dir, message, inp)
+            if message["t"] == "digests":
+                tally["bytes"] += patching.store_digests(project_dir, message, inp, just_put == message["path"])
+                continue
+            just_put = None
+            if message["t"] == "patch":
+                applied, received = patch(project_dir, message, inp)
+                tally["bytes"] += received
+                if not applied:
+                    continue  # the laptop's file changed while it was read: it sends it again
+            else:
+                received, committed = put(project_dir, message, inp)
+                tally["bytes"] += received
+                if not committed:
+                    continue  # the laptop's file changed while it was read: it sends it again
+                just_put = message["path"]
         except (OSError, RequestError) as exc:
             failure = exc
             continue
         synced.add(message["path"])
         tally["written"] += 1
+
+
+def patch(project_dir: str, message: dict, inp) -> tuple:
+    """Apply one patch (patching.py); its blob is always consumed from the stream."""
+    try:
+        path = safe_path(project_dir, message["path"])
+    except RequestError:
+        drain(inp, int(message.get("size", 0)))
+        raise
+    try:
+        return patching.receive_patch(project_dir, message["path"], path, message, inp)
+    except patching.StalePatch as exc:
+        raise RequestError("stale", f"{exc}; sync again to send it whole") from None
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = message["path"]
+        raise
 
 
 def with_parents(paths: set) -> set:
@@ -195,12 +232,20 @@ def remove(path: str) -> int:
     return 1
 
 
-def put(project_dir: str, message: dict, inp) -> int:
-    """Write one entry. The file's bytes are always consumed from the stream, even when writing fails."""
-    size = int(message.get("size", 0)) if message["kind"] == "file" else 0
-    pieces = protocol.read_exactly(inp, size)
+def put(project_dir: str, message: dict, inp) -> tuple:
+    """Write one entry; (file bytes received, whether it now stands under its final name). A file's blob is
+    its bytes and then one byte from the laptop: 1 if the file stayed the same while it was read, else 0 and
+    the part file goes, leaving the host's older copy whole. The blob is always consumed from the stream."""
+    blob = int(message.get("size", 0)) if message["kind"] == "file" else 0
+    pieces = protocol.read_exactly(inp, max(blob - 1, 0))
+    status = []
+
+    def complete() -> bool:
+        status.extend(b"".join(protocol.read_exactly(inp, 1)))
+        return status == [1]
+
     try:
-        write_entry(safe_path(project_dir, message["path"]), message, pieces)
+        committed = write_entry(safe_path(project_dir, message["path"]), message, pieces, complete)
     except OSError as exc:
         if exc.filename is None:  # a failed write or close names no file: say which one it was
             exc.filename = message["path"]
@@ -208,18 +253,27 @@ def put(project_dir: str, message: dict, inp) -> int:
     finally:
         for _ in pieces:  # a no-op when the write consumed them all
             pass
-    return size
+        if blob and not status:
+            complete()
+    return max(blob - 1, 0), committed
 
 
-def write_entry(path: str, message: dict, pieces) -> None:
+made_dirs = set()  # directories this agent created or found during the current apply
+
+
+def write_entry(path: str, message: dict, pieces, complete) -> bool:
+    """Put the entry at path; False when complete() says the file's bytes are not one version of it."""
     kind, mode, mtime_ns = message["kind"], int(message["mode"]) & 0o7777, int(message["mtime_ns"])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    parent = os.path.dirname(path)
+    if parent not in made_dirs:  # 100 files to a directory: one makedirs for them all
+        os.makedirs(parent, exist_ok=True)
+        made_dirs.add(parent)
     existing = describe(path)
     if kind == "dir":
         if existing is not None and existing[0] != "dir":
             os.unlink(path)
         os.makedirs(path, exist_ok=True)
-        return
+        return True
     if existing is not None and existing[0] == "dir":
         try:
             os.rmdir(path)  # an empty directory, left where the laptop now has a file: nothing of a run's is lost
@@ -227,21 +281,25 @@ def write_entry(path: str, message: dict, pieces) -> None:
             raise RequestError("bad_request",
                                f"{message['path']} is a directory on the host; remove it there first") from None
     part = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + PART_SUFFIX)
-    if describe(part) is not None:
-        # Left by a killed agent, or still open in one whose laptop went away: that one keeps writing into the
-        # unlinked file, and its clean-up below leaves ours alone.
-        os.unlink(part)
     if kind == "link":
+        remove_leftover(part)
         os.symlink(message["target"], part)
         ours = os.lstat(part)
     else:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            remove_leftover(part)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         ours = os.fstat(fd)
     try:
         if kind == "link":
             os.utime(part, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         else:
             write_part(fd, pieces, mode, mtime_ns)
+            if not complete():
+                os.unlink(part)
+                return False
         if not same_file(part, ours):
             raise RequestError("busy", f"another sync is writing {message['path']}; try again when it is done")
         os.replace(part, path)
@@ -249,6 +307,14 @@ def write_entry(path: str, message: dict, pieces) -> None:
         if same_file(part, ours):
             os.unlink(part)
         raise
+    return True
+
+
+def remove_leftover(part: str) -> None:
+    """A part file left by a killed agent, or still open in one whose laptop went away: that one keeps writing
+    into the unlinked file, and its clean-up leaves ours alone."""
+    if describe(part) is not None:
+        os.unlink(part)
 
 
 def write_part(fd: int, pieces, mode: int, mtime_ns: int) -> None:

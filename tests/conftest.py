@@ -38,7 +38,7 @@ class OffloadHome:
 
 
 @pytest.fixture
-def offload_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OffloadHome:
+def offload_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OffloadHome]:
     """Isolated OFFLOAD_HOME and HOME, so ~/.ssh/config and ~/.ssh/known_hosts are the test's own.
 
     The OpenSSH `ssh` binary ignores $HOME (it reads the passwd entry), so code that runs it must
@@ -49,7 +49,19 @@ def offload_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OffloadHome
     (offload_home.home / ".ssh").mkdir(mode=0o700, parents=True)
     monkeypatch.setenv("OFFLOAD_HOME", str(offload_home.path))
     monkeypatch.setenv("HOME", str(offload_home.home))
-    return offload_home
+    yield offload_home
+    stop_keeper(offload_home.path)
+
+
+def stop_keeper(offload_home_path: Path) -> None:
+    """Stop, by the pid it wrote, the link keeper a test's `offload sync` left running; fail if it lingers."""
+    from procs import alive, stop_by_pid
+
+    pid_file = offload_home_path / "keeper.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        stop_by_pid(pid)
+        assert not alive(pid), f"the link keeper {pid} did not stop"
 
 
 # --- offload-level helpers: drive the real entry point against the real sshd ---------------------

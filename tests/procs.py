@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,20 @@ def alive(pid: int) -> bool:
     """Running or sleeping: a zombie waiting for its parent to reap it is dead here."""
     fields = stat_fields(pid)
     return fields is not None and fields[0] != "Z"
+
+
+def stop_by_pid(pid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after grace_s; returns once pid is gone (or a zombie another process reaps)."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not alive(pid):
+            return
 
 
 def live_pids() -> list:

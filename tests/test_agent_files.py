@@ -40,12 +40,16 @@ def start_apply(agent, workdir: Path, project: Path, paths: list) -> str:
     return project_dir
 
 
+WHOLE = b"\1"  # the status byte after a file's bytes: it did not change while the laptop read it
+
+
 def put_header(path: str, size: int, mtime_ns: int = 1_700_000_000_123_456_789, mode: int = 0o640) -> bytes:
-    return protocol.encode("put", path=path, kind="file", mode=mode, mtime_ns=mtime_ns, size=size)
+    """A put of a file of `size` bytes: its blob is those bytes and the status byte."""
+    return protocol.encode("put", path=path, kind="file", mode=mode, mtime_ns=mtime_ns, size=size + 1)
 
 
 def put_file(agent, path: str, data: bytes, **fields) -> None:
-    agent.write(put_header(path, len(data), **fields) + data, flush=True)
+    agent.write(put_header(path, len(data), **fields) + data + WHOLE, flush=True)
 
 
 def parts(root: Path) -> list:
@@ -66,6 +70,8 @@ def test_a_file_is_written_under_a_part_name_and_renamed_when_whole(agent, tmp_p
     assert not (project_dir / "w.bin").exists()
 
     agent.write(data[2 * MiB:], flush=True)
+    assert not (project_dir / "w.bin").exists()  # every byte is there, but not yet the laptop's word on them
+    agent.write(WHOLE, flush=True)
     agent.send("end")
     assert agent.recv() == {"t": "applied", "written": 1, "deleted": 0, "bytes": len(data)}
     st = os.stat(project_dir / "w.bin")
@@ -117,7 +123,7 @@ def test_an_agent_still_finishing_for_a_vanished_laptop_never_spoils_the_next_sy
         agent.writer.close()  # the first laptop is gone now: its agent cleans up after itself
         assert wait_for(lambda: not alive(agent.hello["pid"]), 10)
 
-        second.write(fresh[2 * MiB:], flush=True)
+        second.write(fresh[2 * MiB:] + WHOLE, flush=True)
         second.send("end")
         assert second.recv()["written"] == 1
     finally:
@@ -166,7 +172,7 @@ def test_a_file_that_changes_while_it_is_sent_is_dropped_then_synced_whole(agent
     assert (project_dir / "data.bin").read_bytes() == local.read_bytes()
     out = io.StringIO()
     assert sync_project(agent, project, str(workdir), out=out).unchanged == 1
-    assert out.getvalue() == "sync: this machine is up to date (1 files)\n"
+    assert out.getvalue() == "sync: this machine is up to date (1 file)\n"
 
 
 def test_a_file_that_keeps_changing_is_reported_and_never_synced(agent, tmp_path):

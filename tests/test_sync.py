@@ -206,7 +206,7 @@ def test_a_file_ignored_through_git_info_exclude_alone_is_never_deleted_later(bo
     write(project / "notes.txt", "kept on the host\n")
     sync(project)
     write(project / ".git" / "info" / "exclude", "notes.txt\n")  # nothing synced changes: an up-to-date sync
-    assert sync(project).stderr.splitlines()[0] == "sync: box is up to date (1 files)"
+    assert sync(project).stderr.splitlines()[0] == "sync: box is up to date (1 file)"
     (project / "notes.txt").unlink()
     sync(project)
     assert (host_project_dir(box["workdir"], project) / "notes.txt").read_text() == "kept on the host\n"

@@ -207,14 +207,19 @@ def test_random_edits_sync_exactly_and_what_runs_wrote_survives(link, tmp_path, 
 
 # --- 2. the client killed at random points ------------------------------------------------------------------
 
-def offload_sync_then_kill(project: Path, host_dir: Path, delay_s: float) -> bool:
-    """Start `offload sync`, SIGKILL it after delay_s; returns whether a file was in flight at that moment."""
+def offload_sync_then_kill(project: Path, host_dir: Path, delay_s: float | None) -> bool:
+    """Start `offload sync`, SIGKILL it after delay_s (None: as soon as a file is in flight); returns whether a
+    file was in flight at that moment."""
     proc = subprocess.Popen([sys.executable, "-m", "offload", "sync", "--project", str(project)], cwd=REPO_ROOT,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mid_file = False
     try:
-        time.sleep(delay_s)
-        mid_file = proc.poll() is None and any(host_dir.rglob(f"*{PART_SUFFIX}"))
+        in_flight = lambda: proc.poll() is None and any(host_dir.rglob(f"*{PART_SUFFIX}"))  # noqa: E731
+        if delay_s is None:
+            wait_for(lambda: in_flight() or proc.poll() is not None, 30)
+        else:
+            time.sleep(delay_s)
+        mid_file = in_flight()
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -242,13 +247,17 @@ def test_a_client_killed_at_random_points_never_leaves_a_half_written_file(offlo
         change([relpath], rng.randint(20, 40))
     change(small)
     host_dir = Path(host["workdir"]) / project_dir_name(project)
+    assert run_offload("sync", "--project", str(project)).returncode == 0  # starts the link keeper
+    change(rng.sample(big, 2), rng.randint(20, 40))  # what each attempt below changes
+    change(rng.sample(small, 30))
     started = time.monotonic()
     result = run_offload("sync", "--project", str(project))  # the old versions, all on the host
     assert result.returncode == 0, result.stderr
     full_sync_s = time.monotonic() - started  # kills are spread over the time a sync of this size takes
     killed_before_the_end = killed_mid_file = 0
-    for attempt in range(10):
-        killed_mid_file += offload_sync_then_kill(project, host_dir, rng.uniform(0.25, max(0.5, 0.8 * full_sync_s)))
+    for attempt in range(10):  # three kills the moment a file is in flight, the rest at random points
+        delay_s = None if attempt % 3 == 0 and attempt < 9 else rng.uniform(0.02, 0.9 * full_sync_s)
+        killed_mid_file += offload_sync_then_kill(project, host_dir, delay_s)
         # The agent notices the laptop is gone and removes its partial file.
         assert wait_for(lambda: not list(host_dir.rglob(f"*{PART_SUFFIX}")), 10), "a partial file stayed"
         on_host = snapshot(host_dir, skip_top=(".offload",))
@@ -324,7 +333,7 @@ def test_a_file_appended_to_while_it_is_sent_is_resent_or_reported_never_synced_
     assert "growing.bin" in synced
     out = io.StringIO()
     assert sync_project(agent, project, workdir, out=out).unchanged == 1
-    assert "is up to date (1 files)" in out.getvalue()
+    assert "is up to date (1 file)" in out.getvalue()
 
 
 def test_a_directory_removed_locally_goes_from_the_host_unless_a_run_wrote_in_it_or_it_is_still_local(
