@@ -74,7 +74,9 @@ class Row:
 
 
 def run_measured(commands: list[list[str]], env: dict) -> Run:
-    """Run commands as a pipeline (stdout of each into the next); wall time, loopback bytes, max RSS."""
+    """Run commands as a pipeline (stdout of each into the next); wall time, loopback bytes, max RSS.
+    Dirty pages are flushed first, so no tool pays for the writeback (or deletions) of the one before."""
+    os.sync()
     tx_before = int(LO_TX_BYTES.read_text())
     started = time.perf_counter()
     processes, upstream = [], subprocess.DEVNULL
@@ -208,10 +210,13 @@ def sync_family(tools: Tools, label: str, source: Path, change, changed: str, or
             for tool in TOOLS:
                 name = f"first-{repetition}" if kind == "first sync" else "kept"
                 row.runs.setdefault(tool, []).append(tools.sync(tool, source, name))
-                if kind == "first sync":  # the last fresh copy becomes the kept one, the rest go
+            if kind == "first sync":  # the last fresh copy becomes the kept one, the rest go
+                for tool in TOOLS:  # after every tool ran: no run follows another tool's deletions
                     kept = tools.destination(tool, "kept")
                     shutil.rmtree(kept, ignore_errors=True)
-                    tools.destination(tool, name).rename(kept)
+                    tools.destination(tool, f"first-{repetition}").rename(kept)
+                os.sync()
+                time.sleep(2)  # ext4 with `discard` trims freed blocks after the commit: let that pass too
         for tool in TOOLS:
             tools.check_copy(tool, source, "kept")
         print(f"  done: {row.case}", file=sys.stderr)

@@ -31,6 +31,24 @@ def find_run(project_root: Path, reference: str) -> dict:
     return matches[0]
 
 
+def node_meta(meta: dict, node: int) -> dict:
+    """The run as seen from one of its nodes (a multi-node run's node N: its host and directories);
+    a single-host run is its own node 0."""
+    nodes = meta.get("nodes") or []
+    if not nodes:
+        if node:
+            raise OffloadError(f"run {meta['run_id']} ran on one host: there is no node {node}")
+        return meta
+    if node >= len(nodes):
+        raise OffloadError(f"run {meta['run_id']} has nodes 0 to {len(nodes) - 1}, not {node}")
+    return {**meta, **{key: nodes[node][key] for key in ("host", "address", "project_dir", "run_dir")}}
+
+
+def node_metas(meta: dict) -> list:
+    """One meta per node of the run (one for a single-host run)."""
+    return [node_meta(meta, node) for node in range(max(1, len(meta.get("nodes") or [])))]
+
+
 def record_of(project_root: Path, meta: dict) -> runs.RunRecord:
     record = runs.RunRecord(project_root, meta["run_id"])
     record.meta = dict(meta)

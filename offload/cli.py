@@ -28,7 +28,7 @@ def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of i
 def run(
     script: Optional[str] = typer.Argument(None, help="The training script, relative to the project root."),
     args: Optional[List[str]] = typer.Argument(None, help="Passed to the script exactly as given."),
-    host: Optional[str] = typer.Option(None, "--host", "-H", help="Registered host (default: the first in hosts.yaml)."),
+    host: Optional[List[str]] = typer.Option(None, "--host", "-H", help="Registered host (default: the first in hosts.yaml); repeat it for one job across several hosts."),
     nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", min=1, help="Processes (GPUs) per node; >1 uses torchrun."),
     no_fallback: bool = typer.Option(False, "--no-fallback", help="Fail instead of running locally when the host is unreachable."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1, help="Seconds to wait for the host's SSH banner."),
@@ -44,7 +44,9 @@ def run(
         raise typer.BadParameter("missing SCRIPT (or --resume RUN)", param_hint="SCRIPT")
     from .runner import RunOptions, run as run_job
 
-    raise typer.Exit(run_job(RunOptions(script=script, args=list(args or []), host=host, nproc_per_node=nproc_per_node,
+    hosts = list(host or [])
+    raise typer.Exit(run_job(RunOptions(script=script, args=list(args or []), host=hosts[0] if len(hosts) == 1 else None,
+                                        hosts=hosts, nproc_per_node=nproc_per_node,
                                         no_fallback=no_fallback, connect_timeout=connect_timeout, project=project,
                                         detach=detach, reconnect_for=reconnect_for, fetch=list(fetch or []),
                                         no_wait=no_wait, resume=resume)))
@@ -104,11 +106,12 @@ def fetch_files(
     patterns: Optional[List[str]] = typer.Argument(None, help="Globs relative to the run's project dir (default: out/**)."),
     to: Optional[Path] = typer.Option(None, "--to", help="Destination (default: .offload/runs/<id>/files/)."),
     project: Optional[Path] = typer.Option(None, "--project"),
+    node: int = typer.Option(0, "--node", min=0, help="Of a multi-node run: which node's files."),
 ):
     """Copy files from the run's project directory on its host, verified by SHA-256, resumable."""
     from .fetch import fetch_command
 
-    raise typer.Exit(fetch_command(project, run, list(patterns or []), to))
+    raise typer.Exit(fetch_command(project, run, list(patterns or []), to, node))
 
 
 @app.command("runs")

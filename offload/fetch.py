@@ -256,12 +256,12 @@ def files_dir(project_root: Path, run_id: str) -> Path:
     return project_root / RUNS_DIR / run_id / FILES_DIR
 
 
-def fetch_command(project, run: str, patterns: list, to) -> int:
-    from .attach import agent_for, find_run
+def fetch_command(project, run: str, patterns: list, to, node: int = 0) -> int:
+    from .attach import agent_for, find_run, node_meta
     from .runner import project_root_of
 
     root = project_root_of(project)
-    meta = find_run(root, run)
+    meta = node_meta(find_run(root, run), node)
     patterns = checked_patterns(patterns)  # a bad pattern needs no connection to be refused
     dest = Path(to).expanduser().resolve() if to else files_dir(root, meta["run_id"])
     with agent_for(meta) as agent:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from . import stream
-from .attach import find_run, link_for, record_of
+from .attach import find_run, link_for, node_metas, record_of
 from .runner import describe_stop, finish, project_root_of, say
 from .watch import follow_run
 
@@ -33,6 +33,12 @@ def record_end(project_root: Path, meta: dict, status: dict) -> None:
         finish(record_of(project_root, meta), status)
 
 
+def run_end_status(statuses: list) -> dict:
+    """A multi-node run's status as one: the first node that failed, else node 0."""
+    failed = [status for status in statuses if status.get("state") == "lost" or stream.exit_code_of(status)]
+    return failed[0] if failed else statuses[0]
+
+
 def logs_command(project, reference: str, follow: bool, reconnect_for: float) -> int:
     root = project_root_of(project)
     meta = find_run(root, reference)
@@ -41,6 +47,8 @@ def logs_command(project, reference: str, follow: bool, reconnect_for: float) ->
     if record.log_path.exists():  # what the laptop has already, then what it has not
         sys.stdout.buffer.write(record.log_path.read_bytes())
         sys.stdout.buffer.flush()
+    if meta.get("nodes"):
+        return multinode_logs(root, meta, record, follow, reconnect_for)
     with link_for(meta) as link:
         sink = stream.RunOutput(record.dir)
         try:
@@ -56,22 +64,45 @@ def logs_command(project, reference: str, follow: bool, reconnect_for: float) ->
     return 0
 
 
+def multinode_logs(root: Path, meta: dict, record, follow: bool, reconnect_for: float) -> int:
+    from contextlib import ExitStack
+
+    from .multinode import Node, catch_up
+
+    with ExitStack() as stack:
+        nodes = [Node(rank, None, stack.enter_context(link_for(node))) for rank, node in enumerate(node_metas(meta))]
+        for node, node_info in zip(nodes, node_metas(meta)):
+            node.target, node.run_dir = node.link.target, node_info["run_dir"]
+        try:
+            ended = catch_up(nodes, record, follow, reconnect_for)
+        except KeyboardInterrupt:
+            return 130
+    record_end(root, meta, run_end_status(ended))
+    return 0
+
+
 def status_command(project, reference: str) -> int:
     root = project_root_of(project)
     meta = find_run(root, reference)
-    with link_for(meta) as link:
-        status = link.agent.request("status", run_dir=meta["run_dir"])
-    record_end(root, meta, status)
-    print(f"{meta['run_id']} on {meta['host']}: {describe_status(status)}")
+    statuses = []
+    for rank, node in enumerate(node_metas(meta)):
+        with link_for(node) as link:
+            statuses.append(link.agent.request("status", run_dir=node["run_dir"]))
+        where = f"node{rank} {node['host']}" if meta.get("nodes") else node["host"]
+        print(f"{meta['run_id']} on {where}: {describe_status(statuses[-1])}")
+    if all(status.get("state") in ("exited", "lost") for status in statuses):
+        record_end(root, meta, run_end_status(statuses))
     return 0
 
 
 def stop_command(project, reference: str, grace: float) -> int:
     root = project_root_of(project)
     meta = find_run(root, reference)
-    with link_for(meta) as link:
-        stopped = link.agent.request("stop", run_dir=meta["run_dir"], grace=grace, timeout=grace + 60)
-        status = link.agent.request("status", run_dir=meta["run_dir"])
-    say(describe_stop(meta["run_id"], meta["host"], stopped))
-    record_end(root, meta, status)
+    statuses = []
+    for node in node_metas(meta):  # every node of a multi-node run
+        with link_for(node) as link:
+            stopped = link.agent.request("stop", run_dir=node["run_dir"], grace=grace, timeout=grace + 60)
+            statuses.append(link.agent.request("status", run_dir=node["run_dir"]))
+        say(describe_stop(meta["run_id"], node["host"], stopped))
+    record_end(root, meta, run_end_status(statuses))
     return 0

@@ -24,8 +24,10 @@ FIELDS = {
     "python": (str, "the host's Python interpreter that has torch"),
     "workdir": (str, "a directory on the host"),
     "gpus": (int, "processes per node"),
+    "rdzv_host": (str, "the address other hosts reach this one at, for multi-node rendezvous"),
     "env": (dict, "a mapping of environment variables"),
     "peak_tflops": ((int, float, dict), "a number, or a mapping such as {bf16: 165, fp32: 82.6}"),
+    "setup": (str, "a shell command run in the synced project before a job when its inputs changed"),
 }
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -10,6 +10,18 @@ def plan_launch(python: str, script: str, args: list, nproc_per_node: int) -> li
     return [python, script, *args]
 
 
+def plan_node_launch(python: str, script: str, args: list, nproc_per_node: int, nnodes: int, node_rank: int,
+                     endpoint: str, run_id: str, local_addr: str) -> list:
+    """argv for node `node_rank` of a multi-node job: torchrun with c10d rendezvous at node 0's endpoint.
+    torchrun guesses both which node serves the rendezvous store and the address the other nodes reach this
+    one at from the machine's hostname, which misses the address of a second interface (the usual case on a
+    cluster network): is_host and --local_addr say them outright, from hosts.yaml."""
+    return [python, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--node_rank={node_rank}",
+            f"--nproc_per_node={nproc_per_node}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
+            f"--rdzv_id={run_id}", f"--rdzv_conf=is_host={1 if node_rank == 0 else 0}", f"--local_addr={local_addr}",
+            script, *args]
+
+
 def job_env(host_env: dict, run_id: str) -> dict:
     """The host's `env` from hosts.yaml, plus what every job gets."""
     return {**host_env, "OFFLOAD_RUN_ID": run_id, "PYTHONUNBUFFERED": "1"}

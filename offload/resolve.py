@@ -28,6 +28,8 @@ class SSHTarget:
     gpus: int = 1
     env: dict = field(default_factory=dict)
     peak_tflops: object = None  # hosts.yaml override: a number, or {precision: number}
+    rdzv_host: str | None = None  # how the other nodes of a multi-node run reach this host (default: hostname)
+    setup: str | None = None  # hosts.yaml: shell text run before a job when its inputs changed (see setup.py)
     hop_for: str | None = None  # a ProxyJump hop: the registered host it leads to
 
     @property
@@ -104,6 +106,8 @@ def resolve(name: str, entry: dict, flags: dict | None = None, ssh_config: dict 
         gpus=int(pick("gpus", default=DEFAULTS["gpus"])),
         env={k: str(v) for k, v in (pick("env", default={}) or {}).items()},
         peak_tflops=pick("peak_tflops"),
+        setup=entry.get("setup"),
+        rdzv_host=pick("rdzv_host"),
     )
 
 

@@ -18,6 +18,7 @@ from . import agent as agents
 from . import hoststate, hosts, launch, runs, ssh, stream
 from .errors import HostUnreachable, OffloadError, RemoteError
 from .resolve import resolve
+from .setup import run_setup
 from .watch import Link, follow_run
 
 LOCAL = "local"
@@ -30,6 +31,7 @@ class RunOptions:
     script: str | None = None     # None only with resume: RUN's own command
     args: list = field(default_factory=list)
     host: str | None = None
+    hosts: list = field(default_factory=list)  # several: one job across them all (multinode.py)
     nproc_per_node: int | None = None
     no_fallback: bool = False
     connect_timeout: float = 10.0
@@ -121,6 +123,8 @@ class JobPlan:
 def run(options: RunOptions) -> int:
     root = project_root_of(options.project)
     files_to_put_back = None
+    if len(options.hosts) > 1 and options.resume:
+        raise OffloadError("--resume works with one host", hint="resume on one host, or run again across them")
     if options.resume:
         options, files_to_put_back = resumed(root, options)
     elif not options.script:
@@ -128,7 +132,7 @@ def run(options: RunOptions) -> int:
     script = script_in_project(root, options.script)
     entries = None
     registry = hosts.load()
-    if options.host or registry.default_name:
+    if options.host or options.hosts or registry.default_name:
         from .ignore import explain, scan_project
 
         entries = scan_project(root)
@@ -136,6 +140,10 @@ def run(options: RunOptions) -> int:
             rule = explain(root, script) or "an ignore rule"
             raise OffloadError(f"{script} would not be synced: excluded by {rule}",
                                hint=f"re-include it with `!{script}` (and `!DIR/` for an excluded directory) in .offloadignore")
+    if len(options.hosts) > 1:
+        from . import multinode
+
+        return multinode.run(options, root, script, entries, registry)
     target, client = connect_target(registry, options.host, options.connect_timeout, options.no_fallback)
     with ExitStack() as cleanup:
         link = Link(target, client, None, options.connect_timeout)
@@ -154,6 +162,7 @@ def run(options: RunOptions) -> int:
             plan = JobPlan(root, str(root), script, options.args, options.nproc_per_node or 1, {})
             if files_to_put_back is not None:
                 copy_back(files_to_put_back, root)
+        run_setup(link, target, root, plan.cwd, options.reconnect_for)  # `setup`, when its inputs changed
         return launch_and_follow(link, plan, options)
 
 

@@ -65,12 +65,17 @@ class RunMeasurement:
     """A run's MFU bookkeeping: its device and peak at the start, the tracker while it streams, the
     figures recorded in meta.json and printed at the end."""
 
-    def __init__(self, facts: dict, args: list, nproc: int, override=None, ceiling: dict | None = None):
+    def __init__(self, facts: dict, args: list, nproc: int, override=None, ceiling: dict | None = None,
+                 nodes: int = 1):
+        """nodes > 1: a multi-node run of identical nodes (facts are node 0's): its peak is every node's."""
+        from dataclasses import replace
+
         from .device import plan_device
         from .mfu import MfuTracker
 
         self.facts, self.args, self.override, self.ceiling = facts, args, override, ceiling or {}
         self.device = plan_device(facts, args, nproc, override)
+        self.device = replace(self.device, count=self.device.count * nodes)
         self.tracker = MfuTracker(*self.peak_for(self.device.dtype), dtype=self.device.dtype,
                                   devices=self.device.count, peak_for=self.peak_for)
 

@@ -64,6 +64,14 @@ class Agent:
         elif kind == "follow":
             jobs.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out,
                         int(message.get("metrics_offset", 0)), bool(message.get("until_now")))
+        elif kind == "free_port":  # node 0 of a multi-node run: where its torchrun serves the rendezvous
+            self.send("free_port", port=jobs.free_port())
+        elif kind == "setup_state":  # get, or with `state` put, the project's last successful setup
+            from . import setup_state
+            if message.get("state") is None:
+                self.send("setup_state", state=setup_state.get(message["project_dir"]))
+            else:
+                self.send("setup_state", state=setup_state.put(message["project_dir"], message["state"]))
         elif kind == "status":
             self.send("status", **jobs.read_status(message["run_dir"]))
         elif kind == "stop":

@@ -68,6 +68,15 @@ def start(request: dict) -> dict:
     raise RequestError("spawn_failed", f"the job did not start within {START_DEADLINE_S:.0f} s (see {run_dir})")
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now, on every address of this host (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
 def job_env(env: dict, run_dir: str) -> dict:
     """The laptop's env for the job, plus where to write metrics and how to import offload_metrics."""
     python_path = [LIB_DIR] + [p for p in (env.get("PYTHONPATH") or os.environ.get("PYTHONPATH", "")).split(os.pathsep) if p]

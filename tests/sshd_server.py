@@ -149,12 +149,18 @@ def read_banner(host: str, port: int, timeout_s: float) -> bytes:
 
 @dataclass
 class SshServer:
-    """One sshd on 127.0.0.1 with its own host key, client key and config, all inside directory."""
+    """One sshd on 127.0.0.1 with its own host key, client key and config, all inside directory.
+
+    With netns (a Linux network namespace, `ip netns add`), sshd runs in that namespace and listens on
+    host, an address there; give it a fixed port: nothing else listens in a fresh namespace, and
+    free_port() would only know about loopback ports of the test's own namespace.
+    """
 
     directory: Path
     host: str = LOOPBACK
     port: int = field(default_factory=free_port)
     user: str = field(default_factory=lambda: pwd.getpwuid(os.getuid()).pw_name)  # not $USER: tests move env
+    netns: str | None = None
     host_key_path: Path = field(init=False)
     host_public_key: str = field(init=False)  # "ssh-ed25519 AAAA..."
     client_key_path: Path = field(init=False)  # private key; its .pub is in authorized_keys
@@ -228,14 +234,17 @@ SetEnv HOME={self.remote_home}
 
     def start(self) -> SshServer:
         PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-        for attempt in range(BIND_ATTEMPTS):
+        sshd_argv = [SSHD, "-D", "-e", "-f", str(self.config_path)]
+        if self.netns is not None:
+            sshd_argv = ["ip", "netns", "exec", self.netns, *sshd_argv]  # execs sshd: the pid stays sshd's
+        # In a namespace the port is fixed and the namespace is ours alone: no other run can take it.
+        for attempt in range(BIND_ATTEMPTS if self.netns is None else 1):
             if attempt:
                 self.port = free_port()
             self.write_config()
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(
-                    [SSHD, "-D", "-e", "-f", str(self.config_path)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    sshd_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 )
             if wait_for(lambda: self._serving() or self.process.poll() is not None, START_DEADLINE_S):
                 if self.process.poll() is None:

@@ -1,0 +1,40 @@
+"""The last setup that succeeded in a project directory on the host: `.offload/setup.json`.
+
+The laptop decides whether setup runs (see offload/setup.py); the host only keeps what it was told, next to
+the project it describes, so that every laptop using this directory sees the same record.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from .files import RequestError
+from .jobs import write_json
+
+STATE = os.path.join(".offload", "setup.json")
+
+
+def state_path(project_dir: str) -> str:
+    project_dir = os.path.abspath(os.path.expanduser(project_dir))
+    if not os.path.isdir(project_dir):
+        raise RequestError("bad_request", f"project directory {project_dir} does not exist on the host")
+    return os.path.join(project_dir, STATE)
+
+
+def get(project_dir: str) -> dict:
+    """The recorded setup ({} when none, or when the file is unreadable: setup then simply runs again)."""
+    try:
+        with open(state_path(project_dir)) as f:
+            state = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def put(project_dir: str, state: dict) -> dict:
+    if not isinstance(state, dict) or not isinstance(state.get("key"), str):
+        raise RequestError("bad_request", f"a setup record needs a key, not {state!r}")
+    path = state_path(project_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_json(path, state)
+    return state
