@@ -49,6 +49,11 @@ def node_address(node: Node) -> str:
     return node.target.rdzv_host or node.target.hostname
 
 
+def device_name(facts: dict) -> str:
+    gpus = facts.get("gpus") or []
+    return f"{len(gpus)} x {gpus[0]['name']}" if gpus else (facts.get("cpu") or {}).get("model") or "CPU"
+
+
 def say(message: str) -> None:
     print(f"offload: {message}", file=sys.stderr, flush=True)
 
@@ -213,8 +218,13 @@ def run(options, root: Path, script: str, entries: list, registry) -> int:
         run_id = runs.new_run_id()
         for node in nodes:
             node.run_dir = f"{node.project_dir}/.offload/runs/{run_id}"
-        facts = first.link.agent.request("device")
+        all_facts = in_parallel(nodes, lambda node: node.link.agent.request("device"))
+        facts = all_facts[0]
         hoststate.remember(first.target.name, device=facts)
+        differing = [node for node, node_facts in zip(nodes, all_facts) if device_name(node_facts) != device_name(facts)]
+        if differing:  # the peak below is node 0's device times the nodes: say so rather than mislead
+            say(f"{', '.join(f'{node.label} has {device_name(all_facts[node.rank])}' for node in differing)}, "
+                f"node0 {device_name(facts)}: MFU counts every node as node 0")
         measurement = RunMeasurement(facts, options.args, nproc, first.target.peak_tflops,
                                      hoststate.get(first.target.name).get("ceiling"), nodes=len(nodes))
         argvs = [launch.plan_node_launch(node.link.agent.hello["python"], script, options.args, nproc, len(nodes),

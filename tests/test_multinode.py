@@ -61,6 +61,16 @@ def test_each_node_gets_torchrun_with_c10d_rendezvous_at_node_0():
     assert "--rdzv_conf=is_host=1" in plan_node_launch("python", "t.py", [], 1, 2, 0, "h:1", "R", "h")
 
 
+def test_the_rendezvous_is_at_rdzv_host_when_hosts_yaml_gives_one():
+    from offload.multinode import Node, node_address
+    from offload.resolve import resolve
+
+    plain = resolve("a", {"hostname": "gpu-a.lan"})
+    homed = resolve("a", {"hostname": "gpu-a.lan", "rdzv_host": "10.9.0.5"})
+    assert node_address(Node(0, plain, None)) == "gpu-a.lan"  # as the laptop reaches it
+    assert node_address(Node(0, homed, None)) == "10.9.0.5"  # a multi-homed box: its cluster address
+
+
 def trained_params(stdout: str) -> list:
     (line,) = [line for line in stdout.splitlines() if "params [" in line]  # "[node0 a] params [...]" or bare
     return ast.literal_eval(line.split("params ", 1)[1])
@@ -128,11 +138,35 @@ def test_status_logs_fetch_and_stop_reach_every_node(two_boxes, tmp_path):
         f"offload: error: run {meta['run_id']} has nodes 0 to 1, not 2")
 
     stopped = run_offload("stop", "last", "--grace", "2", cwd=project)
+    followed = run_offload("logs", "last", "-f", cwd=project)  # ends with the run, on every node
+    assert followed.returncode == 0 and followed.stdout.count("wrote out/node.txt") == 2, followed.stderr
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stderr.count("process group") == 2  # one SIGTERM line per node
     after = run_offload("status", "last", cwd=project)
     assert "running" not in after.stdout and after.stdout.count(": exited ") + after.stdout.count(": killed by ") == 2
     assert only_meta(project)["exit_code"] is not None  # the record has the run's end
+
+
+def test_each_nodes_setup_runs_with_its_output_prefixed_then_is_skipped(offload_home, two_hosts, tmp_path):
+    for name, server in zip(("a", "b"), two_hosts.servers):
+        register_host(offload_home, server, name, env={"GLOO_SOCKET_IFNAME": two_hosts.iface, "NODE_NAME": name},
+                      setup='echo "setting up $NODE_NAME"; echo ran >> setup-ran.txt')
+    project = project_with(tmp_path, "writes.py", WRITES_FILE)
+    (project / "requirements.txt").write_text("numpy\n")
+    first = run_offload("run", "--host", "a", "--host", "b", "writes.py", cwd=project)
+    assert first.returncode == 0, first.stderr
+    assert "[node0 a] setting up a" in first.stdout and "[node1 b] setting up b" in first.stdout
+    second = run_offload("run", "--host", "a", "--host", "b", "writes.py", cwd=project)
+    assert second.returncode == 0, second.stderr
+    assert "setting up" not in second.stdout
+    assert "setup on a skipped" in second.stderr and "setup on b skipped" in second.stderr
+    for node in only_meta_of_first(project)["nodes"]:
+        assert (Path(node["project_dir"]) / "setup-ran.txt").read_text() == "ran\n"
+
+
+def only_meta_of_first(project: Path) -> dict:
+    metas = [json.loads(path.read_text()) for path in (project / ".offload" / "runs").glob("*/meta.json")]
+    return min(metas, key=lambda meta: meta["started_unix"])
 
 
 def test_errors_before_anything_starts(two_boxes, tmp_path, offload_home):
