@@ -70,17 +70,21 @@ def load(path: Path | None = None) -> Registry:
     return Registry(path, parse(text, str(path)))
 
 
-def parse(text: str, filename: str) -> dict:
+def load_yaml(text: str, filename: str, hint: str) -> tuple:
+    """(node tree, data) of a YAML file; a syntax error is one line naming file:line."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         if mark and mark.line >= len(text.splitlines()):  # "but got <stream end>": where the open bracket was
             mark = getattr(exc, "context_mark", None) or mark
         where = f"{filename}:{mark.line + 1}" if mark else filename
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise OffloadError(f"{where}: not valid YAML: {problem}", hint="fix the file, or remove it and use `offload hosts add`") from None
+        raise OffloadError(f"{where}: not valid YAML: {problem}", hint=hint) from None
+
+
+def parse(text: str, filename: str) -> dict:
+    root, data = load_yaml(text, filename, hint="fix the file, or remove it and use `offload hosts add`")
     if data is None:
         return {}
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from .errors import OffloadError
-from .hosts import key_node
+from .hosts import key_node, load_yaml
 
 FILE_NAME = "offload.yaml"
 HINT = "fix offload.yaml at the project root; its keys are `setup` (a shell command) and `setup_inputs` (a list of globs)"
@@ -37,16 +35,7 @@ def load(project_root: Path) -> ProjectConfig:
 
 
 def parse(text: str, filename: str) -> ProjectConfig:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        if mark and mark.line >= len(text.splitlines()):  # "but got <stream end>": where the open bracket was
-            mark = getattr(exc, "context_mark", None) or mark
-        where = f"{filename}:{mark.line + 1}" if mark else filename
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise OffloadError(f"{where}: not valid YAML: {problem}", hint=HINT) from None
+    root, data = load_yaml(text, filename, hint=HINT)
     if data is None:
         return ProjectConfig()
 

@@ -12,6 +12,7 @@ import shutil
 import stat
 
 from . import patching, protocol
+from .patching import same_file
 
 STATE_FILE = os.path.join(".offload", "synced.json")
 PART_SUFFIX = ".offload-part"
@@ -325,14 +326,6 @@ def write_part(fd: int, pieces, mode: int, mtime_ns: int) -> None:
         f.flush()
         os.fchmod(fd, mode)
         os.utime(fd, ns=(mtime_ns, mtime_ns))
-
-
-def same_file(path: str, ours: os.stat_result) -> bool:
-    try:
-        found = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return (found.st_dev, found.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def drain(inp, size: int) -> None:

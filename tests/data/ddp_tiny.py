@@ -33,5 +33,7 @@ def say(line: str) -> None:  # one write per line: two ranks share one output fi
 if rank == 0:
     say(f"params {[p.tolist() for p in model.parameters()]}")
 say(f"rank {rank} of {world} done")
-dist.barrier()  # both ranks done before either tears gloo down: a peer gone mid-teardown aborts the other
-dist.destroy_process_group()
+dist.barrier()  # both ranks are done before either leaves
+# Leave without tearing gloo down: on this CPU build its teardown can abort ("terminate called without an
+# active exception") when the peer is already gone, which is the torch build's flake, not the test's subject.
+os._exit(0)
