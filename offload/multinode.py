@@ -26,7 +26,7 @@ from . import hoststate, launch, runs, ssh, stream
 from .errors import HostUnreachable, OffloadError
 from .resolve import resolve
 from .setup import run_setup
-from .watch import Link, follow_run
+from .watch import Link, follow_run, say
 
 STOP_GRACE_S = 10.0
 
@@ -54,10 +54,6 @@ def device_name(facts: dict) -> str:
     return f"{len(gpus)} x {gpus[0]['name']}" if gpus else (facts.get("cpu") or {}).get("model") or "CPU"
 
 
-def say(message: str) -> None:
-    print(f"offload: {message}", file=sys.stderr, flush=True)
-
-
 def in_parallel(nodes: list, work) -> list:
     """work(node) for every node at once; the results in node order, or the first node's error, named."""
     with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
@@ -81,36 +77,29 @@ def connect_all(registry, names: list, timeout: float) -> list:
     if len(set(names)) != len(names):
         raise OffloadError(f"a host is named twice in --host {' --host '.join(names)}",
                            hint="name each host once; --nproc-per-node runs several processes on one")
-    targets = [resolve(name, registry.get(name)) for name in names]
+    nodes = [Node(rank, resolve(name, registry.get(name)), None) for rank, name in enumerate(names)]
 
-    def open_node(rank_and_target):
-        rank, target = rank_and_target
+    def open_node(node: Node) -> None:
         try:
-            client = ssh.connect(target, timeout)  # no prompt from a thread: unknown keys are refused
+            client = ssh.connect(node.target, timeout)  # no prompt from a thread: unknown keys are refused
         except HostUnreachable as exc:
-            raise OffloadError(f"host {target.name} ({target.address}) is unreachable: {exc.reason}",
+            raise OffloadError(f"host {node.target.name} ({node.target.address}) is unreachable: {exc.reason}",
                                hint="a multi-node run needs every host; `offload hosts check` shows them") from None
         try:
             from .runner import open_agent
 
-            return Node(rank, target, Link(target, client, open_agent(target, client), timeout))
+            node.link = Link(node.target, client, open_agent(node.target, client), timeout)
         except BaseException:
             client.close()
             raise
 
-    pairs = list(enumerate(targets))
-    with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
-        futures = [pool.submit(open_node, pair) for pair in pairs]
-        nodes, failure = [], None
-        for future in futures:
-            try:
-                nodes.append(future.result())
-            except OffloadError as exc:
-                failure = failure or exc
-    if failure is not None:
+    try:
+        in_parallel(nodes, open_node)
+    except BaseException:
         for node in nodes:
-            node.link.close()
-        raise failure
+            if node.link is not None:
+                node.link.close()
+        raise
     return nodes
 
 
