@@ -183,7 +183,7 @@ def main() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sock_inode = os.stat(sock_path).st_ino
     print(f"keeper {os.getpid()} serving {sock_path}", flush=True)
-    from . import cli, links  # imported now, while the first client waits anyway, not once per command
+    from . import cli, links  # noqa: F401  (cli now, while the first client waits anyway, not per command)
 
     links.keep_links()
     try:

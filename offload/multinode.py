@@ -186,7 +186,7 @@ def run(options, root: Path, script: str, entries: list, registry) -> int:
         say(f"multi-node run on {len(nodes)} hosts: {', '.join(node.label for node in nodes)}")
 
         def sync_node(node: Node):
-            return sync_project(node.link.agent, root, node.target.workdir, entries, out=sys.stderr)
+            return sync_project(node.link.agent, root, node.target.workdir, entries)
 
         for node, synced in zip(nodes, in_parallel(nodes, sync_node)):
             node.project_dir = synced.project_dir
@@ -324,15 +324,9 @@ def catch_up(nodes: list, record, follow: bool, reconnect_for: float) -> list:
 
 def interrupted(nodes: list, record) -> int:
     """Ctrl-C while following: as for one host, ask whether to stop the run (on every node) or detach."""
-    from .runner import interactive
+    from .runner import ask_to_stop
 
-    stop_it = False
-    if interactive():
-        try:
-            stop_it = input(f"\nstop the run on all {len(nodes)} nodes too? [y/N] ").strip().lower() in ("y", "yes")
-        except (EOFError, KeyboardInterrupt):
-            stop_it = False
-    if not stop_it:
+    if not ask_to_stop(f"all {len(nodes)} nodes"):
         record.update(detached=True)
         say(f"detached: run {record.run_id} goes on on its nodes; `offload logs {record.run_id} -f` follows it again")
         return 130

@@ -279,16 +279,20 @@ def report_busy_gpus(compute_apps: list | None, host: str) -> None:
         say(f"the GPUs of {host} are also busy with processes offload did not start: {listed}")
 
 
+def ask_to_stop(where: str) -> bool:
+    """After Ctrl-C while following: in a terminal, whether to stop the run on `where` too (default no)."""
+    if not interactive():
+        return False
+    try:
+        return input(f"\nstop the run on {where} too? [y/N] ").strip().lower() in ("y", "yes")
+    except (EOFError, KeyboardInterrupt):
+        return False
+
+
 def interrupted(link, record, run_dir: str) -> int:
     """Ctrl-C while following a remote run: in a terminal, ask whether to stop it too; else detach."""
     name = link.target.name
-    stop_it = False
-    if interactive():
-        try:
-            stop_it = input(f"\nstop the run on {name} too? [y/N] ").strip().lower() in ("y", "yes")
-        except (EOFError, KeyboardInterrupt):
-            stop_it = False
-    if not stop_it:
+    if not ask_to_stop(name):
         say(f"detached: run {record.run_id} goes on on {name}; `offload logs {record.run_id} -f` follows it again")
         record.update(detached=True)
         return 130
@@ -370,7 +374,7 @@ def sync_only(host_name: str | None, project: Path | None, connect_timeout: floa
 
     target = resolve(name, registry.get(name))
     with open_link(target, connect_timeout) as link:  # a kept link may have been opened for another workdir
-        result = sync_project(link.agent, root, target.workdir, out=sys.stderr)
+        result = sync_project(link.agent, root, target.workdir)
     if result.sent_files or result.deleted:
         from .ignore import human_size
 

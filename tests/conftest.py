@@ -129,3 +129,25 @@ def project(tmp_path: Path) -> Path:
 def box(offload_home: OffloadHome, sshd: SshServer) -> dict:
     """The session sshd registered as host `box`, key trusted, workdir in this test's tmp dir."""
     return register_host(offload_home, sshd)
+
+
+@pytest.fixture
+def link(offload_home, sshd):
+    """One real SSH connection to the session sshd (registered as `box`) and one remote agent, reused for every
+    sync of the test: (agent, the host's workdir)."""
+    from offload import agent as agents
+    from offload import ssh
+    from offload.hosts import load
+    from offload.resolve import resolve
+
+    register_host(offload_home, sshd)
+    target = resolve("box", load().get("box"))
+    client = ssh.connect(target, 10)
+    try:
+        agent = agents.start_remote(client, target)
+    except BaseException:
+        client.close()
+        raise
+    yield agent, target.workdir
+    agent.close()
+    client.close()

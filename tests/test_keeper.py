@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from conftest import register_host, run_offload
 from procs import alive
 from sshd_server import wait_for
-from test_sync import host_project_dir, sha256, sync
+from test_sync import host_project_dir, kill_sync_when_in_flight, sha256, sync
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def keeper_pid(offload_home) -> int:
@@ -131,15 +127,7 @@ def test_a_client_killed_mid_sync_aborts_only_its_sync(offload_home, fresh_sshd,
     host_dir = host_project_dir(host["workdir"], project)
     (project / "weights.bin").write_bytes(os.urandom(200 << 20))
     part = host_dir / ".weights.bin.offload-part"
-    proc = subprocess.Popen([sys.executable, "-m", "offload", "sync", "--project", str(project)], cwd=REPO_ROOT,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        in_flight = wait_for(lambda: part.exists() and part.stat().st_size > 0, 30)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    in_flight, _ = kill_sync_when_in_flight(project, part)
     assert in_flight, "the sync ended before the big file was in flight"
     assert wait_for(lambda: not part.exists(), 10), "the keeper did not abort the sync"
     size_then = (host_dir / "weights.bin").stat().st_size

@@ -126,7 +126,7 @@ def test_status_logs_fetch_and_stop_reach_every_node(two_boxes, tmp_path):
 
     status = run_offload("status", "last", cwd=project)
     assert status.returncode == 0, status.stderr
-    assert f"{meta['run_id']} on node0 a: running" in status.stdout and f"on node1 b: running" in status.stdout
+    assert f"{meta['run_id']} on node0 a: running" in status.stdout and "on node1 b: running" in status.stdout
 
     logs = run_offload("logs", "last", cwd=project)
     assert "[node0 a] wrote out/node.txt on a" in logs.stdout and "[node1 b] wrote out/node.txt on b" in logs.stdout

@@ -53,6 +53,20 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def kill_sync_when_in_flight(project: Path, part: Path) -> tuple:
+    """Start `offload sync`, SIGKILL it once the host's part file has bytes; (whether it had, exit status)."""
+    proc = subprocess.Popen([sys.executable, "-m", "offload", "sync", "--project", str(project)], cwd=REPO_ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        in_flight = wait_for(lambda: part.exists() and part.stat().st_size > 0, 30)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    return in_flight, proc.returncode
+
+
 def sync(project: Path, *args: str):
     result = run_offload("sync", "--project", str(project), *args)
     assert result.returncode == 0, result.stderr
@@ -282,18 +296,10 @@ def test_killing_the_client_mid_file_leaves_the_old_file_whole_and_the_next_sync
     host_dir = host_project_dir(host["workdir"], project)
     write(project / "weights.bin", os.urandom(96 << 20))
 
-    proc = subprocess.Popen([sys.executable, "-m", "offload", "sync", "--project", str(project)], cwd=REPO_ROOT,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     part = host_dir / f".weights.bin{PART_SUFFIX}"
-    try:
-        in_flight = wait_for(lambda: part.exists() and part.stat().st_size > 0, 30)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    in_flight, returncode = kill_sync_when_in_flight(project, part)
     assert in_flight, "the sync ended before the big file was in flight"
-    assert proc.returncode == -signal.SIGKILL
+    assert returncode == -signal.SIGKILL
     assert sha256(host_dir / "weights.bin") == old_sha  # never a partial file under the final name
     assert wait_for(lambda: not part.exists(), 10), "the agent did not remove its partial file"
 

@@ -17,17 +17,11 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from conftest import register_host, run_offload
 from sshd_server import wait_for
 
-from offload import agent as agents
-from offload import ssh
 from offload.blocks import BLOCK, plan_delta
 from offload.errors import OffloadError
-from offload.hosts import load
-from offload.resolve import resolve
 from offload.sync import project_dir_name, sync_project
 from remote_agent import patching
 
@@ -42,22 +36,6 @@ def sha256(data: bytes) -> str:
 def leftovers(host_dir: Path) -> list:
     """Temporary files of a sync or a patch still under the project (none may outlive one)."""
     return sorted(str(p) for p in host_dir.rglob("*") if p.name.endswith((".offload-part", ".offload-patch")))
-
-
-@pytest.fixture
-def link(offload_home, sshd):
-    """One real SSH connection and one remote agent, reused for every sync of the test."""
-    register_host(offload_home, sshd)
-    target = resolve("box", load().get("box"))
-    client = ssh.connect(target, 10)
-    try:
-        agent = agents.start_remote(client, target)
-    except BaseException:
-        client.close()
-        raise
-    yield agent, target.workdir
-    agent.close()
-    client.close()
 
 
 class Project:

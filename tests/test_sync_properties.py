@@ -20,18 +20,13 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import register_host, run_offload
 from sshd_server import wait_for
 
-from offload import agent as agents
-from offload import ssh
 from offload.errors import OffloadError
-from offload.hosts import load
-from offload.resolve import resolve
 from offload.sync import project_dir_name, sync_project
 
 PART_SUFFIX = ".offload-part"
@@ -86,22 +81,6 @@ def snapshot(root: Path, skip_top: tuple = ()) -> dict:
 def expected_on_host(local: Path) -> dict:
     """The local tree minus what GITIGNORE excludes; a directory left with only ignored files is still there."""
     return {path: what for path, what in snapshot(local).items() if not is_ignored(path)}
-
-
-@pytest.fixture
-def link(offload_home, sshd, tmp_path):
-    """One real SSH connection and one remote agent, reused for every sync of the test."""
-    register_host(offload_home, sshd)
-    target = resolve("box", load().get("box"))
-    client = ssh.connect(target, 10)
-    try:
-        agent = agents.start_remote(client, target)
-    except BaseException:
-        client.close()
-        raise
-    yield agent, target.workdir
-    agent.close()
-    client.close()
 
 
 # --- 1. random trees, random edits ---------------------------------------------------------------------------
