@@ -38,6 +38,7 @@ def run(
     fetch: Optional[List[str]] = typer.Option(None, "--fetch", help="Fetch files matching PATTERN when the run ends (repeatable)."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Exit with code 75 instead of waiting when the host is busy."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Run RUN's command again, with its fetched files put back."),
+    force: bool = typer.Option(False, "--force", help="Replace files changed on the host since they were synced (says which)."),
 ):
     """Sync the project to the host and run SCRIPT there, streaming its output back."""
     if script is None and resume is None:
@@ -49,7 +50,7 @@ def run(
                                         hosts=hosts, nproc_per_node=nproc_per_node,
                                         no_fallback=no_fallback, connect_timeout=connect_timeout, project=project,
                                         detach=detach, reconnect_for=reconnect_for, fetch=list(fetch or []),
-                                        no_wait=no_wait, resume=resume)))
+                                        no_wait=no_wait, resume=resume, force=force)))
 
 
 @app.command()
@@ -57,11 +58,12 @@ def sync(
     host: Optional[str] = typer.Option(None, "--host", "-H", help="Registered host (default: the first)."),
     project: Optional[Path] = typer.Option(None, "--project", help="Project directory (default: the current one)."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
+    force: bool = typer.Option(False, "--force", help="Replace files changed on the host since they were synced (says which)."),
 ):
     """Sync the project to the host, without running anything."""
     from .runner import sync_only
 
-    raise typer.Exit(sync_only(host, project, connect_timeout))
+    raise typer.Exit(sync_only(host, project, connect_timeout, force))
 
 
 @app.command()

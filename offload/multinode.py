@@ -38,6 +38,7 @@ class Node:
     link: Link
     project_dir: str = ""
     run_dir: str = ""
+    tree: dict | None = None  # the synced tree the host keeps for this run (remote_agent/tree.py)
 
     @property
     def label(self) -> str:
@@ -186,15 +187,17 @@ def run(options, root: Path, script: str, entries: list, registry) -> int:
         say(f"multi-node run on {len(nodes)} hosts: {', '.join(node.label for node in nodes)}")
 
         def sync_node(node: Node):
-            return sync_project(node.link.agent, root, node.target.workdir, entries)
+            return sync_project(node.link.agent, root, node.target.workdir, entries, for_run=True,
+                                force=options.force)
 
         for node, synced in zip(nodes, in_parallel(nodes, sync_node)):
-            node.project_dir = synced.project_dir
+            node.project_dir, node.tree = synced.project_dir, {"stage": synced.stage}
 
         def setup_node(node: Node) -> None:  # each host's `setup`, when its inputs changed (setup.py)
             prefixer = LinePrefixer(f"[{node.label}] ".encode(), sys.stdout.buffer)
             try:
-                run_setup(node.link, node.target, root, node.project_dir, options.reconnect_for, terminal=prefixer)
+                run_setup(node.link, node.target, root, node.project_dir, options.reconnect_for, terminal=prefixer,
+                          tree=node.tree)
             finally:
                 prefixer.end()
                 prefixer.flush()
@@ -232,7 +235,7 @@ def run(options, root: Path, script: str, entries: list, registry) -> int:
             return node.link.agent.request(
                 "start", run_dir=node.run_dir, cwd=node.project_dir, argv=argvs[node.rank],
                 env=launch.job_env(node.target.env, run_id), lock=lock, wait=not options.no_wait, run_id=run_id,
-                laptop=socket.gethostname())
+                laptop=socket.gethostname(), tree=node.tree)
 
         started = in_parallel(nodes, start_node)
         busy = [node for node, state in zip(nodes, started) if state["state"] == "busy"]

@@ -41,6 +41,7 @@ class RunOptions:
     fetch: list = field(default_factory=list)  # patterns to fetch when the run ends
     no_wait: bool = False           # exit 75 instead of waiting for a busy host
     resume: str | None = None       # a run whose command runs again, its fetched files put back
+    force: bool = False             # replace files changed on the host since they were synced
 
 
 def say(message: str) -> None:
@@ -118,6 +119,7 @@ class JobPlan:
     args: list
     nproc: int
     host_env: dict
+    tree: dict | None = None  # {"stage": ID or None}: the synced tree the host keeps for this run (tree.py)
 
 
 def run(options: RunOptions) -> int:
@@ -152,8 +154,9 @@ def run(options: RunOptions) -> int:
         if target:
             from .sync import sync_project
 
-            synced = sync_project(link.agent, root, target.workdir, entries)
-            plan = JobPlan(root, synced.project_dir, script, options.args, options.nproc_per_node or target.gpus, target.env)
+            synced = sync_project(link.agent, root, target.workdir, entries, for_run=True, force=options.force)
+            plan = JobPlan(root, synced.project_dir, script, options.args, options.nproc_per_node or target.gpus,
+                           target.env, {"stage": synced.stage})
             if files_to_put_back is not None:
                 from .sync import put_back
 
@@ -162,7 +165,7 @@ def run(options: RunOptions) -> int:
             plan = JobPlan(root, str(root), script, options.args, options.nproc_per_node or 1, {})
             if files_to_put_back is not None:
                 copy_back(files_to_put_back, root)
-        run_setup(link, target, root, plan.cwd, options.reconnect_for)  # `setup`, when its inputs changed
+        run_setup(link, target, root, plan.cwd, options.reconnect_for, tree=plan.tree)  # when its inputs changed
         return launch_and_follow(link, plan, options)
 
 
@@ -225,7 +228,8 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
     report_busy_gpus(facts.get("compute_apps"), host_name)
     lock = f"{target.workdir.rstrip('/')}/{HOST_LOCK}" if target else None  # one job per host; none on the laptop
     started = agent.request("start", run_dir=run_dir, cwd=plan.cwd, argv=argv, env=launch.job_env(plan.host_env, run_id),
-                            lock=lock, wait=not options.no_wait, run_id=run_id, laptop=socket.gethostname())
+                            lock=lock, wait=not options.no_wait, run_id=run_id, laptop=socket.gethostname(),
+                            tree=plan.tree)
     where = target.name if target else "this machine"
     if started["state"] == "busy":
         record.end(state="busy", exit_code=BUSY_EXIT)
@@ -363,7 +367,7 @@ class stop_on_interrupt:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def sync_only(host_name: str | None, project: Path | None, connect_timeout: float) -> int:
+def sync_only(host_name: str | None, project: Path | None, connect_timeout: float, force: bool = False) -> int:
     root = project_root_of(project)
     registry = hosts.load()
     name = host_name or registry.default_name
@@ -374,7 +378,7 @@ def sync_only(host_name: str | None, project: Path | None, connect_timeout: floa
 
     target = resolve(name, registry.get(name))
     with open_link(target, connect_timeout) as link:  # a kept link may have been opened for another workdir
-        result = sync_project(link.agent, root, target.workdir)
+        result = sync_project(link.agent, root, target.workdir, force=force)
     if result.sent_files or result.deleted:
         from .ignore import human_size
 

@@ -120,14 +120,16 @@ def say(message: str) -> None:
     print(f"offload: {message}", file=sys.stderr, flush=True)
 
 
-def run_setup(link, target, project_root: Path, project_dir: str, reconnect_for: float, *, terminal=None) -> None:
+def run_setup(link, target, project_root: Path, project_dir: str, reconnect_for: float, *, terminal=None,
+              tree: dict | None = None) -> None:
     """Run the setup for one host before its job, unless the host's record says its key is unchanged.
 
     link: the watch.Link to `target` (its agent is used, and reopened if the link drops while following);
     target: the resolved SSHTarget, or None for a local run (setup runs only on hosts: one line says so);
     project_root: the local project; project_dir: its synced copy on the host (sync_project's project_dir);
     reconnect_for: seconds to keep reconnecting while following, as for runs; terminal: where the setup's
-    output goes (a binary stream; default stdout). Returns once the setup succeeded or was skipped; raises
+    output goes (a binary stream; default stdout); tree: the run's synced tree on the host ({"stage": ID or
+    None}, see remote_agent/tree.py), which the setup runs in, as the run will. Returns once the setup succeeded or was skipped; raises
     SetupFailed (its exit_code is the setup's) when it failed, and OffloadError for a bad offload.yaml.
     """
     config = project_config.load(project_root)
@@ -149,7 +151,7 @@ def run_setup(link, target, project_root: Path, project_dir: str, reconnect_for:
     say(f"setup on {target.name} runs: {reason}")
     started = time.monotonic()
     run_dir = f"{project_dir}/{SETUP_DIR}/{runs.new_run_id()}-{plan.key[:12]}"
-    finished = follow_setup(link, target, plan, project_dir, run_dir, reconnect_for, terminal)
+    finished = follow_setup(link, target, plan, project_dir, run_dir, reconnect_for, terminal, tree)
     code = stream.exit_code_of(finished)
     if code == 0 and finished.get("exit_code") != 0:  # ended without an exit code: the lock failed, or it was lost
         code = 1
@@ -160,14 +162,15 @@ def run_setup(link, target, project_root: Path, project_dir: str, reconnect_for:
 
 
 def follow_setup(link, target, plan: SetupPlan, project_dir: str, run_dir: str, reconnect_for: float,
-                 terminal) -> dict:
+                 terminal, tree: dict | None = None) -> dict:
     """Start the setup as a job holding the host lock, and stream its output to the end (the exit message)."""
     from .runner import HOST_LOCK, describe_holder  # runner calls us: imported here, not at the top
 
     env = {**target.env, "PYTHONUNBUFFERED": "1", "OFFLOAD_PYTHON": plan.python}
     started = link.agent.request("start", run_dir=run_dir, cwd=project_dir, argv=[*SHELL, plan.text], env=env,
                                  lock=f"{target.workdir.rstrip('/')}/{HOST_LOCK}", wait=True,
-                                 run_id=f"setup-{plan.key[:12]}", laptop=socket.gethostname())
+                                 run_id=f"setup-{plan.key[:12]}", laptop=socket.gethostname(),
+                                 tree=tree, keep_tree=True)  # the run that follows takes the tree over
     if started["state"] == "waiting":
         say(f"{target.name} is busy: {describe_holder(started.get('holder'))}; setup waits for it")
     sink = SetupOutput(terminal)

@@ -3,7 +3,9 @@
 A file is up to date on the host when kind, size, mtime (to the nanosecond) and permission bits match,
 as rsync's quick check decides; the agent sets each file's mtime to the laptop's after writing it.
 A changed big file the host already has goes as a patch of the blocks that differ (blocks.py).
-Deletions touch only paths an earlier sync put there and that are gone locally.
+Deletions touch only paths an earlier sync put there and that are gone locally. The host keeps, and this
+side says it kept, every path that is no longer what a sync wrote there (a checkpoint a run rewrote, a file
+edited on the host): --force replaces those, after saying so; nothing makes a sync delete them.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from remote_agent import protocol
 from remote_agent.patching import BLOCK, DIGEST_BYTES
 
 from .agent import DISK_HINT
+from .home import laptop_identity
 from .blocks import DELTA_MIN_BYTES, BlockHasher, Delta, as_ranges, block_length, plan_delta
 from .progress import progress_bar
 from .errors import OffloadError, RemoteError
@@ -31,6 +34,8 @@ class SyncPlan:
     send: list = field(default_factory=list)    # LocalEntry objects
     delete: list = field(default_factory=list)  # paths a sync put there and that are gone locally
     forget: list = field(default_factory=list)  # synced paths now excluded locally: kept, no longer ours
+    kept: list = field(default_factory=list)    # [path, why]: changed on the host, left alone
+    replace: list = field(default_factory=list)  # [path, why]: changed on the host, replaced by --force
     unchanged: int = 0
 
 
@@ -41,6 +46,8 @@ class SyncResult:
     sent_bytes: int
     deleted: int
     unchanged: int
+    stage: str | None = None  # the host staged this sync's tree: a job of the project owns the live one
+    kept: list = field(default_factory=list)  # [path, why] the host left alone
 
 
 def up_to_date(entry: LocalEntry, remote: list | None) -> bool:
@@ -56,16 +63,25 @@ def up_to_date(entry: LocalEntry, remote: list | None) -> bool:
     return True
 
 
-def plan_sync(local: list, present: dict, synced: list, exists_locally) -> SyncPlan:
+CHANGED_ON_HOST = "changed on the host since it was synced"
+
+
+def plan_sync(local: list, present: dict, synced: list, exists_locally, changed=(), force: bool = False) -> SyncPlan:
     """Pure: local entries, what the host has (path -> [kind, size, mtime_ns, mode, target]), what earlier
-    syncs put there, and a predicate telling whether a path still exists locally (ignored or not)."""
+    syncs put there, a predicate telling whether a path still exists locally (ignored or not), and the
+    synced paths that are no longer what the sync wrote (changed on the host): kept, or with force replaced."""
     plan = SyncPlan()
     local_paths = set()
+    changed = set(changed)
     for entry in local:
         local_paths.add(entry.path)
         if up_to_date(entry, present.get(entry.path)):
             plan.unchanged += 1
+        elif entry.path in changed and not force:
+            plan.kept.append([entry.path, CHANGED_ON_HOST])
         else:
+            if entry.path in changed:
+                plan.replace.append([entry.path, CHANGED_ON_HOST])
             plan.send.append(entry)
     local_dirs = {parent for path in local_paths for parent in parents(path)}
     for path in synced:
@@ -84,44 +100,90 @@ def parents(path: str) -> list:
 
 
 def project_dir_name(project_root: Path) -> str:
-    """<name>-<8 hex of the local absolute path>: two checkouts of the same name never collide."""
+    """<name>-<8 hex of this laptop and the local absolute path>: two checkouts of the same name never
+    collide, and neither do two laptops' projects at the same path."""
     absolute = str(project_root.resolve())
-    return f"{project_root.resolve().name}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
+    key = f"{laptop_identity()}\0{absolute}"
+    return f"{project_root.resolve().name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
-def sync_project(agent, project_root: Path, workdir: str, entries: list | None = None, out=None) -> SyncResult:
+def sync_project(agent, project_root: Path, workdir: str, entries: list | None = None, out=None,
+                 for_run: bool = False, force: bool = False) -> SyncResult:
+    """for_run: the host keeps the synced tree for the run that follows (its `start` takes it over), or,
+    while a job of the project runs, stages it. force: replace files changed on the host."""
     out = out if out is not None else sys.stderr  # looked up now: a daemon redirects sys.stderr per request
     with remote_failures_explained(agent.label, workdir):
         # The host describes what earlier syncs put there while this side scans: one round trip, overlapped.
-        agent.send("prepare", workdir=workdir, project=project_dir_name(project_root), manifest=True)
+        agent.send("prepare", workdir=workdir, project=project_dir_name(project_root), manifest=True, for_run=for_run)
         try:
             entries = scan_project(project_root) if entries is None else entries
         finally:
-            manifest = agent.recv()  # read even when the scan failed: the link stays in step
-        project_dir = manifest["project_dir"]
-        plan = plan_sync(entries, manifest["present"], manifest["synced"],
-                         lambda path: os.path.lexists(project_root / path))
-        if not plan.send and not plan.delete:
-            if plan.forget:  # now ignored here: recorded as no longer ours, so it is never deleted there
-                apply_plan(agent, project_root, project_dir, plan, out, paths=[e.path for e in entries])
-            print(f"sync: {agent.label} is up to date ({plan.unchanged} file{'' if plan.unchanged == 1 else 's'})", file=out)
-            return SyncResult(project_dir, 0, 0, 0, plan.unchanged)
-        host_digests, deltas = plan_deltas(agent, project_root, project_dir, plan, manifest["present"])
-        check_free_space(agent.label, plan, manifest["free_bytes"], deltas)
-        line = f"sync: {summarize(plan.send)}" if plan.send else "sync: nothing to send"
-        if deltas:
-            changed, blocks = sum(len(d.changed) for d in deltas.values()), sum(d.blocks for d in deltas.values())
-            line += (f"; {len(deltas)} by delta ({changed} of {blocks} blocks): "
-                     f"{human_size(bytes_to_send(plan.send, deltas))} to send")
-        if plan.delete:
-            line += f"; {len(plan.delete)} to delete"
-        print(f"{line} -> {agent.label}:{project_dir}", file=out)
-        applied, pending = apply_plan(agent, project_root, project_dir, plan, out, host_digests=host_digests,
-                                      deltas=deltas, paths=[e.path for e in entries])
+            manifest = prepared(agent, out)  # read even when the scan failed: the link stays in step
+        try:
+            return sync_planned(agent, project_root, entries, manifest, out, force)
+        finally:
+            try:
+                agent.send("sync_done")  # no reply: the host lets the next sync of this project in
+            except OffloadError:
+                pass  # the link is gone, and with it the host's lock; the error on its way says more
+
+
+def prepared(agent, out) -> dict:
+    """The `prepared` reply, saying once if another sync of the project holds the host meanwhile."""
+    while True:
+        message = agent.recv()
+        if message["t"] == "sync_wait":
+            print(f"sync: another sync into this project on {agent.label} is in progress; waiting for it", file=out)
+        elif message["t"] != "tick":
+            return message
+
+
+def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, force: bool) -> SyncResult:
+    project_dir, stage = manifest["project_dir"], manifest.get("stage")
+    plan = plan_sync(entries, manifest["present"], manifest["synced"],
+                     lambda path: os.path.lexists(project_root / path), manifest.get("changed", ()), force)
+    plan.kept.extend(manifest.get("refused", []))
+    if stage:
+        print(f"sync: a run of this project is using it on {agent.label}: the files are staged, and go in "
+              "when it ends (or when your run starts); the running job keeps its own", file=out)
+    for path, why in plan.replace:
+        print(f"sync: replacing {path} on {agent.label}: {why} (--force)", file=out)
+    if not plan.send and not plan.delete:
+        if plan.forget:  # now ignored here: recorded as no longer ours, so it is never deleted there
+            apply_plan(agent, project_root, project_dir, plan, out, paths=[e.path for e in entries])
+        say_kept(plan.kept, agent.label, out)
+        print(f"sync: {agent.label} is up to date ({plan.unchanged} file{'' if plan.unchanged == 1 else 's'})", file=out)
+        return SyncResult(project_dir, 0, 0, 0, plan.unchanged, stage, plan.kept)
+    host_digests, deltas = plan_deltas(agent, project_root, project_dir, plan, manifest["present"])
+    check_free_space(agent.label, plan, manifest["free_bytes"], deltas)
+    line = f"sync: {summarize(plan.send)}" if plan.send else "sync: nothing to send"
+    if deltas:
+        changed, blocks = sum(len(d.changed) for d in deltas.values()), sum(d.blocks for d in deltas.values())
+        line += (f"; {len(deltas)} by delta ({changed} of {blocks} blocks): "
+                 f"{human_size(bytes_to_send(plan.send, deltas))} to send")
+    if plan.delete:
+        line += f"; {len(plan.delete)} to delete"
+    print(f"{line} -> {agent.label}:{project_dir}", file=out)
+    applied, pending = apply_plan(agent, project_root, project_dir, plan, out, host_digests=host_digests,
+                                  deltas=deltas, paths=[e.path for e in entries], force=force)
+    kept = plan.kept + applied.get("kept", [])
+    say_kept(kept, agent.label, out)
     if pending:
         raise OffloadError(f"{pending[0].path} kept changing while it was being sent; it was not synced",
                            hint="stop whatever writes it, or add it to .offloadignore")
-    return SyncResult(project_dir, applied["written"], applied["bytes"], applied["deleted"], plan.unchanged)
+    return SyncResult(project_dir, applied["written"], applied["bytes"], applied["deleted"], plan.unchanged, stage, kept)
+
+
+KEPT_LINES = 5  # kept paths named one per line; the rest are counted
+
+
+def say_kept(kept: list, label: str, out) -> None:
+    """One line per path the host kept (`kept out/ckpt.pt: changed on the host since it was synced`)."""
+    for path, why in kept[:KEPT_LINES]:
+        hint = " (--force replaces it)" if why == CHANGED_ON_HOST or "not written by offload" in why else ""
+        print(f"sync: kept {path} on {label}: {why}{hint}", file=out)
+    if len(kept) > KEPT_LINES:
+        print(f"sync: kept {len(kept) - KEPT_LINES} more paths on {label} for the same reasons", file=out)
 
 
 def plan_deltas(agent, project_root: Path, project_dir: str, plan: SyncPlan, present: dict) -> tuple:
@@ -152,14 +214,16 @@ def check_free_space(label: str, plan: SyncPlan, free_bytes: int, deltas: dict |
 
 
 def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out, record: bool = True,
-               host_digests: dict | None = None, deltas: dict | None = None, paths: list | None = None) -> tuple:
+               host_digests: dict | None = None, deltas: dict | None = None, paths: list | None = None,
+               force: bool = False) -> tuple:
     """Delete and send what the plan says; returns the agent's tally and the entries that kept changing.
     record=False: files that are not the sync's (put back for --resume), never deleted by a later sync.
     A file in deltas goes as a patch; one sent again after it changed is hashed again against host_digests.
     paths: every path the laptop has, recorded as the sync's once the apply succeeds."""
     host_digests, deltas = dict(host_digests or {}), dict(deltas or {})
     extra = {"paths": paths} if paths is not None else {}
-    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, record=record, **extra)
+    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, record=record,
+               force=force, **extra)
     pending = list(plan.send)
     with progress_bar("sync", bytes_to_send(plan.send, deltas), out) as advance:
         for attempt in range(MAX_RESENDS):

@@ -7,8 +7,10 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 
 from . import ceiling, facts, files, jobs, protocol
+from .fence import OutsideProject
 
 AGENT_VERSION = "0.1.0"
 
@@ -17,7 +19,7 @@ class Agent:
     def __init__(self, inp, out):
         self.inp = inp
         self.out = out
-        self.receiver = files.Receiver()
+        self.receiver = files.Receiver(jobs.write_json)
 
     def send(self, message_type: str, /, **fields) -> None:
         protocol.write_message(self.out, message_type, **fields)
@@ -34,6 +36,8 @@ class Agent:
                 self.send("error", code=exc.code, message=str(exc))
             except OSError as exc:
                 self.send("error", code=error_code(exc), message=describe_os_error(exc))
+            except OutsideProject as exc:
+                self.send("error", code="refused", message=str(exc))
 
     def handle(self, message: dict) -> None:
         kind = message["t"]
@@ -45,11 +49,17 @@ class Agent:
             self.send("device", **facts.device_facts())
         elif kind == "bench":
             self.send("bench", **ceiling.measure(float(message.get("seconds", 10))))
-        elif kind == "prepare":
+        elif kind == "prepare":  # a sync begins: it takes the project's sync lock, waiting for another sync
             prepared = files.prepare(message["workdir"], message["project"])
+            prepared.update(self.receiver.begin(prepared["project_dir"], bool(message.get("for_run")),
+                                                WaitNotice(self.send)))
             if message.get("manifest"):  # the laptop scans its side meanwhile: one round trip for both
                 prepared.update(self.receiver.manifest(prepared["project_dir"]))
             self.send("prepared", **prepared)
+        elif kind == "sync_done":  # no reply: the laptop does not wait for it
+            self.receiver.end_sync()
+        elif kind == "release_tree":  # no reply: the run this sync was for will not start
+            self.receiver.release_tree(message.get("project_dir"))
         elif kind == "manifest":
             self.send("manifest", **self.receiver.manifest(message["project_dir"], message["paths"]))
         elif kind == "blocks":  # the digests follow the reply as one blob: 64 KiB per GiB, no hex in JSON
@@ -59,8 +69,13 @@ class Agent:
             self.out.flush()
         elif kind == "apply":
             self.send("applied", **self.receiver.apply(message, self.inp))
-        elif kind == "start":
-            self.send("started", **jobs.start(message))
+        elif kind == "start":  # a sync for this run holds the live tree: the job's supervisor takes it over
+            cwd = files.project_dir_of(message["cwd"], "")
+            tree_fd = self.receiver.held_trees.get(cwd.rstrip("/"))
+            started = jobs.start(message, tree_fd)
+            if not message.get("keep_tree"):
+                self.receiver.release_tree(cwd.rstrip("/"))
+            self.send("started", **started)
         elif kind == "follow":
             jobs.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out,
                         int(message.get("metrics_offset", 0)), bool(message.get("until_now")))
@@ -85,6 +100,23 @@ class Agent:
                                message.get("end"), self.send, self.out)
         else:
             raise files.RequestError("bad_request", f"unknown request {kind!r}")
+
+
+class WaitNotice:
+    """Told once that another sync holds the project, then ticks, so the laptop knows why it waits."""
+
+    def __init__(self, send):
+        self.send, self.last = send, None
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self.last is None:
+            self.send("sync_wait")
+        elif now - self.last < jobs.IDLE_TICK_S:
+            return
+        else:
+            self.send("tick")
+        self.last = now
 
 
 def error_code(exc: OSError) -> str:

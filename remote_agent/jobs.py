@@ -37,7 +37,10 @@ def write_json(path: str, data: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def start(request: dict) -> dict:
+def start(request: dict, tree_fd: int | None = None) -> dict:
+    """Start the job's supervisor. With `tree` in the request the job runs in a synced project tree it owns
+    for its whole life (tree.py): tree_fd is the tree lock the sync took for it, passed on to the
+    supervisor; without one, the supervisor takes the lock itself and switches in the run's staged tree."""
     run_dir = os.path.abspath(os.path.expanduser(request["run_dir"]))
     cwd = os.path.abspath(os.path.expanduser(request["cwd"]))
     if not os.path.isdir(cwd):
@@ -52,12 +55,14 @@ def start(request: dict) -> dict:
     write_json(os.path.join(run_dir, JOB), {
         "argv": request["argv"], "cwd": cwd, "env": env, "lock": lock, "wait": bool(request.get("wait", True)),
         "run_id": request.get("run_id") or os.path.basename(run_dir), "laptop": request.get("laptop"),
+        "tree": job_tree(request.get("tree"), cwd, tree_fd, bool(request.get("keep_tree"))),
     })
     agent_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.Popen(
         [sys.executable, "-m", "remote_agent.supervisor", run_dir],
         cwd=agent_root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,  # its own session: a hangup on the link never reaches it
+        pass_fds=(tree_fd,) if tree_fd is not None and request.get("tree") is not None else (),
     )
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
@@ -66,6 +71,16 @@ def start(request: dict) -> dict:
             return status
         time.sleep(POLL_S)
     raise RequestError("spawn_failed", f"the job did not start within {START_DEADLINE_S:.0f} s (see {run_dir})")
+
+
+def job_tree(tree: dict | None, cwd: str, tree_fd: int | None, keep: bool) -> dict | None:
+    """What job.json says of the project tree the job runs in: the tree lock's inherited fd (if the sync
+    holds it), the staged tree to switch in (if it made one), and whether the stage is used up by this job."""
+    if tree is None:
+        return None
+    if not isinstance(tree, dict) or not isinstance(tree.get("stage"), (str, type(None))):
+        raise RequestError("bad_request", f"tree must be {{'stage': ID or null}}, not {tree!r}")
+    return {"project_dir": cwd, "fd": tree_fd, "stage": tree.get("stage"), "consume": not keep}
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ import os
 import stat
 
 from . import protocol
+from .fence import OutsideProject
 
 BLOCK = 256 << 10  # 4096 blocks per GiB: 64 KiB of digests, and a 1 MiB edit costs at most 1.25 MiB sent
 DIGEST_BYTES = 16  # xxh3_128, computed on the laptop
@@ -38,10 +39,6 @@ class StalePatch(Exception):
 
 def path_key(relpath: str) -> str:
     return hashlib.sha256(relpath.encode()).hexdigest()[:32]
-
-
-def host_path(project_dir: str, relpath: str) -> str:
-    return os.path.join(project_dir, *relpath.split("/"))
 
 
 def beside(path: str, suffix: str) -> str:
@@ -97,12 +94,13 @@ def forget(project_dir: str, relpath: str) -> None:
         pass
 
 
-def stored_digests(project_dir: str, paths: list) -> tuple:
-    """([[relpath, count], ...], the digests of those files, concatenated) for the paths with a valid sidecar."""
+def stored_digests(project_dir: str, located: list) -> tuple:
+    """([[relpath, count], ...], the digests of those files, concatenated) for the (relpath, path) pairs with a
+    valid sidecar."""
     found, blobs = [], []
-    for relpath in paths:
+    for relpath, path in located:
         try:
-            st = os.lstat(host_path(project_dir, relpath))
+            st = os.lstat(path)
         except OSError:
             continue
         digests = read_sidecar(project_dir, relpath, st) if stat.S_ISREG(st.st_mode) else None
@@ -112,13 +110,13 @@ def stored_digests(project_dir: str, paths: list) -> tuple:
     return found, b"".join(blobs)
 
 
-def store_digests(project_dir: str, message: dict, inp, just_put: bool) -> int:
-    """The `digests` message after a whole big file: kept if that file is the one just written."""
+def store_digests(project_dir: str, message: dict, inp, just_put: bool, path: str) -> int:
+    """The `digests` message after a whole big file (at path): kept if that file is the one just written."""
     size = int(message["size"])
     digests = b"".join(protocol.read_exactly(inp, size))
     relpath = message["path"]
     try:
-        st = os.lstat(host_path(project_dir, relpath))
+        st = os.lstat(path)
     except OSError:
         return size
     if (just_put and stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (message["file_size"], message["mtime_ns"])
@@ -155,9 +153,11 @@ def merged_digests(old: bytes, changed: bytes, ranges: list, blocks: int) -> byt
     return b"".join(new)
 
 
-def receive_patch(project_dir: str, relpath: str, path: str, message: dict, inp) -> tuple:
+def receive_patch(project_dir: str, relpath: str, path: str, message: dict, inp, in_place_ok: bool = True) -> tuple:
     """Receive a patch and apply it; returns (applied, bytes received). Not applied: the laptop saw its file
-    change while sending and will send it again. The blob is always consumed from the stream."""
+    change while sending and will send it again. The blob is always consumed from the stream.
+    In place only when in_place_ok (no job of the project runs: the caller holds its tree), the file has one
+    link (a staged tree's hard link must keep the old bytes) and no process has it open or mapped."""
     size = int(message["size"])
     consumed = [0]
 
@@ -173,7 +173,8 @@ def receive_patch(project_dir: str, relpath: str, path: str, message: dict, inp)
     if part is None:
         return False, size
     try:
-        if in_use(os.lstat(path)):
+        st = os.lstat(path)
+        if not in_place_ok or st.st_nlink != 1 or in_use(st):
             apply_by_copy(project_dir, part, path)
         else:
             journal, marker = commit_journal(project_dir, relpath, part, path)
@@ -253,7 +254,7 @@ def redo(project_dir: str, journal: str, path: str) -> None:
         header = json.loads(f.readline())
         digests = f.read(header["count"] * DIGEST_BYTES)
         try:
-            fd = os.open(path, os.O_WRONLY)
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             fd = None  # the file is gone: nothing left to patch
         if fd is not None:
@@ -283,8 +284,11 @@ def apply_by_copy(project_dir: str, part: str, path: str) -> None:
         ours = os.fstat(fd)
         try:
             try:
-                with open(path, "rb") as source:
-                    copy_bytes(source.fileno(), fd, min(os.fstat(source.fileno()).st_size, header["size"]))
+                source = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    copy_bytes(source, fd, min(os.fstat(source).st_size, header["size"]))
+                finally:
+                    os.close(source)
                 write_blocks(f, fd, header)
                 st = os.fstat(fd)
             finally:
@@ -336,25 +340,31 @@ def write_blocks(journal, fd: int, header: dict) -> None:
     os.utime(fd, ns=(header["mtime_ns"], header["mtime_ns"]))
 
 
-def recover(project_dir: str) -> None:
-    """Redo the journals a killed agent left in flight (`.offload/patching/` names them)."""
+def recover(project_dir: str, fence) -> list:
+    """Redo the journals a killed agent left in flight (`.offload/patching/` names them); fence resolves
+    their paths inside the project (fence.py). Returns the paths patched, whose records are now stale."""
     marker_dir = os.path.join(project_dir, PATCHING_DIR)
     try:
         markers = os.listdir(marker_dir)
     except FileNotFoundError:
-        return
+        return []
+    redone = []
     for name in markers:
         marker = os.path.join(marker_dir, name)
         try:
             with open(marker) as f:
                 relpath = f.read()
-            path = host_path(project_dir, relpath)
+            path = fence.path(relpath)
             journal = beside(path, PATCH_SUFFIX)
             if os.path.lexists(journal):
                 redo(project_dir, journal, path)
+                redone.append(relpath)
             os.unlink(marker)
         except FileNotFoundError:
             continue  # another agent finished it
+        except OutsideProject:
+            os.unlink(marker)  # its file now lies behind a link out of the project: never patched there
+    return redone
 
 
 # --- who has a file open ----------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 
-from . import hostlock
+from . import files, hostlock, tree
+from .fence import OutsideProject
 from .jobs import JOB, LOG, STATUS, now, write_json
 
 LOCK_POLL_S = 0.1  # how soon a freed lock is taken; the kernel frees it the moment its holder exits
@@ -32,6 +33,7 @@ class Supervisor:
                        "lock": job.get("lock"), "pid": None, "pgid": None}
         self.stop_signal = None
         self.job_pgid = None
+        self.tree_fd = None
 
     def on_stop(self, signum, frame) -> None:
         self.stop_signal = signum
@@ -47,24 +49,85 @@ class Supervisor:
 
     def run(self) -> int:
         open(os.path.join(self.run_dir, LOG), "ab").close()  # there to follow from the first status on, job or not
-        if not self.job.get("lock"):
-            return self.run_job()
-        lock = hostlock.HostLock(self.job["lock"])
+        tree_job = self.job.get("tree")
+        self.tree_fd = tree_job.get("fd") if tree_job else None
         try:
+            if not self.job.get("lock"):
+                if tree_job and self.tree_fd is None:
+                    self.tree_fd = tree.lock_waiting(self.tree_lock_path(), lambda: None)
+                return self.run_in_tree()
+            lock = hostlock.HostLock(self.job["lock"])
             try:
-                taken = self.take(lock)
-            except OSError as exc:
-                self.record(state="exited", ended_at=now(), exit_code=None, signal=None,
-                            error=f"cannot use the GPU lock {self.job['lock']}: {exc.strerror or exc}")
-                return 1
-            return self.run_job() if taken else 0
+                try:
+                    taken = self.take(lock)
+                except OSError as exc:
+                    self.record(state="exited", ended_at=now(), exit_code=None, signal=None,
+                                error=f"cannot use the GPU lock {self.job['lock']}: {exc.strerror or exc}")
+                    return 1
+                if not taken:
+                    self.drop_stage()
+                return self.run_in_tree() if taken else 0
+            finally:
+                lock.release()  # after the exit is recorded: whoever waits starts only once this run has ended
         finally:
-            lock.release()  # after the exit is recorded: whoever waits starts only once this run has ended
+            tree.unlock(self.tree_fd)
+
+    def tree_lock_path(self) -> str:
+        return os.path.join(self.job["tree"]["project_dir"], tree.TREE_LOCK)
+
+    def try_locks(self, lock) -> bool:
+        """The GPU lock and, for a job in a synced tree, the tree's lock; both or neither. Never holding one
+        while waiting for the other is what keeps two runs of one project from waiting on each other."""
+        if not lock.try_acquire():
+            return False
+        if self.job.get("tree") and self.tree_fd is None:
+            self.tree_fd = tree.try_lock(self.tree_lock_path())
+            if self.tree_fd is None:  # a sync or a job of this project has the tree: let the GPU go meanwhile
+                lock.release()
+                return False
+        return True
+
+    def run_in_tree(self) -> int:
+        """Switch the run's staged tree in (if its sync made one), run the job, then let a plain sync staged
+        meanwhile go in."""
+        tree_job = self.job.get("tree")
+        if not tree_job:
+            return self.run_job()
+        project_dir = tree_job["project_dir"]
+        try:
+            files.finish_patches(project_dir, write_json)  # never start a job on a half-patched file
+            if tree_job.get("stage"):
+                self.note_kept(tree.switch_in(project_dir, tree.Stage(project_dir, tree_job["stage"]), write_json,
+                                              consume=bool(tree_job.get("consume"))))
+        except (OSError, ValueError, OutsideProject) as exc:
+            self.record(state="exited", started_at=now(), ended_at=now(), exit_code=None, signal=None,
+                        error=f"cannot put the run's synced files in place: {exc}")
+            return 1
+        try:
+            return self.run_job()
+        finally:
+            if tree_job.get("consume"):  # the run, not its setup: a sync staged meanwhile may go in now
+                try:
+                    tree.settle(project_dir, write_json)
+                except (OSError, ValueError, OutsideProject):
+                    pass  # the staged sync stays staged; the next job's end tries again
+
+    def drop_stage(self) -> None:
+        """A run that will never start (busy, or stopped while waiting) has no use for its staged tree."""
+        tree_job = self.job.get("tree") or {}
+        if tree_job.get("stage") and tree_job.get("consume"):
+            tree.Stage(tree_job["project_dir"], tree_job["stage"]).remove()
+
+    def note_kept(self, kept: list) -> None:
+        if kept:
+            with open(os.path.join(self.run_dir, LOG), "ab") as log:
+                for relpath, why in kept:
+                    log.write(f"offload: kept {relpath}: {why}; the run uses the host's version\n".encode())
 
     def take(self, lock) -> bool:
         """Wait for the lock (or, told not to wait, give up at once); True once we hold it."""
         known_holder, holder_deadline = None, time.monotonic() + HOLDER_GRACE_S
-        while not lock.try_acquire():
+        while not self.try_locks(lock):
             if self.stop_signal is not None:
                 self.record_stopped_while_waiting()
                 return False
@@ -97,6 +160,7 @@ class Supervisor:
                 proc = subprocess.Popen(
                     job["argv"], cwd=job["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=log,
                     stderr=subprocess.STDOUT, preexec_fn=os.setpgrp, close_fds=True,
+                    pass_fds=(self.tree_fd,) if self.tree_fd is not None else (),  # the job holds its tree too
                 )
             except OSError as exc:
                 log.write(f"offload: cannot start {job['argv'][0]}: {exc.strerror}\n".encode())

@@ -34,7 +34,8 @@ def agent(local_agent):
 
 
 def start_apply(agent, workdir: Path, project: Path, paths: list) -> str:
-    project_dir = agent.request("prepare", workdir=str(workdir), project=project_dir_name(project))["project_dir"]
+    agent.send("prepare", workdir=str(workdir), project=project_dir_name(project))
+    project_dir = skip_ticks(agent)["project_dir"]
     agent.request("manifest", project_dir=project_dir, paths=paths)
     agent.send("apply", project_dir=project_dir, delete=[], forget=[])
     return project_dir
@@ -56,8 +57,13 @@ def parts(root: Path) -> list:
     return sorted(str(p) for p in root.rglob(f"*{PART_SUFFIX}"))
 
 
+def offload_files(project_dir: Path) -> list:
+    """What offload keeps in the host project's .offload/, less the sync's and the tree's lock files."""
+    return sorted(set(os.listdir(project_dir / ".offload")) - {"sync.lock", "tree.lock"})
+
+
 def synced_paths(project_dir: str) -> list:
-    return json.loads((Path(project_dir) / ".offload" / "synced.json").read_text())["synced"]
+    return sorted(json.loads((Path(project_dir) / ".offload" / "synced.json").read_text())["records"])
 
 
 def test_a_file_is_written_under_a_part_name_and_renamed_when_whole(agent, tmp_path):
@@ -73,7 +79,7 @@ def test_a_file_is_written_under_a_part_name_and_renamed_when_whole(agent, tmp_p
     assert not (project_dir / "w.bin").exists()  # every byte is there, but not yet the laptop's word on them
     agent.write(WHOLE, flush=True)
     agent.send("end")
-    assert agent.recv() == {"t": "applied", "written": 1, "deleted": 0, "bytes": len(data)}
+    assert agent.recv() == {"t": "applied", "written": 1, "deleted": 0, "bytes": len(data), "kept": []}
     st = os.stat(project_dir / "w.bin")
     assert (project_dir / "w.bin").read_bytes() == data
     assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o640, 1_700_000_000_123_456_789)
@@ -101,7 +107,7 @@ def test_a_laptop_that_goes_away_mid_file_leaves_the_old_file_whole(agent, tmp_p
     assert synced_paths(str(project_dir)) == ["w.bin"]
 
 
-def test_an_agent_still_finishing_for_a_vanished_laptop_never_spoils_the_next_syncs_file(agent, tmp_path):
+def test_a_second_sync_of_the_project_waits_for_the_first_and_a_vanished_laptops_part_never_spoils_it(agent, tmp_path):
     stale, fresh = os.urandom(4 * MiB), os.urandom(4 * MiB)
     workdir, project = tmp_path / "host", tmp_path / "proj"
     project_dir = Path(start_apply(agent, workdir, project, ["w.bin"]))
@@ -109,27 +115,31 @@ def test_an_agent_still_finishing_for_a_vanished_laptop_never_spoils_the_next_sy
     agent.write(put_header("w.bin", len(stale)) + stale[: 2 * MiB], flush=True)
     assert wait_for(lambda: part.exists() and part.stat().st_size == 2 * MiB, 10)
 
-    def holds_half_of_fresh() -> bool:
-        try:
-            return part.read_bytes() == fresh[: 2 * MiB]
-        except FileNotFoundError:
-            return False
-
     second = start_local()
     try:
-        start_apply(second, workdir, project, ["w.bin"])
-        second.write(put_header("w.bin", len(fresh)) + fresh[: 2 * MiB], flush=True)
-        assert wait_for(holds_half_of_fresh, 10)
+        second.send("prepare", workdir=str(workdir), project=project_dir_name(project))
+        assert second.recv()["t"] == "sync_wait"  # the first sync holds the project: serialized, not interleaved
         agent.writer.close()  # the first laptop is gone now: its agent cleans up after itself
         assert wait_for(lambda: not alive(agent.hello["pid"]), 10)
+        assert not (project_dir / "w.bin").exists() and parts(project_dir) == []
 
-        second.write(fresh[2 * MiB:] + WHOLE, flush=True)
+        assert skip_ticks(second)["t"] == "prepared"
+        second.request("manifest", project_dir=str(project_dir), paths=["w.bin"])
+        second.send("apply", project_dir=str(project_dir), delete=[], forget=[])
+        second.write(put_header("w.bin", len(fresh)) + fresh + WHOLE, flush=True)
         second.send("end")
         assert second.recv()["written"] == 1
     finally:
         second.close()
     assert (project_dir / "w.bin").read_bytes() == fresh
     assert parts(project_dir) == []
+
+
+def skip_ticks(agent) -> dict:
+    while True:
+        message = agent.recv()
+        if message["t"] not in ("tick", "sync_wait"):
+            return message
 
 
 def grow(path: Path) -> None:
@@ -231,7 +241,7 @@ def test_a_full_disk_while_writing_is_reported_and_leaves_nothing_half_written(a
     assert raised.value.code == "disk_full"
     assert raised.value.message == "this machine: No space left on device (big.bin)"
     assert sorted(os.listdir(project_dir)) == [".offload", "ok.txt"]
-    assert os.listdir(project_dir / ".offload") == ["synced.json"]
+    assert offload_files(project_dir) == ["synced.json"]
     assert synced_paths(str(project_dir)) == ["ok.txt"]
     # The stream stayed in step: the same agent goes on serving.
     agent.send("apply", project_dir=str(project_dir), delete=[], forget=[])
@@ -251,7 +261,7 @@ def test_paths_outside_the_project_are_refused(agent, tmp_path, path):
     assert raised.value.code == "bad_request"
     assert "refusing path outside the project" in raised.value.message
     assert not (tmp_path / "host" / "outside.txt").exists() and not Path("/tmp/abs.txt").exists()
-    assert sorted(os.listdir(project_dir / ".offload")) == ["synced.json"]
+    assert offload_files(project_dir) == ["synced.json"]
     assert synced_paths(str(project_dir)) == []
 
 

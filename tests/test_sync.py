@@ -17,15 +17,14 @@ from conftest import run_offload, register_host
 from sshd_server import wait_for
 
 from offload.ignore import LocalEntry, scan_project
-from offload.sync import plan_sync, up_to_date
+from offload.sync import plan_sync, project_dir_name, up_to_date
 
 PART_SUFFIX = ".offload-part"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def host_project_dir(workdir: str, project: Path) -> Path:
-    absolute = str(project.resolve())
-    return Path(workdir) / f"{project.resolve().name}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
+    return Path(workdir) / project_dir_name(project)
 
 
 def tree(root: Path) -> dict:
@@ -129,6 +128,8 @@ def test_sync_sends_exactly_the_files_not_ignored_with_content_modes_links_and_e
     got = tree(host_dir)
     assert got.pop(".offload") == ("dir",)
     assert got.pop(".offload/synced.json")[0] == "file"
+    for lock in (".offload/sync.lock", ".offload/tree.lock"):
+        assert got.pop(lock)[0] == "file"
     assert got == expected  # content, permission bits (0o755, 0o444) and mtimes too
     assert sorted(os.listdir(box["workdir"])) == [".agent", host_dir.name]
     assert part_files(Path(box["workdir"])) == []

@@ -49,8 +49,9 @@ class Project:
         self.local.write_bytes(self.rng.randbytes(size))
         self.host_file = Path(self.workdir) / project_dir_name(root) / "train.bin"
 
-    def sync(self):
-        return sync_project(self.agent, self.root, self.workdir, out=io.StringIO())
+    def sync(self, force: bool = False):
+        self.said = io.StringIO()
+        return sync_project(self.agent, self.root, self.workdir, out=self.said, force=force)
 
     def overwrite(self, offset: int, length: int) -> None:
         with open(self.local, "r+b") as f:
@@ -118,7 +119,7 @@ def test_an_append_and_a_truncation_send_only_new_or_changed_blocks(link, tmp_pa
     assert leftovers(project.host_file.parent) == []
 
 
-def test_a_host_file_changed_behind_offloads_back_is_sent_whole(link, tmp_path):
+def test_a_host_file_changed_behind_offloads_back_is_kept_and_with_force_sent_whole(link, tmp_path):
     project = Project(tmp_path / "proj", link, 16 * MiB)
     project.sync()
     with open(project.host_file, "r+b") as f:  # same size, other bytes, a touched mtime: the sidecar is stale
@@ -126,9 +127,15 @@ def test_a_host_file_changed_behind_offloads_back_is_sent_whole(link, tmp_path):
         f.write(b"\0" * MiB)
     stamp = project.host_file.stat().st_mtime_ns + 1_000_000_000
     os.utime(project.host_file, ns=(stamp, stamp))
+    changed_on_host = project.host_file.read_bytes()
+    project.overwrite(MiB, 1000)
 
-    again = project.sync()
+    kept = project.sync()
 
+    assert kept.sent_bytes == 0 and project.host_file.read_bytes() == changed_on_host
+    assert "kept train.bin on box: changed on the host since it was synced (--force replaces it)" in project.said.getvalue()
+    again = project.sync(force=True)
+    assert "replacing train.bin on box: changed on the host since it was synced (--force)" in project.said.getvalue()
     assert again.sent_bytes >= 16 * MiB  # whole: the host's digests no longer describe its file
     assert project.host_file.read_bytes() == project.local.read_bytes()
     project.overwrite(MiB, 1000)
@@ -176,7 +183,7 @@ def test_a_journal_left_by_a_killed_agent_is_redone_by_the_next_manifest(link, t
     with open(project.local, "ab") as f:
         f.write(b"tail")
     new = project.local.read_bytes()
-    host_digests = patching.stored_digests(project_dir, ["train.bin"])[1]
+    host_digests = patching.stored_digests(project_dir, [("train.bin", str(project.host_file))])[1]
     delta = plan_delta(project.local, host_digests)
     message, blob = patch_message(delta, new)
 

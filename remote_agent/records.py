@@ -1,0 +1,85 @@
+"""What a sync wrote on the host, path by path: the proof that a host file is still offload's to replace.
+
+`.offload/synced.json` records, for each path a sync put there, what it was right after it was written:
+[kind, size, mtime_ns, inode, link target]. A sync overwrites or deletes a path only while it still
+matches its record: a checkpoint a run rewrote, a file a person edited on the host, or a file offload never
+wrote is somebody else's, and is kept. `generation` orders the trees that became live (see tree.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+STATE_FILE = os.path.join(".offload", "synced.json")
+
+
+def identity(path: str) -> list | None:
+    """[kind, size, mtime_ns, inode, target] of what is at path (never following a last symlink), or None."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return identity_of(st, path)
+
+
+def identity_of(st: os.stat_result, path: str) -> list:
+    if stat.S_ISLNK(st.st_mode):
+        return ["link", 0, st.st_mtime_ns, st.st_ino, os.readlink(path)]
+    if stat.S_ISDIR(st.st_mode):
+        return ["dir", 0, 0, 0, ""]
+    return ["file", st.st_size, st.st_mtime_ns, st.st_ino, ""]
+
+
+def matches(record: list | None, current: list | None) -> bool:
+    """Whether the thing at a path is still the one a sync wrote there."""
+    if record is None or current is None or record[0] != current[0]:
+        return False
+    if current[0] == "dir":
+        return True
+    if current[0] == "link":
+        return record[4] == current[4]
+    return record[1:4] == current[1:4]
+
+
+class Records:
+    def __init__(self, paths: dict, generation: int = 0):
+        self.paths = paths  # relpath -> identity when written
+        self.generation = generation
+
+    @staticmethod
+    def exist(root: str) -> bool:
+        return os.path.isfile(os.path.join(root, STATE_FILE))
+
+    @classmethod
+    def load(cls, root: str, resolve=None) -> "Records":
+        """The records of the tree at root. A file of the first format (a bare list of paths) is taken as
+        describing the files there now: it predates records, and those paths were the sync's."""
+        try:
+            with open(os.path.join(root, STATE_FILE)) as f:
+                data = json.load(f)
+        except (FileNotFoundError, ValueError):
+            return cls({})
+        if not isinstance(data, dict):
+            return cls({})
+        if isinstance(data.get("records"), dict):
+            return cls({path: list(record) for path, record in data["records"].items()}, int(data.get("generation", 0)))
+        resolve = resolve or (lambda relpath: os.path.join(root, *relpath.split("/")))
+        migrated = {}
+        for path in data.get("synced", []):
+            try:
+                found = identity(resolve(path))
+            except Exception:  # noqa: BLE001 - a path the fence refuses is simply not ours any more
+                found = None
+            if found is not None:
+                migrated[path] = found
+        return cls(migrated)
+
+    def save(self, root: str, write_json) -> None:
+        os.makedirs(os.path.join(root, os.path.dirname(STATE_FILE)), exist_ok=True)
+        write_json(os.path.join(root, STATE_FILE), {"version": 2, "generation": self.generation,
+                                                    "records": self.paths})
+
+    def owns(self, relpath: str, current: list | None) -> bool:
+        """Whether a sync may replace or delete what is at relpath now: nothing there, or what it wrote."""
+        return current is None or matches(self.paths.get(relpath), current)
