@@ -17,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 hosts_app = typer.Typer(no_args_is_help=True, help="Register and check GPU hosts.")
 app.add_typer(hosts_app, name="hosts")
 DEBUG = {"on": False}
+INVOCATION = {"argv": []}  # the arguments run_cli was given: a failed run's diagnosis repeats them (diagnose.py)
 
 
 @app.callback()
@@ -38,6 +39,7 @@ def run(
     fetch: Optional[List[str]] = typer.Option(None, "--fetch", help="Fetch files matching PATTERN when the run ends (repeatable)."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Exit with code 75 instead of waiting when the host is busy."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Run RUN's command again, with its fetched files put back."),
+    include: Optional[List[str]] = typer.Option(None, "--include", help="Send files matching PATTERN (gitignore-style, from the project root) whatever the ignore rules say (repeatable)."),
 ):
     """Sync the project to the host and run SCRIPT there, streaming its output back."""
     if script is None and resume is None:
@@ -49,7 +51,8 @@ def run(
                                         hosts=hosts, nproc_per_node=nproc_per_node,
                                         no_fallback=no_fallback, connect_timeout=connect_timeout, project=project,
                                         detach=detach, reconnect_for=reconnect_for, fetch=list(fetch or []),
-                                        no_wait=no_wait, resume=resume)))
+                                        no_wait=no_wait, resume=resume, include=list(include or []),
+                                        command_line=list(INVOCATION["argv"]))))
 
 
 @app.command()
@@ -57,11 +60,12 @@ def sync(
     host: Optional[str] = typer.Option(None, "--host", "-H", help="Registered host (default: the first)."),
     project: Optional[Path] = typer.Option(None, "--project", help="Project directory (default: the current one)."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
+    include: Optional[List[str]] = typer.Option(None, "--include", help="Send files matching PATTERN whatever the ignore rules say (repeatable)."),
 ):
     """Sync the project to the host, without running anything."""
     from .runner import sync_only
 
-    raise typer.Exit(sync_only(host, project, connect_timeout))
+    raise typer.Exit(sync_only(host, project, connect_timeout, list(include or [])))
 
 
 @app.command()
@@ -188,6 +192,7 @@ def run_cli(argv: list, redo=lambda exc: False, log_internal=lambda exc: None) -
     of printing exc (the link keeper hands a host key to confirm back to the terminal it came from);
     log_internal(exc) sees each internal error (the keeper logs its traceback)."""
     DEBUG["on"] = False
+    INVOCATION["argv"] = list(argv)
     try:
         app(args=argv, prog_name="offload")
     except SystemExit as exc:

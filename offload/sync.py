@@ -21,7 +21,8 @@ from .agent import DISK_HINT
 from .blocks import DELTA_MIN_BYTES, BlockHasher, Delta, as_ranges, block_length, plan_delta
 from .progress import progress_bar
 from .errors import OffloadError, RemoteError
-from .ignore import LocalEntry, human_size, scan_project, summarize
+from .ignore import LocalEntry, human_size, summarize
+from .selection import select_project, selection_lines
 
 MAX_RESENDS = 3  # a file still changing after this many tries is reported, not chased forever
 
@@ -89,15 +90,21 @@ def project_dir_name(project_root: Path) -> str:
     return f"{project_root.resolve().name}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
 
 
-def sync_project(agent, project_root: Path, workdir: str, entries: list | None = None, out=None) -> SyncResult:
+def sync_project(agent, project_root: Path, workdir: str, entries: list | None = None, out=None,
+                 selection=None, include: list | tuple = ()) -> SyncResult:
+    """entries: exactly these (no selection lines); else selection (selection.py), else one made here with include."""
     out = out if out is not None else sys.stderr  # looked up now: a daemon redirects sys.stderr per request
     with remote_failures_explained(agent.label, workdir):
         # The host describes what earlier syncs put there while this side scans: one round trip, overlapped.
         agent.send("prepare", workdir=workdir, project=project_dir_name(project_root), manifest=True)
         try:
-            entries = scan_project(project_root) if entries is None else entries
+            if entries is None:
+                selection = selection if selection is not None else select_project(project_root, include)
+                entries = selection.entries
         finally:
             manifest = agent.recv()  # read even when the scan failed: the link stays in step
+        for selection_line in selection_lines(selection) if selection is not None else []:
+            print(selection_line, file=out)  # what the beside-rule added and what the ignore rules left out
         project_dir = manifest["project_dir"]
         plan = plan_sync(entries, manifest["present"], manifest["synced"],
                          lambda path: os.path.lexists(project_root / path))
