@@ -103,8 +103,8 @@ def sync_project(agent, project_root: Path, workdir: str, entries: list | None =
                 entries = selection.entries
         finally:
             manifest = agent.recv()  # read even when the scan failed: the link stays in step
-        for selection_line in selection_lines(selection) if selection is not None else []:
-            print(selection_line, file=out)  # what the beside-rule added and what the ignore rules left out
+        # Besides the summary: what the beside-rule added and what the ignore rules left out (selection.py).
+        extra_lines = selection_lines(selection) if selection is not None else []
         project_dir = manifest["project_dir"]
         plan = plan_sync(entries, manifest["present"], manifest["synced"],
                          lambda path: os.path.lexists(project_root / path))
@@ -112,6 +112,8 @@ def sync_project(agent, project_root: Path, workdir: str, entries: list | None =
             if plan.forget:  # now ignored here: recorded as no longer ours, so it is never deleted there
                 apply_plan(agent, project_root, project_dir, plan, out, paths=[e.path for e in entries])
             print(f"sync: {agent.label} is up to date ({plan.unchanged} file{'' if plan.unchanged == 1 else 's'})", file=out)
+            for extra_line in extra_lines:
+                print(extra_line, file=out)
             return SyncResult(project_dir, 0, 0, 0, plan.unchanged)
         host_digests, deltas = plan_deltas(agent, project_root, project_dir, plan, manifest["present"])
         check_free_space(agent.label, plan, manifest["free_bytes"], deltas)
@@ -123,6 +125,8 @@ def sync_project(agent, project_root: Path, workdir: str, entries: list | None =
         if plan.delete:
             line += f"; {len(plan.delete)} to delete"
         print(f"{line} -> {agent.label}:{project_dir}", file=out)
+        for extra_line in extra_lines:
+            print(extra_line, file=out)
         applied, pending = apply_plan(agent, project_root, project_dir, plan, out, host_digests=host_digests,
                                       deltas=deltas, paths=[e.path for e in entries])
     if pending:
