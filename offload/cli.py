@@ -17,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 hosts_app = typer.Typer(no_args_is_help=True, help="Register and check GPU hosts.")
 app.add_typer(hosts_app, name="hosts")
 DEBUG = {"on": False}
+INVOCATION = {"argv": []}  # the arguments run_cli was given: a failed run's diagnosis repeats them (diagnose.py)
 
 
 @app.callback()
@@ -39,6 +40,7 @@ def run(
     no_wait: bool = typer.Option(False, "--no-wait", help="Exit with code 75 instead of waiting when the host is busy."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Run RUN's command again, with its fetched files put back."),
     force: bool = typer.Option(False, "--force", help="Replace files changed on the host since they were synced (says which)."),
+    include: Optional[List[str]] = typer.Option(None, "--include", help="Send files matching PATTERN (gitignore-style, from the project root) whatever the ignore rules say (repeatable)."),
 ):
     """Sync the project to the host and run SCRIPT there, streaming its output back."""
     if script is None and resume is None:
@@ -50,7 +52,8 @@ def run(
                                         hosts=hosts, nproc_per_node=nproc_per_node,
                                         no_fallback=no_fallback, connect_timeout=connect_timeout, project=project,
                                         detach=detach, reconnect_for=reconnect_for, fetch=list(fetch or []),
-                                        no_wait=no_wait, resume=resume, force=force)))
+                                        no_wait=no_wait, resume=resume, include=list(include or []),
+                                        command_line=list(INVOCATION["argv"]), force=force)))
 
 
 @app.command()
@@ -59,11 +62,12 @@ def sync(
     project: Optional[Path] = typer.Option(None, "--project", help="Project directory (default: the current one)."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
     force: bool = typer.Option(False, "--force", help="Replace files changed on the host since they were synced (says which)."),
+    include: Optional[List[str]] = typer.Option(None, "--include", help="Send files matching PATTERN whatever the ignore rules say (repeatable)."),
 ):
     """Sync the project to the host, without running anything."""
     from .runner import sync_only
 
-    raise typer.Exit(sync_only(host, project, connect_timeout, force))
+    raise typer.Exit(sync_only(host, project, connect_timeout, list(include or []), force))
 
 
 @app.command()
@@ -190,6 +194,7 @@ def run_cli(argv: list, redo=lambda exc: False, log_internal=lambda exc: None) -
     of printing exc (the link keeper hands a host key to confirm back to the terminal it came from);
     log_internal(exc) sees each internal error (the keeper logs its traceback)."""
     DEBUG["on"] = False
+    INVOCATION["argv"] = list(argv)
     try:
         app(args=argv, prog_name="offload")
     except SystemExit as exc:

@@ -18,6 +18,8 @@ from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 ALWAYS_EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", ".offload"})  # at any depth
 IGNORE_FILE_NAMES = (".gitignore", ".offloadignore")  # same level: the later file wins
 INFO_EXCLUDE = ".git/info/exclude"  # lowest precedence of all, as in git
+# Files that keep a directory in git without being project files: they do not make it "hold synced files".
+PLACEHOLDER_NAMES = frozenset({".gitignore", ".offloadignore", ".gitkeep", ".keep"})
 
 # pathspec ends most pattern regexes with this group: "the pattern matched here; what follows is a descendant".
 # Patterns without it (`logs/**`, `*`) are open prefixes whose regex already covers everything below.
@@ -96,6 +98,14 @@ def parse_rules(text: str, source: str) -> tuple[Rule, ...]:
 
 def excluded_by(levels: list[RuleLevel], relpath: str, is_dir: bool) -> str | None:
     """Why relpath (its parent directories already walked and kept) is excluded, or None when it is kept."""
+    decision = deciding_rule(levels, relpath, is_dir)
+    if isinstance(decision, Rule):
+        return f"{decision.source}:{decision.line}: {decision.text}"
+    return decision
+
+
+def deciding_rule(levels: list[RuleLevel], relpath: str, is_dir: bool) -> Rule | str | None:
+    """The excluding Rule that decides relpath, a "built-in rule: NAME" text, or None when it is kept."""
     name = relpath.rpartition("/")[2]
     if name == ".git" or (is_dir and name in ALWAYS_EXCLUDED_DIRS):  # a `.git` file is a worktree pointer
         return f"built-in rule: {name}{'/' if is_dir else ''}"
@@ -105,16 +115,17 @@ def excluded_by(levels: list[RuleLevel], relpath: str, is_dir: bool) -> str | No
             continue
         for rule in reversed(level.rules):  # last matching line wins
             if rule.matches(path_in_level, is_dir):
-                return f"{rule.source}:{rule.line}: {rule.text}" if rule.excludes else None
+                return rule if rule.excludes else None
     return None
 
 
-def scan_project(root: Path) -> list[LocalEntry]:
-    """Every file, link and otherwise-empty directory to sync, sorted by path."""
+def scan_project(root: Path, on_dir=None) -> list[LocalEntry]:
+    """Every file, link and otherwise-empty directory the ignore rules keep, sorted by path (on_dir: see
+    _scan_dir; selection.py uses it to see what the rules left out)."""
     root_dir = os.fspath(root)
     levels = [rule_level("", _read_rules(os.path.join(root_dir, INFO_EXCLUDE), INFO_EXCLUDE))]
     entries: list[LocalEntry] = []
-    _scan_dir(root_dir, "", levels, entries)
+    _scan_dir(root_dir, "", levels, entries, on_dir)
     entries.sort(key=lambda entry: entry.path)
     return entries
 
@@ -160,22 +171,28 @@ def human_size(num_bytes: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _scan_dir(abs_dir: str, rel_dir: str, levels: list[RuleLevel], out: list[LocalEntry]) -> bool:
-    """Append what to sync below abs_dir to out; returns whether anything was appended."""
+def _scan_dir(abs_dir: str, rel_dir: str, levels: list[RuleLevel], out: list[LocalEntry], on_dir=None) -> bool:
+    """Append what to sync below abs_dir to out; returns whether anything was appended.
+    on_dir(rel_dir, levels, excluded, kept_files), when given, hears about each directory once its children
+    are scanned: the excluded children as (DirEntry, relpath, is_dir, deciding rule) and how many files
+    (placeholders such as .gitignore aside) it keeps."""
     with os.scandir(abs_dir) as listing:
         children = list(listing)
     levels = levels + _levels_in(abs_dir, rel_dir, children)
-    synced_any = False
+    synced_any, excluded, kept_files = False, [], 0
     for child in children:
         relpath = f"{rel_dir}/{child.name}" if rel_dir else child.name
         try:
             is_dir = child.is_dir(follow_symlinks=False)
-            if excluded_by(levels, relpath, is_dir) is not None:
+            decision = deciding_rule(levels, relpath, is_dir)
+            if decision is not None:
+                if on_dir is not None:
+                    excluded.append((child, relpath, is_dir, decision))
                 continue
             if is_dir:
                 info = child.stat(follow_symlinks=False)
                 try:
-                    has_children = _scan_dir(child.path, relpath, levels, out)
+                    has_children = _scan_dir(child.path, relpath, levels, out, on_dir)
                 except (FileNotFoundError, NotADirectoryError):  # removed or replaced while we scanned
                     continue
                 if not has_children:  # rsync-like: recreate directories that would otherwise vanish
@@ -184,14 +201,18 @@ def _scan_dir(abs_dir: str, rel_dir: str, levels: list[RuleLevel], out: list[Loc
                 info = child.stat(follow_symlinks=False)
                 out.append(LocalEntry(relpath, "link", 0, info.st_mtime_ns, stat.S_IMODE(info.st_mode),
                                       os.readlink(child.path)))
+                kept_files += child.name not in PLACEHOLDER_NAMES
             elif child.is_file(follow_symlinks=False):
                 info = child.stat(follow_symlinks=False)
                 out.append(LocalEntry(relpath, "file", info.st_size, info.st_mtime_ns, stat.S_IMODE(info.st_mode)))
+                kept_files += child.name not in PLACEHOLDER_NAMES
             else:
                 continue  # sockets, fifos, devices: nothing a training run needs
         except FileNotFoundError:  # deleted while we scanned: it simply is not part of this sync
             continue
         synced_any = True
+    if on_dir is not None:
+        on_dir(rel_dir, levels, excluded, kept_files)
     return synced_any
 
 

@@ -175,7 +175,7 @@ def stop_node(node: Node, grace: float = STOP_GRACE_S) -> dict:
         agent.close()
 
 
-def run(options, root: Path, script: str, entries: list, registry) -> int:
+def run(options, root: Path, script: str, selection, registry) -> int:
     from .runreport import RunMeasurement
     from .runner import BUSY_EXIT, HOST_LOCK, report
     from .sync import sync_project
@@ -187,7 +187,7 @@ def run(options, root: Path, script: str, entries: list, registry) -> int:
         say(f"multi-node run on {len(nodes)} hosts: {', '.join(node.label for node in nodes)}")
 
         def sync_node(node: Node):
-            return sync_project(node.link.agent, root, node.target.workdir, entries, for_run=True,
+            return sync_project(node.link.agent, root, node.target.workdir, selection=selection, for_run=True,
                                 force=options.force)
 
         for node, synced in zip(nodes, in_parallel(nodes, sync_node)):

@@ -2,9 +2,12 @@
 
     setup: pip install -r requirements.txt   # run on the host before a job, when its inputs changed
     setup_inputs: [requirements.txt, deps/*.txt]  # globs from the project root (default: see setup.py)
+    include: ['out/**', data/cache/tokens.bin]     # sent whatever the ignore rules say (see selection.py)
+    data_budget: 500MB                             # git-ignored files sent beside synced ones (default 2GiB)
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +15,19 @@ from .errors import OffloadError
 from .hosts import key_node, load_yaml
 
 FILE_NAME = "offload.yaml"
-HINT = "fix offload.yaml at the project root; its keys are `setup` (a shell command) and `setup_inputs` (a list of globs)"
+HINT = ("fix offload.yaml at the project root; its keys are `setup` (a shell command), `setup_inputs` (a list of "
+        "globs), `include` (a list of patterns) and `data_budget` (a size such as 500MB or 2GiB)")
+KEYS = "setup, setup_inputs, include, data_budget"
+SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+              "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 
 
 @dataclass(frozen=True)
 class ProjectConfig:
     setup: str | None = None          # shell text run on each host before a job (see setup.py)
     setup_inputs: tuple | None = None  # globs whose files key the setup; None: setup.DEFAULT_INPUTS
+    include: tuple | None = None       # patterns sent whatever the ignore rules say
+    data_budget: int | None = None     # bytes; None: selection.DEFAULT_DATA_BUDGET
 
 
 def load(project_root: Path) -> ProjectConfig:
@@ -45,13 +54,29 @@ def parse(text: str, filename: str) -> ProjectConfig:
         raise OffloadError(f"{filename}:{line}: {message}", hint=HINT)
 
     if not isinstance(data, dict):
-        fail(None, "expected a mapping of settings (setup, setup_inputs)")
+        fail(None, f"expected a mapping of settings ({KEYS})")
     for key, value in data.items():
         problem = check_field(key, value)
         if problem:
             fail(key, problem)
-    inputs = data.get("setup_inputs")
-    return ProjectConfig(setup=data.get("setup"), setup_inputs=tuple(inputs) if inputs is not None else None)
+    inputs, include = data.get("setup_inputs"), data.get("include")
+    return ProjectConfig(setup=data.get("setup"), setup_inputs=tuple(inputs) if inputs is not None else None,
+                         include=tuple(include) if include is not None else None,
+                         data_budget=parse_size(data["data_budget"]) if "data_budget" in data else None)
+
+
+def parse_size(value) -> int | None:
+    """Bytes from 1000, "500MB", "1.5 GB" or "2GiB" (kB/MB/GB/TB decimal, KiB/MiB/GiB/TiB binary); None if not a size."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
+    if not match or match.group(2).lower() not in SIZE_UNITS:
+        return None
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
 
 
 def check_field(key, value) -> str | None:
@@ -65,6 +90,15 @@ def check_field(key, value) -> str | None:
         outside = [p for p in value if p.startswith("/") or ".." in p.split("/")]
         if outside:
             return f"setup_inputs: {outside[0]!r} is outside the project; use a glob relative to the project root"
+    elif key == "include":
+        if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
+            return f"include must be a list of patterns such as ['out/**', data/tokens.bin], not {value!r}"
+        bad = [p for p in value if p.strip().startswith(("!", "#")) or ".." in p.split("/")]
+        if bad:
+            return f"include: {bad[0]!r} cannot be sent; use a pattern relative to the project root, without ! or #"
+    elif key == "data_budget":
+        if parse_size(value) is None:
+            return f"data_budget must be a size in bytes or such as 500MB or 2GiB, not {value!r}"
     else:
-        return f"unknown key {key!r} (known: setup, setup_inputs)"
+        return f"unknown key {key!r} (known: {KEYS})"
     return None

@@ -42,6 +42,8 @@ class RunOptions:
     no_wait: bool = False           # exit 75 instead of waiting for a busy host
     resume: str | None = None       # a run whose command runs again, its fetched files put back
     force: bool = False             # replace files changed on the host since they were synced
+    include: list = field(default_factory=list)  # patterns sent whatever the ignore rules say (selection.py)
+    command_line: list | None = None  # the arguments `offload` was given, to say the command that sends a file
 
 
 def say(message: str) -> None:
@@ -120,6 +122,8 @@ class JobPlan:
     nproc: int
     host_env: dict
     tree: dict | None = None  # {"stage": ID or None}: the synced tree the host keeps for this run (tree.py)
+    selection: object = None  # selection.Selection sent to the host; None for a local run
+    missing: object = None    # diagnose.Missing: set when the run failed for want of a file that was not sent
 
 
 def run(options: RunOptions) -> int:
@@ -132,20 +136,21 @@ def run(options: RunOptions) -> int:
     elif not options.script:
         raise OffloadError("missing SCRIPT", hint="offload run [OPTIONS] SCRIPT [ARGS...]")
     script = script_in_project(root, options.script)
-    entries = None
+    selection = None
     registry = hosts.load()
     if options.host or options.hosts or registry.default_name:
-        from .ignore import explain, scan_project
+        from .ignore import explain
+        from .selection import select_project
 
-        entries = scan_project(root)
-        if script not in {e.path for e in entries}:
+        selection = select_project(root, options.include)
+        if script not in {e.path for e in selection.entries}:
             rule = explain(root, script) or "an ignore rule"
             raise OffloadError(f"{script} would not be synced: excluded by {rule}",
                                hint=f"re-include it with `!{script}` (and `!DIR/` for an excluded directory) in .offloadignore")
     if len(options.hosts) > 1:
         from . import multinode
 
-        return multinode.run(options, root, script, entries, registry)
+        return multinode.run(options, root, script, selection, registry)
     target, client = connect_target(registry, options.host, options.connect_timeout, options.no_fallback)
     with ExitStack() as cleanup:
         link = Link(target, client, None, options.connect_timeout)
@@ -154,9 +159,10 @@ def run(options: RunOptions) -> int:
         if target:
             from .sync import sync_project
 
-            synced = sync_project(link.agent, root, target.workdir, entries, for_run=True, force=options.force)
+            synced = sync_project(link.agent, root, target.workdir, selection=selection, for_run=True,
+                                  force=options.force)
             plan = JobPlan(root, synced.project_dir, script, options.args, options.nproc_per_node or target.gpus,
-                           target.env, {"stage": synced.stage})
+                           target.env, {"stage": synced.stage}, selection)
             if files_to_put_back is not None:
                 from .sync import put_back
 
@@ -166,7 +172,13 @@ def run(options: RunOptions) -> int:
             if files_to_put_back is not None:
                 copy_back(files_to_put_back, root)
         run_setup(link, target, root, plan.cwd, options.reconnect_for, tree=plan.tree)  # when its inputs changed
-        return launch_and_follow(link, plan, options)
+        code = launch_and_follow(link, plan, options)
+    if plan.missing is not None and interactive() and ask_to_send(plan.missing):
+        from dataclasses import replace
+
+        return run(replace(options, include=[*options.include, plan.missing.path],
+                           command_line=plan.missing.command_line))
+    return code
 
 
 def resumed(root: Path, options: RunOptions) -> tuple:
@@ -259,11 +271,39 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
         sink.close()
     code = finish(record, finished)
     report(record, measurement, plan.script, plan.args, plan.root, local=target is None)
+    if code and plan.selection is not None:
+        plan.missing = diagnose_failure(record, plan, options)
     if options.fetch:
         from .fetch import fetch_into, files_dir
 
         fetch_into(link.agent, record.meta, options.fetch, files_dir(plan.root, run_id))
     return code
+
+
+def diagnose_failure(record, plan: JobPlan, options: RunOptions):
+    """After a failed run: the file its output says is missing, when the laptop has it and did not send it."""
+    from .diagnose import find_missing
+
+    try:
+        output = (record.dir / "output.log").read_text(errors="replace")
+    except OSError:
+        return None
+    command_line = options.command_line
+    if command_line is None:  # run() called directly, not from the command line: the plainest equivalent
+        command_line = ["run", *(["--host", options.host] if options.host else []), options.script, *options.args]
+    missing = find_missing(output, plan.cwd, plan.root, plan.selection, record.meta.get("host", "the host"),
+                           command_line, options.script, options.args)
+    if missing is not None:
+        say(missing.message)
+    return missing
+
+
+def ask_to_send(missing) -> bool:
+    """In a terminal, after the diagnosis: send the file and run again? (default yes)."""
+    try:
+        return input("send it and run again? [Y/n] ").strip().lower() in ("", "y", "yes")
+    except (EOFError, KeyboardInterrupt):
+        return False
 
 
 def describe_holder(holder: dict | None) -> str:
@@ -367,7 +407,8 @@ class stop_on_interrupt:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def sync_only(host_name: str | None, project: Path | None, connect_timeout: float, force: bool = False) -> int:
+def sync_only(host_name: str | None, project: Path | None, connect_timeout: float, include: list | tuple = (),
+              force: bool = False) -> int:
     root = project_root_of(project)
     registry = hosts.load()
     name = host_name or registry.default_name
@@ -378,7 +419,7 @@ def sync_only(host_name: str | None, project: Path | None, connect_timeout: floa
 
     target = resolve(name, registry.get(name))
     with open_link(target, connect_timeout) as link:  # a kept link may have been opened for another workdir
-        result = sync_project(link.agent, root, target.workdir, force=force)
+        result = sync_project(link.agent, root, target.workdir, include=include, force=force)
     if result.sent_files or result.deleted:
         from .ignore import human_size
 

@@ -24,7 +24,8 @@ from .home import laptop_identity
 from .blocks import DELTA_MIN_BYTES, BlockHasher, Delta, as_ranges, block_length, plan_delta
 from .progress import progress_bar
 from .errors import OffloadError, RemoteError
-from .ignore import LocalEntry, human_size, scan_project, summarize
+from .ignore import LocalEntry, human_size, summarize
+from .selection import select_project, selection_lines
 
 MAX_RESENDS = 3  # a file still changing after this many tries is reported, not chased forever
 
@@ -108,19 +109,23 @@ def project_dir_name(project_root: Path) -> str:
 
 
 def sync_project(agent, project_root: Path, workdir: str, entries: list | None = None, out=None,
-                 for_run: bool = False, force: bool = False) -> SyncResult:
-    """for_run: the host keeps the synced tree for the run that follows (its `start` takes it over), or,
-    while a job of the project runs, stages it. force: replace files changed on the host."""
+                 selection=None, include: list | tuple = (), for_run: bool = False, force: bool = False) -> SyncResult:
+    """entries: exactly these (no selection lines); else selection (selection.py), else one made here with
+    include. for_run: the host keeps the synced tree for the run that follows (its `start` takes it over),
+    or, while a job of the project runs, stages it. force: replace files changed on the host."""
     out = out if out is not None else sys.stderr  # looked up now: a daemon redirects sys.stderr per request
     with remote_failures_explained(agent.label, workdir):
         # The host describes what earlier syncs put there while this side scans: one round trip, overlapped.
         agent.send("prepare", workdir=workdir, project=project_dir_name(project_root), manifest=True, for_run=for_run)
         try:
-            entries = scan_project(project_root) if entries is None else entries
+            if entries is None:
+                selection = selection if selection is not None else select_project(project_root, include)
+                entries = selection.entries
         finally:
             manifest = prepared(agent, out)  # read even when the scan failed: the link stays in step
         try:
-            return sync_planned(agent, project_root, entries, manifest, out, force)
+            return sync_planned(agent, project_root, entries, manifest, out, force,
+                                selection_lines(selection) if selection is not None else [])
         finally:
             try:
                 agent.send("sync_done")  # no reply: the host lets the next sync of this project in
@@ -138,7 +143,9 @@ def prepared(agent, out) -> dict:
             return message
 
 
-def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, force: bool) -> SyncResult:
+def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, force: bool,
+                 extra_lines: list) -> SyncResult:
+    """extra_lines: besides the summary, what the beside-rule added and what the ignore rules left out."""
     project_dir, stage = manifest["project_dir"], manifest.get("stage")
     plan = plan_sync(entries, manifest["present"], manifest["synced"],
                      lambda path: os.path.lexists(project_root / path), manifest.get("changed", ()), force)
@@ -153,6 +160,8 @@ def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, 
             apply_plan(agent, project_root, project_dir, plan, out, paths=[e.path for e in entries])
         say_kept(plan.kept, agent.label, out)
         print(f"sync: {agent.label} is up to date ({plan.unchanged} file{'' if plan.unchanged == 1 else 's'})", file=out)
+        for extra_line in extra_lines:
+            print(extra_line, file=out)
         return SyncResult(project_dir, 0, 0, 0, plan.unchanged, stage, plan.kept)
     host_digests, deltas = plan_deltas(agent, project_root, project_dir, plan, manifest["present"])
     check_free_space(agent.label, plan, manifest["free_bytes"], deltas)
@@ -164,6 +173,8 @@ def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, 
     if plan.delete:
         line += f"; {len(plan.delete)} to delete"
     print(f"{line} -> {agent.label}:{project_dir}", file=out)
+    for extra_line in extra_lines:
+        print(extra_line, file=out)
     applied, pending = apply_plan(agent, project_root, project_dir, plan, out, host_digests=host_digests,
                                   deltas=deltas, paths=[e.path for e in entries], force=force)
     kept = plan.kept + applied.get("kept", [])

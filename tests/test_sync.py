@@ -113,7 +113,9 @@ def make_ignore_project(root: Path) -> dict:
     expected_paths = ["report.py", ".gitignore", ".offloadignore", "train.sh", "readonly.cfg", "data",
                       "data/train.txt", "data/.gitignore", "data/wanted.csv", "sub", "sub/.gitignore",
                       "sub/important.tmp", "sub/keep.log", "sub/build", "sub/build/kept.txt", "override.log",
-                      "empty", "latest", "dangling"]
+                      "empty", "latest", "dangling",
+                      # git-ignored, but beside synced files (selection.py): sent all the same
+                      "secret.txt", "data/other.csv", "sub/scratch.tmp", "sub/debug.log"]
     local = tree(root)
     return {path: local[path] for path in expected_paths}
 
@@ -200,10 +202,10 @@ def test_only_files_an_earlier_sync_put_there_are_deleted(box, project):
 
     (project / "gone.txt").unlink()
     (project / "d" / "x.txt").unlink()
-    write(project / ".gitignore", "later_ignored.txt\n")
+    write(project / ".offloadignore", "later_ignored.txt\n")  # .gitignore alone would not do: it sits beside report.py
     result = sync(project)
 
-    assert result.stderr.splitlines()[0] == (f"sync: 1 file, 18 B; largest: .gitignore (18 B); 2 to delete"
+    assert result.stderr.splitlines()[0] == (f"sync: 1 file, 18 B; largest: .offloadignore (18 B); 2 to delete"
                                              f" -> box:{host_dir}")
     assert not (host_dir / "gone.txt").exists() and not (host_dir / "d" / "x.txt").exists()
     assert (host_dir / "later_ignored.txt").read_text() == "ignored later, still here\n"
@@ -218,13 +220,13 @@ def test_only_files_an_earlier_sync_put_there_are_deleted(box, project):
 
 
 def test_a_file_ignored_through_git_info_exclude_alone_is_never_deleted_later(box, project):
-    write(project / "notes.txt", "kept on the host\n")
+    write(project / "notes" / "notes.txt", "kept on the host\n")
     sync(project)
-    write(project / ".git" / "info" / "exclude", "notes.txt\n")  # nothing synced changes: an up-to-date sync
+    write(project / ".git" / "info" / "exclude", "/notes/\n")  # nothing synced changes: an up-to-date sync
     assert sync(project).stderr.splitlines()[0] == "sync: box is up to date (1 file)"
-    (project / "notes.txt").unlink()
+    (project / "notes" / "notes.txt").unlink()
     sync(project)
-    assert (host_project_dir(box["workdir"], project) / "notes.txt").read_text() == "kept on the host\n"
+    assert (host_project_dir(box["workdir"], project) / "notes" / "notes.txt").read_text() == "kept on the host\n"
 
 
 def test_a_file_replaced_by_a_directory_and_back_syncs(box, project):

@@ -34,6 +34,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
 
 GITIGNORE = "*.log\n!keep.log\n*.tmp\n!important.tmp\nbuild/\n"
+# Written as .offloadignore: in a .gitignore, an ignored file beside synced ones would still be sent
+# (selection.py's beside-rule); these tests are about the sync, so exactly these rules decide.
+IGNORE_FILE = ".offloadignore"
 FILE_NAMES = ["a.py", "b c.txt", "ünï cödé.md", "日本.txt", "x.log", "keep.log", "scratch.tmp", "important.tmp",
               " lead space", "tab\there"]
 DIR_NAMES = ["d", "é dir", "sub dir", "build"]
@@ -99,7 +102,7 @@ class Tree:
             for name in dirnames + filenames:
                 path = Path(directory) / name
                 relpath = path.relative_to(self.root).as_posix()
-                if relpath == ".gitignore":
+                if relpath == IGNORE_FILE:
                     continue
                 is_link, is_dir = path.is_symlink(), path.is_dir() and not path.is_symlink()
                 if {"file": not is_link and not is_dir, "link": is_link, "dir": is_dir}[kind]:
@@ -167,7 +170,7 @@ def test_random_edits_sync_exactly_and_what_runs_wrote_survives(link, tmp_path, 
     root = tmp_path / f"proj{next(examples)}"  # a fresh project, so a fresh host directory, per example
     root.mkdir()
     tree = Tree(root)
-    tree.write(root / ".gitignore", GITIGNORE.encode())
+    tree.write(root / IGNORE_FILE, GITIGNORE.encode())
     host_dir = Path(workdir) / project_dir_name(root)
     run_outputs = {}  # relpath -> snapshot entry of what "runs" wrote on the host
     for round_number in range(data.draw(st.integers(1, 10), label="rounds")):
@@ -322,7 +325,7 @@ def test_a_directory_removed_locally_goes_from_the_host_unless_a_run_wrote_in_it
     for relpath in ("gone/deep/a.py", "ran/b.py", "kept/c.py", "kept/x.log"):
         (project / relpath).parent.mkdir(parents=True, exist_ok=True)
         (project / relpath).write_text(relpath)
-    (project / ".gitignore").write_text("*.log\n")
+    (project / IGNORE_FILE).write_text("*.log\n")
     sync_project(agent, project, workdir, out=io.StringIO())
     host_dir = Path(workdir) / project_dir_name(project)
     (host_dir / "ran" / "metrics.json").write_text("{}")  # a run's output, in a directory the sync made
@@ -331,7 +334,7 @@ def test_a_directory_removed_locally_goes_from_the_host_unless_a_run_wrote_in_it
     (project / "kept" / "c.py").unlink()  # kept/ is still here, holding only an ignored file
 
     assert sync_project(agent, project, workdir, out=io.StringIO()).deleted == 3
-    mode = (project / ".gitignore").stat().st_mode & 0o777
+    mode = (project / IGNORE_FILE).stat().st_mode & 0o777
     assert snapshot(host_dir, skip_top=(".offload",)) == {
-        ".gitignore": ("file", sha256(project / ".gitignore"), mode), "kept": ("dir",),
+        IGNORE_FILE: ("file", sha256(project / IGNORE_FILE), mode), "kept": ("dir",),
         "ran": ("dir",), "ran/metrics.json": ("file", hashlib.sha256(b"{}").hexdigest(), mode)}
