@@ -14,6 +14,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from remote_agent.outputs import DELETED, Withheld
+
 from . import agent as agents
 from . import hoststate, hosts, launch, runs, ssh, stream
 from .errors import HostUnreachable, OffloadError, RemoteError
@@ -178,7 +180,7 @@ def resumed(root: Path, options: RunOptions) -> tuple:
             raise OffloadError(f"run {previous['run_id']} has no recorded command to run again",
                                hint=f"give it: offload run --resume {previous['run_id']} SCRIPT [ARGS...]")
         options = replace(options, script=previous["script"], args=list(previous.get("args") or []))
-    from .fetch import fetch_into, files_dir
+    from .fetch import fetch_listed, files_dir, list_run
 
     files = files_dir(root, previous["run_id"])
     if not files.is_dir():
@@ -187,9 +189,26 @@ def resumed(root: Path, options: RunOptions) -> tuple:
                                hint=f"fetch them first: offload fetch {previous['run_id']}")
 
         with agent_for(previous) as agent:  # a local run's files are here: fetching them is a copy
-            fetch_into(agent, previous, [], files)
+            listing = list_run(agent, previous, [])
+            refuse_withheld(previous["run_id"], listing["withheld"])
+            fetch_listed(agent, listing, files)
+    refuse_withheld(previous["run_id"], [Withheld(*item) for item in previous.get("withheld") or []])
     say(f"resuming run {previous['run_id']}: {options.script} {' '.join(options.args)}".rstrip())
     return options, files
+
+
+def refuse_withheld(run_id: str, withheld: list) -> None:
+    """--resume puts back the run's own files or none: a checkpoint a later run replaced would resume that one."""
+    if not withheld:
+        return
+    item = withheld[0]
+    by = f"run {item.by_run}" if item.by_run else "someone on the host"
+    more = f" (and {len(withheld) - 1} more)" if len(withheld) > 1 else ""
+    if item.reason == DELETED:
+        raise OffloadError(f"run {run_id}'s {item.path} was deleted by {by} since{more}: resuming would not put it back",
+                           hint=f"resume another run, or accept it gone: offload fetch {run_id} --current")
+    raise OffloadError(f"run {run_id}'s {item.path} was changed by {by} since{more}: resuming would put back another version",
+                       hint=f"fetch it with offload fetch {run_id} --current first")
 
 
 def copy_back(files: Path, root: Path) -> None:
@@ -256,9 +275,9 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
     code = finish(record, finished)
     report(record, measurement, plan.script, plan.args, plan.root, local=target is None)
     if options.fetch:
-        from .fetch import fetch_into, files_dir
+        from .fetch import fetch_run
 
-        fetch_into(link.agent, record.meta, options.fetch, files_dir(plan.root, run_id))
+        fetch_run(link.agent, plan.root, record.meta, options.fetch)
     return code
 
 
