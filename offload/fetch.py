@@ -20,16 +20,17 @@ from pathlib import Path
 
 from remote_agent import protocol
 from remote_agent.files import PART_SUFFIX, RequestError
-from remote_agent.fetching import matches, pattern_parts
-from remote_agent.outputs import DEFAULT_PATTERNS, DELETED, NEWER, Withheld
+from remote_agent.fetching import pattern_parts
+from remote_agent.outputs import DEFAULT_PATTERNS, Withheld
 
 from .progress import progress_bar
+from .withheld import describe_withheld, remember_withheld
 from .errors import OffloadError, RemoteError
 from .ignore import human_size
 
 FILES_DIR = "files"  # under .offload/runs/<run-id>/
 SILENCE_LIMIT_S = 60  # the host ticks every 2 s while it hashes; a link silent this long is dead
-NAMED_FILES = 10  # up to this many fetched (or withheld) files are named one per line
+NAMED_FILES = 10  # up to this many fetched files are named one per line
 WITHHELD_EXIT = 3  # `offload fetch` when some files were not the run's own versions any more, and not fetched
 
 
@@ -186,23 +187,6 @@ def fetch_listed(agent, listing: dict, dest_dir, out=sys.stderr) -> dict:
     return summary
 
 
-def describe_withheld(withheld: list, run_id: str) -> list:
-    """One line per file that is not run_id's own version any more (NAMED_FILES of them, then a count)."""
-    lines = []
-    for item in withheld[:NAMED_FILES]:
-        by = f"by run {item.by_run}" if item.by_run else "on the host"
-        if item.reason == DELETED:
-            lines.append(f"{item.path} was deleted {by} after run {run_id} wrote it; not fetched (it is gone)")
-        elif item.reason == NEWER:
-            lines.append(f"{item.path} was changed {by} after run {run_id} ended; not fetched (--current fetches the version there now)")
-        else:
-            lines.append(f"{item.path} was changed {by} after run {run_id} wrote it; not fetched (--current fetches the version there now)")
-    if len(withheld) > NAMED_FILES:
-        lines.append(f"and {plural(len(withheld) - NAMED_FILES, 'more file')} changed since run {run_id}; not fetched "
-                     "(--current fetches the versions there now)")
-    return lines
-
-
 def report(summary: dict, plan: FetchPlan, label: str, out) -> None:
     if len(plan.fetch) <= NAMED_FILES:
         for remote, _ in plan.fetch:
@@ -306,23 +290,8 @@ def fetch_run(agent, project_root: Path, meta: dict, patterns: list, to=None, cu
     if to:
         return fetch_into(agent, meta, patterns, to, current=current)
     summary = fetch_into(agent, meta, patterns, files_dir(project_root, meta["run_id"]), current=current)
-    remember_withheld(project_root, meta["run_id"], summary, patterns if current else [])
+    remember_withheld(project_root, meta["run_id"], summary, checked_patterns(patterns) if current else [])
     return summary
-
-
-def remember_withheld(project_root: Path, run_id: str, summary: dict, accepted: list) -> None:
-    """Withheld files into meta.json; those now here, and with --current all the patterns took, are dropped."""
-    from .attach import find_run, record_of
-
-    meta = find_run(project_root, run_id)
-    here = set(summary["files"]) | set(summary["kept"])
-    accepted_parts = [pattern_parts(pattern) for pattern in checked_patterns(accepted)] if accepted else []
-    before = [Withheld(*item) for item in meta.get("withheld") or []]
-    withheld = {item.path: item for item in before if item.path not in here
-                and not any(matches(parts, item.path.split("/")) for parts in accepted_parts)}
-    withheld.update({item.path: item for item in summary["withheld"]})
-    if withheld or before:
-        record_of(project_root, meta).update(withheld=[list(withheld[path]) for path in sorted(withheld)])
 
 
 def fetch_command(project, run: str, patterns: list, to, node: int = 0, current: bool = False) -> int:

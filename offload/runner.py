@@ -14,8 +14,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from remote_agent.outputs import DELETED, Withheld
-
 from . import agent as agents
 from . import hoststate, hosts, launch, runs, ssh, stream
 from .errors import HostUnreachable, OffloadError, RemoteError
@@ -181,6 +179,7 @@ def resumed(root: Path, options: RunOptions) -> tuple:
                                hint=f"give it: offload run --resume {previous['run_id']} SCRIPT [ARGS...]")
         options = replace(options, script=previous["script"], args=list(previous.get("args") or []))
     from .fetch import fetch_listed, files_dir, list_run
+    from .withheld import recorded_withheld, refuse_withheld
 
     files = files_dir(root, previous["run_id"])
     if not files.is_dir():
@@ -192,23 +191,9 @@ def resumed(root: Path, options: RunOptions) -> tuple:
             listing = list_run(agent, previous, [])
             refuse_withheld(previous["run_id"], listing["withheld"])
             fetch_listed(agent, listing, files)
-    refuse_withheld(previous["run_id"], [Withheld(*item) for item in previous.get("withheld") or []])
+    refuse_withheld(previous["run_id"], recorded_withheld(previous))
     say(f"resuming run {previous['run_id']}: {options.script} {' '.join(options.args)}".rstrip())
     return options, files
-
-
-def refuse_withheld(run_id: str, withheld: list) -> None:
-    """--resume puts back the run's own files or none: a checkpoint a later run replaced would resume that one."""
-    if not withheld:
-        return
-    item = withheld[0]
-    by = f"run {item.by_run}" if item.by_run else "someone on the host"
-    more = f" (and {len(withheld) - 1} more)" if len(withheld) > 1 else ""
-    if item.reason == DELETED:
-        raise OffloadError(f"run {run_id}'s {item.path} was deleted by {by} since{more}: resuming would not put it back",
-                           hint=f"resume another run, or accept it gone: offload fetch {run_id} --current")
-    raise OffloadError(f"run {run_id}'s {item.path} was changed by {by} since{more}: resuming would put back another version",
-                       hint=f"fetch it with offload fetch {run_id} --current first")
 
 
 def copy_back(files: Path, root: Path) -> None:

@@ -153,8 +153,9 @@ def matches(parts: list, path_parts: list) -> bool:
 
 
 def list_files(project_dir: str, patterns: list, send, run_dir: str | None = None, current: bool = False) -> dict:
-    """The reply to `list_files`: [relpath, size, mtime_ns, sha256] of each file the patterns match. Given the
-    run_dir of a run (and not `current`), only the versions that run left; the rest come back as `withheld`."""
+    """The reply to `list_files`: project_dir, files ([relpath, size, mtime_ns, sha256] of each file the patterns
+    match) and unmatched patterns. Given the run_dir of a run and not `current`: only the versions that run left,
+    the rest as `withheld` (outputs.Withheld), and `own_versions`, False when the run has no record."""
     root = project_root(project_dir)
     parsed = [(pattern, pattern_parts(pattern)) for pattern in patterns]  # all refused before any is expanded
     matched, unmatched = {}, []

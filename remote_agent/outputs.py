@@ -159,7 +159,8 @@ def own_versions(run: dict, others: list, present: dict, wanted) -> tuple:
     version `run` left (its own, or one no later run touched), and a Withheld for each of the rest and for each
     file the run wrote that is gone now and that `wanted(relpath)` selects. `others`: newest first."""
     mine = run["files"]
-    later = [other for other in others if other["ended_at"] > run["ended_at"]]
+    # the run's own other nodes, should they share the directory, are not later runs
+    later = [other for other in others if other["ended_at"] > run["ended_at"] and other.get("run_id") != run.get("run_id")]
     listed, withheld = [], []
     for path, sha in sorted(present.items()):
         entry = mine.get(path)
