@@ -24,9 +24,9 @@ from remote_agent.fetching import pattern_parts
 from remote_agent.outputs import DEFAULT_PATTERNS, Withheld
 
 from .progress import progress_bar
-from .withheld import describe_withheld, remember_withheld
 from .errors import OffloadError, RemoteError
 from .ignore import human_size
+from .withheld import describe_withheld, remember_withheld
 
 FILES_DIR = "files"  # under .offload/runs/<run-id>/
 SILENCE_LIMIT_S = 60  # the host ticks every 2 s while it hashes; a link silent this long is dead

@@ -9,6 +9,7 @@ from pathlib import Path
 from remote_agent.fetching import matches, pattern_parts
 from remote_agent.outputs import DELETED, NEWER, Withheld
 
+from .attach import find_run, record_of
 from .errors import OffloadError
 
 NAMED_FILES = 10  # up to this many withheld files are named one per line
@@ -39,8 +40,6 @@ def recorded_withheld(meta: dict) -> list:
 def remember_withheld(project_root: Path, run_id: str, summary: dict, taken_as_they_are: list) -> None:
     """Withheld files into meta.json. Dropped from it: those now in the files dir, and those the patterns of a
     --current fetch (`taken_as_they_are`) select, deleted ones too: the user took the host's state."""
-    from .attach import find_run, record_of
-
     meta = find_run(project_root, run_id)
     here = set(summary["files"]) | set(summary["kept"])
     accepted = [pattern_parts(pattern) for pattern in taken_as_they_are]

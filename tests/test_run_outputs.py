@@ -230,3 +230,15 @@ def test_own_versions_lists_the_runs_and_names_the_later_run_for_the_rest():
     assert outputs.own_versions(a, [c, b], present, lambda path: False)[1][-1] == Withheld("out/5", NEWER, "b")
     assert outputs.own_versions(c, [b, a], present, lambda path: True) == (
         ["out/1", "out/4", "out/5", "out/6", "out/7"], [Withheld("out/2", CHANGED, None)])
+
+
+def test_a_gone_file_is_selected_by_the_patterns_as_if_it_were_there():
+    from remote_agent.fetching import matches, pattern_parts
+
+    def selects(pattern, path):
+        return matches(pattern_parts(pattern), path.split("/"))
+
+    assert selects("out/**", "out/deep/ckpt.pt") and selects("out", "out/ckpt.pt") and selects("**/*.pt", "out/a/b.pt")
+    assert selects("out/*.pt", "out/.hidden.pt") and selects("./out/ckpt.pt", "out/ckpt.pt")
+    assert not selects("out/*.pt", "out/deep/ckpt.pt") and not selects("out-ft/**", "out/ckpt.pt")
+    assert not selects("out/ckpt.pt", "out/ckpt.pth")
