@@ -113,11 +113,16 @@ def fetch_files(
     to: Optional[Path] = typer.Option(None, "--to", help="Destination (default: .offload/runs/<id>/files/)."),
     project: Optional[Path] = typer.Option(None, "--project"),
     node: int = typer.Option(0, "--node", min=0, help="Of a multi-node run: which node's files."),
+    current: bool = typer.Option(False, "--current", help="The versions on the host now, even those a later run changed."),
 ):
-    """Copy files from the run's project directory on its host, verified by SHA-256, resumable."""
+    """Copy files from the run's project directory on its host, verified by SHA-256, resumable.
+
+    Only the versions the run itself left: a file a later run changed is named and not fetched (--current
+    fetches it). Exit 0 when every listed file is here, 3 when some were withheld so.
+    """
     from .fetch import fetch_command
 
-    raise typer.Exit(fetch_command(project, run, list(patterns or []), to, node))
+    raise typer.Exit(fetch_command(project, run, list(patterns or []), to, node, current))
 
 
 @app.command("runs")

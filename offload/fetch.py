@@ -4,6 +4,10 @@ The host lists what the patterns match, with each file's SHA-256; it resolves ev
 nothing outside the run's project directory is ever sent, whatever the laptop asks. Each file is written
 next to its final name as `.NAME.offload-part`, resumed from where an interrupted fetch left it, and
 renamed only once its hash matches: a file under its final name is always whole and verified.
+
+Runs of a project share its directory on the host, so a file may have been changed by a later run: the host
+lists only the versions the run itself left (see remote_agent/outputs.py) and names the rest, withheld unless
+--current asks for the versions there now.
 """
 from __future__ import annotations
 
@@ -17,15 +21,17 @@ from pathlib import Path
 from remote_agent import protocol
 from remote_agent.files import PART_SUFFIX, RequestError
 from remote_agent.fetching import pattern_parts
+from remote_agent.outputs import DEFAULT_PATTERNS, Withheld
 
 from .progress import progress_bar
 from .errors import OffloadError, RemoteError
 from .ignore import human_size
+from .withheld import describe_withheld, remember_withheld
 
-DEFAULT_PATTERNS = ["out/**"]
 FILES_DIR = "files"  # under .offload/runs/<run-id>/
 SILENCE_LIMIT_S = 60  # the host ticks every 2 s while it hashes; a link silent this long is dead
 NAMED_FILES = 10  # up to this many fetched files are named one per line
+WITHHELD_EXIT = 3  # `offload fetch` when some files were not the run's own versions any more, and not fetched
 
 
 @dataclass(frozen=True)
@@ -114,9 +120,10 @@ def local_state(dest: Path, remote: RemoteFile) -> LocalState:
     return LocalState(final_sha, part.stat().st_size if part.is_file() else None)
 
 
-def list_remote(agent, project_dir: str, patterns: list) -> dict:
-    """The host's `file_list` reply: project_dir (real), files (RemoteFile), unmatched patterns."""
-    agent.send("list_files", project_dir=project_dir, patterns=patterns)
+def list_remote(agent, project_dir: str, patterns: list, run_dir: str | None = None, current: bool = False) -> dict:
+    """The host's `file_list` reply: project_dir (real), files (RemoteFile), unmatched patterns; given a run_dir,
+    also withheld (Withheld) and own_versions (whether the run recorded what it wrote; None: not asked)."""
+    agent.send("list_files", project_dir=project_dir, patterns=patterns, run_dir=run_dir, current=current)
     while True:
         try:
             message = agent.recv(timeout=SILENCE_LIMIT_S)
@@ -124,7 +131,9 @@ def list_remote(agent, project_dir: str, patterns: list) -> dict:
             raise refusal(exc, agent.label) from None
         if message["t"] == "file_list":
             files = [RemoteFile(path, int(size), int(mtime_ns), sha) for path, size, mtime_ns, sha in message["files"]]
-            return {"project_dir": message["project_dir"], "files": files, "unmatched": message.get("unmatched", [])}
+            return {"project_dir": message["project_dir"], "files": files, "unmatched": message.get("unmatched", []),
+                    "withheld": [Withheld(*item) for item in message.get("withheld", [])],
+                    "own_versions": message.get("own_versions") if run_dir and not current else None}
         if message["t"] != "tick":
             raise OffloadError(f"unexpected message from {agent.label} while listing files: {message['t']}")
 
@@ -136,16 +145,35 @@ def refusal(exc: RemoteError, label: str) -> OffloadError:
                         hint="fetch only files inside the run's project directory; copy others there on the host first")
 
 
-def fetch_into(agent, meta: dict, patterns: list, dest_dir, out=sys.stderr) -> dict:
-    """Fetch the files of run `meta` that match `patterns` into dest_dir through an open agent.
-    Returns {fetched, bytes, skipped, files (fetched relpaths), dest}."""
+def list_run(agent, meta: dict, patterns: list, current: bool = False) -> dict:
+    """What the host has of run `meta` under `patterns` (list_remote's reply, and the patterns checked):
+    the run's own versions, unless `current`."""
     patterns = checked_patterns(patterns)
+    listing = list_remote(agent, meta["project_dir"], patterns, meta.get("run_dir"), current)
+    return {**listing, "patterns": patterns, "run_id": meta["run_id"]}
+
+
+def fetch_into(agent, meta: dict, patterns: list, dest_dir, out=sys.stderr, current: bool = False) -> dict:
+    """Fetch the files of run `meta` that match `patterns` into dest_dir through an open agent: the run's own
+    versions, or with `current` the versions on the host now. Returns {fetched, bytes, skipped, files (fetched
+    relpaths), kept (relpaths already here), withheld (Withheld), dest}."""
+    return fetch_listed(agent, list_run(agent, meta, patterns, current), dest_dir, out)
+
+
+def fetch_listed(agent, listing: dict, dest_dir, out=sys.stderr) -> dict:
+    """Fetch what list_run listed into dest_dir, saying first what it withheld."""
     dest = Path(dest_dir)
-    listing = list_remote(agent, meta["project_dir"], patterns)
     where = f"{listing['project_dir']} on {agent.label}"
-    summary = {"fetched": 0, "bytes": 0, "skipped": 0, "files": [], "dest": str(dest)}
+    summary = {"fetched": 0, "bytes": 0, "skipped": 0, "files": [], "kept": [], "withheld": listing["withheld"],
+               "dest": str(dest)}
+    if listing["own_versions"] is False:
+        print(f"fetch: run {listing['run_id']} has no record of the files it wrote (an older run, one still running, "
+              "or its supervisor was lost): fetching the versions there now, whichever run wrote them", file=out)
+    for line in describe_withheld(listing["withheld"], listing["run_id"]):
+        print(f"fetch: {line}", file=out)
     if not listing["files"]:
-        print(f"fetch: no files match {' '.join(patterns)} in {where}", file=out)
+        if not listing["withheld"]:
+            print(f"fetch: no files match {' '.join(listing['patterns'])} in {where}", file=out)
         return summary
     for pattern in listing["unmatched"]:
         print(f"fetch: no files match {pattern} in {where}", file=out)
@@ -154,7 +182,7 @@ def fetch_into(agent, meta: dict, patterns: list, dest_dir, out=sys.stderr) -> d
         for remote, offset in plan.fetch:
             summary["bytes"] += download(agent, listing["project_dir"], remote, dest, offset, advance, out)
             summary["files"].append(remote.path)
-    summary.update(fetched=len(plan.fetch), skipped=len(plan.skip))
+    summary.update(fetched=len(plan.fetch), skipped=len(plan.skip), kept=[remote.path for remote in plan.skip])
     report(summary, plan, agent.label, out)
     return summary
 
@@ -256,14 +284,23 @@ def files_dir(project_root: Path, run_id: str) -> Path:
     return project_root / RUNS_DIR / run_id / FILES_DIR
 
 
-def fetch_command(project, run: str, patterns: list, to, node: int = 0) -> int:
+def fetch_run(agent, project_root: Path, meta: dict, patterns: list, to=None, current: bool = False) -> dict:
+    """fetch_into the run's files dir (or `to`); into the files dir, what was withheld is remembered in the
+    run's meta.json, so that --resume does not put back a set of files that lacks them."""
+    if to:
+        return fetch_into(agent, meta, patterns, to, current=current)
+    summary = fetch_into(agent, meta, patterns, files_dir(project_root, meta["run_id"]), current=current)
+    remember_withheld(project_root, meta["run_id"], summary, checked_patterns(patterns) if current else [])
+    return summary
+
+
+def fetch_command(project, run: str, patterns: list, to, node: int = 0, current: bool = False) -> int:
     from .attach import agent_for, find_run, node_meta
     from .runner import project_root_of
 
     root = project_root_of(project)
     meta = node_meta(find_run(root, run), node)
     patterns = checked_patterns(patterns)  # a bad pattern needs no connection to be refused
-    dest = Path(to).expanduser().resolve() if to else files_dir(root, meta["run_id"])
     with agent_for(meta) as agent:
-        fetch_into(agent, meta, patterns, dest)
-    return 0
+        summary = fetch_run(agent, root, meta, patterns, Path(to).expanduser().resolve() if to else None, current)
+    return WITHHELD_EXIT if summary["withheld"] else 0

@@ -259,9 +259,9 @@ def run(options, root: Path, script: str, selection, registry) -> int:
         code = node_outcome(nodes, ended, first_failed, record)
         report(record, measurement, script, options.args, root, local=False)
         if options.fetch:
-            from .fetch import fetch_into, files_dir
+            from .fetch import fetch_run
 
-            fetch_into(first.link.agent, record.meta, options.fetch, files_dir(root, run_id))
+            fetch_run(first.link.agent, root, record.meta, options.fetch)  # node 0's own versions
         return code
 
 

@@ -193,7 +193,8 @@ def resumed(root: Path, options: RunOptions) -> tuple:
             raise OffloadError(f"run {previous['run_id']} has no recorded command to run again",
                                hint=f"give it: offload run --resume {previous['run_id']} SCRIPT [ARGS...]")
         options = replace(options, script=previous["script"], args=list(previous.get("args") or []))
-    from .fetch import fetch_into, files_dir
+    from .fetch import fetch_listed, files_dir, list_run
+    from .withheld import recorded_withheld, refuse_withheld
 
     files = files_dir(root, previous["run_id"])
     if not files.is_dir():
@@ -202,7 +203,10 @@ def resumed(root: Path, options: RunOptions) -> tuple:
                                hint=f"fetch them first: offload fetch {previous['run_id']}")
 
         with agent_for(previous) as agent:  # a local run's files are here: fetching them is a copy
-            fetch_into(agent, previous, [], files)
+            listing = list_run(agent, previous, [])
+            refuse_withheld(previous["run_id"], listing["withheld"])
+            fetch_listed(agent, listing, files)
+    refuse_withheld(previous["run_id"], recorded_withheld(previous))
     say(f"resuming run {previous['run_id']}: {options.script} {' '.join(options.args)}".rstrip())
     return options, files
 
@@ -274,9 +278,9 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
     if code and plan.selection is not None:
         plan.missing = diagnose_failure(record, plan, options)
     if options.fetch:
-        from .fetch import fetch_into, files_dir
+        from .fetch import fetch_run
 
-        fetch_into(link.agent, record.meta, options.fetch, files_dir(plan.root, run_id))
+        fetch_run(link.agent, plan.root, record.meta, options.fetch)
     return code
 
 

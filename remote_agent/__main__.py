@@ -93,7 +93,8 @@ class Agent:
             self.send("stopped", **jobs.stop(message["run_dir"], float(message.get("grace", 10))))
         elif kind == "list_files":
             from . import fetching
-            self.send("file_list", **fetching.list_files(message["project_dir"], message["patterns"], self.send))
+            self.send("file_list", **fetching.list_files(message["project_dir"], message["patterns"], self.send,
+                                                         message.get("run_dir"), bool(message.get("current"))))
         elif kind == "read_file":
             from . import fetching
             fetching.read_file(message["project_dir"], message["path"], int(message.get("offset", 0)),

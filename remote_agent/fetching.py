@@ -3,26 +3,22 @@ stream one of them from an offset.
 
 Every path is resolved here, on the host, with realpath: a pattern that is absolute or climbs with `..`,
 and a symlink (to a file or a directory, anywhere in the path) that leads outside the run's project
-directory, are refused whatever the laptop asked for. Hashes are cached in
-<project>/.offload/fetch-hashes.json by (real path, size, mtime_ns, inode), so fetching a large
-checkpoint a second time does not read it again on the host.
+directory, are refused whatever the laptop asked for. Hashes are cached (see hashes.py), so fetching a
+large checkpoint a second time does not read it again on the host.
 """
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import os
 import stat
 import time
 
-from . import protocol
+from . import outputs, protocol
 from .files import PART_SUFFIX, RequestError
+from .hashes import HashCache
 from .jobs import send_blob
 
-CACHE_FILE = os.path.join(".offload", "fetch-hashes.json")
 RECORDS_DIR = ".offload"  # run records and caches: only a pattern that names it literally reaches it
-RACY_S = 2.0  # a file modified this recently can change again within one mtime tick: its hash is not cached
 TICK_S = 2.0  # while hashing, a tick this often tells the laptop the link is alive
 MAGIC = ("*", "?", "[")
 
@@ -137,60 +133,6 @@ class Matcher:
                 self.found[rel] = real
 
 
-class HashCache:
-    """SHA-256s by (real path, size, mtime_ns, inode), kept in the project on the host."""
-
-    def __init__(self, root: str):
-        self.path = os.path.join(root, CACHE_FILE)
-        try:
-            with open(self.path) as f:
-                self.entries = dict(json.load(f)["entries"])
-        except (OSError, ValueError, KeyError, TypeError):
-            self.entries = {}
-        self.changed = False
-
-    def sha256(self, real: str, tick) -> str:
-        before = os.stat(real)
-        key = [before.st_size, before.st_mtime_ns, before.st_ino]
-        cached = self.entries.get(real)
-        if isinstance(cached, list) and cached[:3] == key:
-            return cached[3]
-        digest = file_sha256(real, tick)
-        after = os.stat(real)
-        settled = time.time() - after.st_mtime > RACY_S
-        if settled and [after.st_size, after.st_mtime_ns, after.st_ino] == key:  # not written while we read it
-            self.entries[real] = key + [digest]
-            self.changed = True
-        return digest
-
-    def save(self) -> None:
-        if not self.changed:
-            return
-        kept = {path: entry for path, entry in self.entries.items() if os.path.isfile(path)}
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(tmp, "w") as f:
-                json.dump({"entries": kept}, f)
-            os.replace(tmp, self.path)
-        except OSError:  # a cache that cannot be written only costs a rehash next time
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-
-
-def file_sha256(path: str, tick) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            piece = f.read(protocol.CHUNK)
-            if not piece:
-                return digest.hexdigest()
-            digest.update(piece)
-            tick()
-
-
 class Ticker:
     def __init__(self, send):
         self.send, self.last = send, time.monotonic()
@@ -201,8 +143,19 @@ class Ticker:
             self.last = time.monotonic()
 
 
-def list_files(project_dir: str, patterns: list, send) -> dict:
-    """The reply to `list_files`: [relpath, size, mtime_ns, sha256] of each file the patterns match."""
+def matches(parts: list, path_parts: list) -> bool:
+    """Pure: whether a pattern's components select a path (as Matcher would, had the file been there)."""
+    if not parts:
+        return True  # the pattern named a directory above the path: it takes everything beneath
+    if parts[0] == "**":
+        return matches(parts[1:], path_parts) or (bool(path_parts) and matches(parts, path_parts[1:]))
+    return bool(path_parts) and fnmatch.fnmatchcase(path_parts[0], parts[0]) and matches(parts[1:], path_parts[1:])
+
+
+def list_files(project_dir: str, patterns: list, send, run_dir: str | None = None, current: bool = False) -> dict:
+    """The reply to `list_files`: project_dir, files ([relpath, size, mtime_ns, sha256] of each file the patterns
+    match) and unmatched patterns. Given the run_dir of a run and not `current`: only the versions that run left,
+    the rest as `withheld` (outputs.Withheld), and `own_versions`, False when the run has no record."""
     root = project_root(project_dir)
     parsed = [(pattern, pattern_parts(pattern)) for pattern in patterns]  # all refused before any is expanded
     matched, unmatched = {}, []
@@ -219,7 +172,27 @@ def list_files(project_dir: str, patterns: list, send) -> dict:
         st = os.stat(real)
         files.append([relpath, st.st_size, st.st_mtime_ns, sha])
     cache.save()
-    return {"project_dir": root, "files": files, "unmatched": unmatched}
+    reply = {"project_dir": root, "files": files, "unmatched": unmatched}
+    return reply if run_dir is None or current else only_the_runs_own(reply, run_dir, parsed)
+
+
+def only_the_runs_own(reply: dict, run_dir: str, parsed: list) -> dict:
+    """The listing cut to run_dir's own versions (see outputs.py); as it is, marked so, when the run has no record."""
+    record_path = os.path.join(os.path.abspath(os.path.expanduser(run_dir)), outputs.OUTPUTS)
+    run = outputs.load(record_path)
+    if run is None:
+        return {**reply, "own_versions": False}
+    present = {relpath: sha for relpath, _, _, sha in reply["files"]}
+
+    def wanted(relpath: str) -> bool:  # for the run's files that are gone: no Matcher finds those
+        return any(matches(parts, relpath.split("/")) for _, parts in parsed)
+
+    listed, withheld = outputs.own_versions(run, outputs.load_others(reply["project_dir"], record_path), present, wanted)
+    listed = set(listed)
+    unmatched = [pattern for pattern, parts in parsed if pattern in reply["unmatched"]
+                 and not any(matches(parts, item.path.split("/")) for item in withheld)]
+    return {**reply, "files": [entry for entry in reply["files"] if entry[0] in listed], "unmatched": unmatched,
+            "own_versions": True, "withheld": withheld}
 
 
 def read_file(project_dir: str, relpath: str, offset: int, end, send, out) -> None:

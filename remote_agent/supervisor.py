@@ -6,7 +6,7 @@ sends stdout and stderr, in order, to output.log, and records pid, start, end an
 With a `lock` in job.json it first takes the host's GPU lock (see hostlock.py) and holds it for the job's whole
 life: while another run holds it the state is "waiting" (with that run as `holder`), or, told not to wait,
 "busy", and the job never starts. SIGTERM means stop: before the job has started, give up waiting; after, pass
-it on to the job and record how it ended.
+it on to the job and record how it ended, once the files it wrote are recorded (see outputs.py).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from . import files, hostlock, tree
+from . import files, hostlock, outputs, tree
 from .fence import OutsideProject
 from .jobs import JOB, LOG, STATUS, now, write_json
 
@@ -156,6 +156,7 @@ class Supervisor:
         env = dict(os.environ)
         env.update(job["env"])
         with open(os.path.join(self.run_dir, LOG), "ab") as log:
+            before = outputs.snapshot(job["cwd"])  # what the project's out*/ held, so the run's record is its own
             try:
                 proc = subprocess.Popen(
                     job["argv"], cwd=job["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -173,6 +174,10 @@ class Supervisor:
         waited_s = round(time.time() - self.status["queued_at"], 3)
         self.record(state="running", started_at=now(), pid=proc.pid, pgid=proc.pid, waited_s=waited_s)
         returncode = proc.wait()
+        try:
+            outputs.record(self.run_dir, job.get("run_id") or os.path.basename(self.run_dir), before)  # then "exited"
+        except Exception:  # noqa: BLE001 - the exit must be recorded whatever; fetch then says the versions are unknown
+            pass
         self.record(state="exited", ended_at=now(), exit_code=returncode if returncode >= 0 else None,
                     signal=signal.Signals(-returncode).name if returncode < 0 else None)
         return 0
