@@ -1,6 +1,8 @@
 """Agent entry point: `python -m remote_agent`, run in the directory that holds the package.
 
 Stdout carries protocol messages only; anything else the agent or a library might print goes to stderr.
+Whatever fails inside one request is answered with one `error` message and the agent serves the next: only
+a channel whose framing is lost (the laptop went away, or sent what is not a message) ends it.
 """
 from __future__ import annotations
 
@@ -34,6 +36,17 @@ class Agent:
                 self.send("error", code=exc.code, message=str(exc))
             except OSError as exc:
                 self.send("error", code=error_code(exc), message=describe_os_error(exc))
+            except protocol.ProtocolError as exc:  # where the next message starts is lost: say so, then go
+                self.say_last("protocol", str(exc))
+                raise
+            except Exception as exc:  # a bug, or a request no check foresaw: one line, and serve on
+                self.send("error", code="internal", message=one_line(f"{type(exc).__name__}: {exc}"))
+
+    def say_last(self, code: str, text: str) -> None:
+        try:
+            self.send("error", code=code, message=one_line(text))
+        except OSError:
+            pass  # the laptop is gone already
 
     def handle(self, message: dict) -> None:
         kind = message["t"]
@@ -57,8 +70,15 @@ class Agent:
             self.send("blocks", found=found, size=len(digests))
             self.out.write(digests)
             self.out.flush()
-        elif kind == "apply":
-            self.send("applied", **self.receiver.apply(message, self.inp))
+        elif kind == "apply":  # the puts that follow are read through Incoming: a failure leaves them in step
+            incoming = protocol.Incoming(self.inp)
+            try:
+                self.send("applied", **self.receiver.apply(message, incoming))
+            except protocol.ProtocolError:
+                raise
+            except Exception:
+                incoming.skip_to_end()  # the laptop sends all of its puts: the next request starts after `end`
+                raise
         elif kind == "start":
             self.send("started", **jobs.start(message))
         elif kind == "follow":
@@ -93,6 +113,10 @@ def error_code(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
         return "not_writable"
     return "os_error"
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split()) or "(no message)"
 
 
 def describe_os_error(exc: OSError) -> str:

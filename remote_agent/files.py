@@ -1,8 +1,9 @@
 """The host side of a sync: report what is there, write what arrives, delete what the laptop says.
 
 Files are written under a temporary name in their final directory and renamed when complete, so a
-file under its final name is always whole. `.offload/synced.json` in the project records which paths
-syncs put there: only those are ever deleted, so what runs wrote survives.
+file under its final name is always whole, and its bytes are durable before the rename (durable.py).
+`.offload/synced.json` in the project records which paths syncs put there: only those are ever deleted,
+so what runs wrote survives.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 import shutil
 import stat
 
-from . import patching, protocol
+from . import durable, patching, protocol
 from .patching import same_file
 
 STATE_FILE = os.path.join(".offload", "synced.json")
@@ -68,14 +69,7 @@ def load_state(project_dir: str) -> set:
 def save_state(project_dir: str, synced: set) -> None:
     path = os.path.join(project_dir, STATE_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        with open(path + ".tmp", "w") as f:
-            json.dump({"synced": sorted(synced)}, f)
-        os.replace(path + ".tmp", path)
-    except BaseException:
-        if describe(path + ".tmp") is not None:
-            os.unlink(path + ".tmp")
-        raise
+    durable.write_json_durably(path, {"synced": sorted(synced)})
 
 
 class Receiver:
@@ -145,16 +139,38 @@ class Receiver:
 
 def receive(project_dir: str, inp, synced: set, tally: dict, failure: Exception | None) -> Exception | None:
     """Write `put` and `patch` entries until `end`; returns the first failure (later entries are read and
-    dropped). A big file's `put` is followed by its block digests (`digests`), kept for later patches."""
+    dropped). A big file's `put` is followed by its block digests (`digests`), kept for later patches.
+    inp is a protocol.Incoming. Written files wait in a durable.Batch and are renamed a batch at a time;
+    an entry counts as written (and synced) once it stands under its final name."""
+    batch = durable.Batch()
+    try:
+        failure = receive_entries(project_dir, inp, synced, tally, failure, batch)
+    finally:
+        batch.finish()  # on a dropped link too: what arrived whole is kept
+    return failure or batch.failure
+
+
+def receive_entries(project_dir: str, inp, synced: set, tally: dict, failure: Exception | None,
+                    batch: durable.Batch) -> Exception | None:
+    def written(relpath: str):
+        def count() -> None:
+            synced.add(relpath)
+            tally["written"] += 1
+        return count
+
     just_put = None
     while True:
-        message = protocol.read_message(inp)
-        if message is None:
-            raise protocol.ProtocolError("the laptop went away in the middle of a sync")
+        message = inp.next_message()
         if message["t"] == "end":
             return failure
         if message["t"] not in ("put", "patch", "digests"):
             raise RequestError("bad_request", f"unexpected {message['t']!r} during a sync")
+        try:  # digests or a patch need their file under its final name; a second put of it, its part name
+            if failure is None and batch.holds(safe_path(project_dir, message["path"])):
+                batch.flush()
+        except RequestError as exc:
+            failure = exc
+        failure = failure or batch.failure
         if failure is not None:
             drain(inp, int(message.get("size", 0)))
             continue
@@ -166,19 +182,16 @@ def receive(project_dir: str, inp, synced: set, tally: dict, failure: Exception 
             if message["t"] == "patch":
                 applied, received = patch(project_dir, message, inp)
                 tally["bytes"] += received
-                if not applied:
-                    continue  # the laptop's file changed while it was read: it sends it again
+                if applied:
+                    written(message["path"])()
+                # else the laptop's file changed while it was read: it sends it again
             else:
-                received, committed = put(project_dir, message, inp)
+                received, committed = put(project_dir, message, inp, batch, written(message["path"]))
                 tally["bytes"] += received
-                if not committed:
-                    continue  # the laptop's file changed while it was read: it sends it again
-                just_put = message["path"]
+                if committed:  # else the laptop's file changed while it was read: it sends it again
+                    just_put = message["path"]
         except (OSError, RequestError) as exc:
             failure = exc
-            continue
-        synced.add(message["path"])
-        tally["written"] += 1
 
 
 def patch(project_dir: str, message: dict, inp) -> tuple:
@@ -233,8 +246,9 @@ def remove(path: str) -> int:
     return 1
 
 
-def put(project_dir: str, message: dict, inp) -> tuple:
-    """Write one entry; (file bytes received, whether it now stands under its final name). A file's blob is
+def put(project_dir: str, message: dict, inp, batch: durable.Batch, written) -> tuple:
+    """Write one entry; (file bytes received, whether it is whole: under its final name, or in batch to be
+    renamed there, when written() is called). A file's blob is
     its bytes and then one byte from the laptop: 1 if the file stayed the same while it was read, else 0 and
     the part file goes, leaving the host's older copy whole. The blob is always consumed from the stream."""
     blob = int(message.get("size", 0)) if message["kind"] == "file" else 0
@@ -246,7 +260,7 @@ def put(project_dir: str, message: dict, inp) -> tuple:
         return status == [1]
 
     try:
-        committed = write_entry(safe_path(project_dir, message["path"]), message, pieces, complete)
+        committed = write_entry(safe_path(project_dir, message["path"]), message, pieces, complete, batch, written)
     except OSError as exc:
         if exc.filename is None:  # a failed write or close names no file: say which one it was
             exc.filename = message["path"]
@@ -262,18 +276,20 @@ def put(project_dir: str, message: dict, inp) -> tuple:
 made_dirs = set()  # directories this agent created or found during the current apply
 
 
-def write_entry(path: str, message: dict, pieces, complete) -> bool:
-    """Put the entry at path; False when complete() says the file's bytes are not one version of it."""
+def write_entry(path: str, message: dict, pieces, complete, batch: durable.Batch, written) -> bool:
+    """Put the entry at path, a file or link through batch; False when complete() says the file's bytes are
+    not one version of it. written() is called once the entry stands under its final name."""
     kind, mode, mtime_ns = message["kind"], int(message["mode"]) & 0o7777, int(message["mtime_ns"])
     parent = os.path.dirname(path)
     if parent not in made_dirs:  # 100 files to a directory: one makedirs for them all
-        os.makedirs(parent, exist_ok=True)
+        durable.make_dirs(parent, batch.touched)
         made_dirs.add(parent)
     existing = describe(path)
     if kind == "dir":
         if existing is not None and existing[0] != "dir":
             os.unlink(path)
-        os.makedirs(path, exist_ok=True)
+        durable.make_dirs(path, batch.touched)
+        written()
         return True
     if existing is not None and existing[0] == "dir":
         try:
@@ -282,6 +298,7 @@ def write_entry(path: str, message: dict, pieces, complete) -> bool:
             raise RequestError("bad_request",
                                f"{message['path']} is a directory on the host; remove it there first") from None
     part = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + PART_SUFFIX)
+    fd = None
     if kind == "link":
         remove_leftover(part)
         os.symlink(message["target"], part)
@@ -293,21 +310,35 @@ def write_entry(path: str, message: dict, pieces, complete) -> bool:
             remove_leftover(part)
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         ours = os.fstat(fd)
+    def discard() -> None:
+        if same_file(part, ours):
+            os.unlink(part)
+
+    def rename() -> None:  # by the batch, once the part's bytes are durable
+        try:
+            if not same_file(part, ours):
+                raise RequestError("busy", f"another sync is writing {message['path']}; try again when it is done")
+            os.replace(part, path)
+        except BaseException:
+            discard()
+            raise
+        written()
+
     try:
         if kind == "link":
             os.utime(part, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         else:
-            write_part(fd, pieces, mode, mtime_ns)
+            size = write_part(fd, pieces, mode, mtime_ns)
             if not complete():
+                os.close(fd)
                 os.unlink(part)
                 return False
-        if not same_file(part, ours):
-            raise RequestError("busy", f"another sync is writing {message['path']}; try again when it is done")
-        os.replace(part, path)
     except BaseException:
-        if same_file(part, ours):
-            os.unlink(part)
+        if fd is not None:
+            os.close(fd)
+        discard()
         raise
+    batch.add(fd, path, size if fd is not None else 0, rename, discard)
     return True
 
 
@@ -318,14 +349,18 @@ def remove_leftover(part: str) -> None:
         os.unlink(part)
 
 
-def write_part(fd: int, pieces, mode: int, mtime_ns: int) -> None:
-    """Write and close fd; mode and mtime are set on the open file, so they land on this file and no other."""
-    with open(fd, "wb") as f:
+def write_part(fd: int, pieces, mode: int, mtime_ns: int) -> int:
+    """Write fd, left open for the batch to sync; its size. Mode and mtime are set on the open file, so they
+    land on this file and no other."""
+    with open(fd, "wb", closefd=False) as f:
+        early = durable.EarlyWriteback(f)
         for piece in pieces:
             f.write(piece)
+            early.wrote(len(piece))
         f.flush()
         os.fchmod(fd, mode)
         os.utime(fd, ns=(mtime_ns, mtime_ns))
+    return early.written
 
 
 def drain(inp, size: int) -> None:
