@@ -14,11 +14,8 @@ disk works while the network does and the final fsync has little left to wait fo
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 WRITEBACK_BYTES = 64 << 20  # a big file starts this much of its writeback at a time while it is received
 BATCH_FILES = 256  # files waiting for one flush: their descriptors stay open, far below ulimit -n
@@ -28,17 +25,28 @@ SYNCFS_FROM = 16  # descriptors at which one syncfs beats parallel fsyncs; below
 FSYNC_THREADS = 16  # fsyncs in flight at once: the filesystem folds them into few journal commits
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, do not wait for it
 
-
-def _libc_call(name: str, *argtypes):
-    try:
-        call = getattr(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True), name)
-    except (OSError, AttributeError, TypeError):  # not glibc/Linux: fsync alone still makes bytes durable
-        return None
-    call.argtypes, call.restype = list(argtypes), ctypes.c_int
-    return call
+_calls = {}
 
 
-def _kernel_at_least(major: int, minor: int) -> bool:
+def libc_call(name: str):
+    """A libc function (None where there is none), looked up on first use: the agent's start stays quick."""
+    if name not in _calls:
+        import ctypes  # noqa: PLC0415 (start-up time: most requests never sync anything)
+        try:
+            call = getattr(ctypes.CDLL(None, use_errno=True), name)
+        except (OSError, AttributeError):  # not Linux: fsync alone still makes bytes durable
+            call = None
+        if call is not None:
+            int64, uint = ctypes.c_longlong, ctypes.c_uint
+            call.argtypes = {"sync_file_range": [ctypes.c_int, int64, int64, uint]}.get(name, [ctypes.c_int])
+            call.restype = ctypes.c_int
+        if name == "syncfs" and not kernel_at_least(5, 8):
+            call = None  # before Linux 5.8 syncfs returned 0 even when writeback failed: only fsync can tell
+        _calls[name] = call
+    return _calls[name]
+
+
+def kernel_at_least(major: int, minor: int) -> bool:
     try:
         found = tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
     except (AttributeError, ValueError):
@@ -46,16 +54,12 @@ def _kernel_at_least(major: int, minor: int) -> bool:
     return found >= (major, minor)
 
 
-_sync_file_range = _libc_call("sync_file_range", ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
-# Before Linux 5.8 syncfs returned 0 even when writeback failed: there, only fsync can say a write was lost.
-_syncfs = _libc_call("syncfs", ctypes.c_int) if _kernel_at_least(5, 8) else None
-
-
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to start writing these bytes now; never waits, and a kernel that cannot is fine:
     the fsync that follows is what makes them durable."""
-    if _sync_file_range is not None:
-        _sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+    sync_file_range = libc_call("sync_file_range")
+    if sync_file_range is not None:
+        sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
 class EarlyWriteback:
@@ -123,9 +127,11 @@ def sync_all(fds: list) -> None:
     """Make the bytes of every open file durable: one syncfs per filesystem for many, else an fsync each,
     several in flight at once. Raises the first failure."""
     global _pool
-    if len(fds) >= SYNCFS_FROM and _syncfs is not None:
+    syncfs = libc_call("syncfs") if len(fds) >= SYNCFS_FROM else None
+    if syncfs is not None:
         for fd in {os.fstat(fd).st_dev: fd for fd in fds}.values():  # a mount inside the project: its own
-            if _syncfs(fd) != 0:
+            if syncfs(fd) != 0:
+                import ctypes  # noqa: PLC0415 (loaded already, by libc_call)
                 error = ctypes.get_errno()
                 raise OSError(error, os.strerror(error))
         return
@@ -133,6 +139,7 @@ def sync_all(fds: list) -> None:
         os.fsync(fds[0])
         return
     if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 (start-up time, as libc_call)
         _pool = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync")
     for _ in _pool.map(os.fsync, fds):  # all have run by the time the first failure is raised
         pass
