@@ -6,17 +6,22 @@ A power cut itself cannot be staged here; the order of the syncs and renames tha
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import random
 import re
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from sshd_server import wait_for
+from conftest import register_host, run_offload
+from sshd_server import descendants, wait_for
 
 from offload.blocks import plan_delta
 from offload.sync import project_dir_name, sync_project
@@ -25,6 +30,7 @@ from remote_agent import patching
 from test_sync_delta import Project, leftovers, patch_message
 
 MiB = 1 << 20
+REPO_ROOT = Path(__file__).resolve().parent.parent
 STRACE_ATTACH_S = 10
 SYNCS = ("fsync", "fdatasync", "syncfs")
 RENAMES = ("rename", "renameat", "renameat2")
@@ -128,6 +134,70 @@ def test_every_file_is_synced_before_its_rename_and_its_directory_before_synced_
     assert_durable_order(second, host_dir, names[3:5])
     for name in names:
         assert (host_dir / name).read_bytes() == (root / name).read_bytes()
+
+
+def agent_pids(server) -> list:
+    return [proc.pid for proc in descendants(server.pid) if proc.comm.startswith("python")
+            and b"remote_agent" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()]
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_version(root: Path, names: list, rng: random.Random) -> dict:
+    """New content for every file (sizes differ between versions); {name: sha256}."""
+    versions = {}
+    for name in names:
+        data = rng.randbytes(rng.randint(1, 8192))
+        (root / name).write_bytes(data)
+        versions[name] = digest(data)
+    return versions
+
+
+@pytest.mark.parametrize("victim", ["agent", "laptop"])
+def test_a_sync_of_many_files_killed_at_random_points_leaves_each_file_old_or_new_and_whole(
+        offload_home, fresh_sshd, tmp_path, victim):
+    """Renames go a batch at a time; a kill -9 of the agent (nothing can clean up) or of the laptop (the
+    agent commits what arrived whole) between or inside batches never leaves a file half-written, or
+    synced.json naming a file that is not there."""
+    host = register_host(offload_home, fresh_sshd)
+    rng = random.Random(victim)
+    root = tmp_path / "proj"
+    names = [f"d{i % 6}/f{i:04d}.bin" for i in range(1200)]  # several batches of 256
+    for directory in {name.split("/")[0] for name in names}:
+        (root / directory).mkdir(parents=True)
+    write_version(root, names, rng)
+    host_dir = Path(host["workdir"]) / project_dir_name(root)
+    assert run_offload("sync", "--project", str(root)).returncode == 0
+    old = write_version(root, names, rng)
+    started = time.monotonic()
+    assert run_offload("sync", "--project", str(root)).returncode == 0  # through the link keeper, as those below
+    sync_s = time.monotonic() - started
+    for attempt in range(3):
+        new = write_version(root, names, rng)
+        proc = subprocess.Popen([sys.executable, "-m", "offload", "sync", "--project", str(root)], cwd=REPO_ROOT,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(rng.uniform(0.1, sync_s))
+            for pid in agent_pids(fresh_sshd) if victim == "agent" else [proc.pid]:
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            if proc.poll() is None and victim == "laptop":
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        assert run_offload("hosts", "disconnect").returncode == 0  # the keeper's link, if the sync had finished
+        assert wait_for(lambda: not agent_pids(fresh_sshd), 10), "the agent outlived its link"
+        for name in names:
+            assert digest((host_dir / name).read_bytes()) in (old[name], new[name]), f"attempt {attempt}: {name}"
+        synced = json.loads((host_dir / ".offload" / "synced.json").read_text())["synced"]
+        assert all((host_dir / name).is_file() for name in synced if name.endswith(".bin"))
+        result = run_offload("sync", "--project", str(root))
+        assert result.returncode == 0, result.stderr
+        for name in names:
+            assert digest((host_dir / name).read_bytes()) == new[name]
+        assert not list(host_dir.rglob("*.offload-part")), f"attempt {attempt}: a part file stayed"
+        old = new
 
 
 # --- journals and markers that are not whole ---------------------------------------------------------------
