@@ -30,7 +30,7 @@ def start_apply(agent, workdir: str, name: str) -> str:
 
 def one_line_internal_error(excinfo) -> str:
     error = excinfo.value
-    assert error.code == "internal"
+    assert error.code == "internal" and "report this line" in error.hint
     assert "\n" not in error.detail
     return error.detail
 
