@@ -141,8 +141,11 @@ def sync_all(fds: list) -> None:
     if _pool is None:
         from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 (start-up time, as libc_call)
         _pool = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync")
-    for _ in _pool.map(os.fsync, fds):  # all have run by the time the first failure is raised
-        pass
+    futures = [_pool.submit(os.fsync, fd) for fd in fds]
+    failures = [future.exception() for future in futures]  # every one waited for: the caller closes the fds next
+    first = next((failure for failure in failures if failure is not None), None)
+    if first is not None:
+        raise first
 
 
 def sync_dirs(paths) -> None:

@@ -310,6 +310,7 @@ def write_entry(path: str, message: dict, pieces, complete, batch: durable.Batch
             remove_leftover(part)
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         ours = os.fstat(fd)
+
     def discard() -> None:
         if same_file(part, ours):
             os.unlink(part)

@@ -287,14 +287,14 @@ def whole_journal(f, relpath: str) -> dict | None:
         header = json.loads(line)
         size, count = int(header["size"]), int(header["count"])
         ranges = [(int(first), int(length)) for first, length in header["ranges"]]
-        int(header["mode"]), int(header["mtime_ns"]), int(header["dev"]), int(header["ino"])
+        int(header["mode"]), int(header["mtime_ns"]), int(header["dev"]), int(header["ino"])  # numbers, all
         if header["path"] != relpath or count < 0 or size < 0:
             return None
         blocks = block_count(size)
         if any(first < 0 or length < 1 or first + length > blocks for first, length in ranges):
             return None
         data = sum(min(length * BLOCK, size - first * BLOCK) for first, length in ranges)
-    except (ValueError, KeyError, TypeError, AttributeError):  # AttributeError: a header that is a list
+    except (ValueError, KeyError, TypeError):  # TypeError: a header that is a list, a number where a list goes
         return None
     if os.fstat(f.fileno()).st_size != len(line) + count * DIGEST_BYTES + data:
         return None
@@ -389,18 +389,25 @@ def recover(project_dir: str) -> None:
         try:
             relpath = marked_path(marker, name)
             if relpath is not None:
-                path = host_path(project_dir, relpath)
-                journal = beside(path, PATCH_SUFFIX)
-                try:
-                    if os.path.lexists(journal):
-                        redo(project_dir, relpath, journal, path)
-                except FileNotFoundError:
-                    raise
-                except OSError:  # unreadable: as if cut short; the file is sent whole next time
-                    abandon(project_dir, relpath, journal)
+                redo_marked(project_dir, relpath)
             os.unlink(marker)
         except FileNotFoundError:
             continue  # another agent finished it
+
+
+def redo_marked(project_dir: str, relpath: str) -> None:
+    """Redo relpath's journal, if it got as far as having one. One that cannot be read, or whose file cannot
+    be written, is abandoned as one cut short is: the file is sent whole next time."""
+    path = host_path(project_dir, relpath)
+    journal = beside(path, PATCH_SUFFIX)
+    if not os.path.lexists(journal):
+        return
+    try:
+        redo(project_dir, relpath, journal, path)
+    except FileNotFoundError:
+        raise  # another agent finished it: recover() moves on
+    except OSError:
+        abandon(project_dir, relpath, journal)
 
 
 def marked_path(marker: str, name: str) -> str | None:
