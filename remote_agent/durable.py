@@ -18,10 +18,12 @@ import json
 import os
 
 WRITEBACK_BYTES = 64 << 20  # a big file starts this much of its writeback at a time while it is received
-BATCH_FILES = 256  # files waiting for one flush: their descriptors stay open, far below ulimit -n
+BATCH_FILES = 256  # files waiting for one flush where each needs its own fsync: open fds far below ulimit -n
+BATCH_FILES_SYNCFS = 2048  # where one syncfs covers them (few open fds): each syncfs also waits for what other
+#                            processes wrote to the disk, so the fewer the better; a kill -9 re-sends at most this
 BATCH_BYTES = 64 << 20  # and a dropped link leaves at most this much received but not yet committed
-SYNCFS_FROM = 16  # descriptors at which one syncfs beats parallel fsyncs; below, a small sync never
-#                   waits for other processes' dirty data (a checkpoint being written) on the same disk
+SYNCFS_FROM = 16  # files at which one syncfs beats parallel fsyncs; below, a small sync never waits for
+#                   other processes' dirty data (a checkpoint being written) on the same disk
 FSYNC_THREADS = 16  # fsyncs in flight at once: the filesystem folds them into few journal commits
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, do not wait for it
 
@@ -177,23 +179,34 @@ class Batch:
     """Received files held back from their rename until one flush has made them all durable.
 
     add() takes a file whose bytes are all written, its descriptor still open, with rename() to move it to its
-    final name and discard() to remove it (the caller knows what "ours" means). flush() syncs the pending
+    final name and discard() to remove it (the caller knows what "ours" means). Past SYNCFS_FROM files the
+    batch closes each new one at once: the syncfs through the earlier ones covers it. flush() syncs the pending
     files, closes them and renames each; finish() flushes, then syncs every directory a rename or a mkdir
     touched. The first failure is kept in `failure`, not raised: a sync reports it and keeps its stream in
     step, and the other files of the batch still commit."""
 
     def __init__(self):
-        self.pending = []  # (fd or None for a symlink, final path, rename, discard)
+        self.pending = []  # (fd, or None for a symlink or a file the batch's syncfs covers; final path, ...)
         self.finals = set()
         self.bytes = 0
+        self.devices = set()  # of the files whose fds stay open: one syncfs through them covers each device
+        self.open_fds = 0
         self.touched = set()  # directories whose entries changed: synced once, by finish()
         self.failure = None
+        self.syncfs = libc_call("syncfs") is not None
 
     def add(self, fd: int | None, final: str, size: int, rename, discard) -> None:
+        if fd is not None and self.syncfs and self.open_fds >= SYNCFS_FROM:
+            if os.fstat(fd).st_dev in self.devices:  # synced by the syncfs of an fd opened before it was written
+                os.close(fd)
+                fd = None
+        if fd is not None:
+            self.devices.add(os.fstat(fd).st_dev)
+            self.open_fds += 1
         self.pending.append((fd, final, rename, discard))
         self.finals.add(final)
         self.bytes += size
-        if len(self.pending) >= BATCH_FILES or self.bytes >= BATCH_BYTES:
+        if len(self.pending) >= (BATCH_FILES_SYNCFS if self.syncfs else BATCH_FILES) or self.bytes >= BATCH_BYTES:
             self.flush()
 
     def holds(self, final: str) -> bool:
@@ -201,6 +214,7 @@ class Batch:
 
     def flush(self) -> None:
         pending, self.pending, self.finals, self.bytes = self.pending, [], set(), 0
+        self.devices, self.open_fds = set(), 0
         synced = True
         try:
             sync_all([fd for fd, _, _, _ in pending if fd is not None])
