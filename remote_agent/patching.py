@@ -306,8 +306,8 @@ def abandon(project_dir: str, relpath: str, journal: str) -> None:
     forget(project_dir, relpath, durably=True)
     try:
         os.unlink(journal)
-    except FileNotFoundError:
-        pass
+    except OSError:
+        pass  # not a file we wrote (a directory stands there): it stays; its marker goes, so it is never redone
 
 
 def apply_by_copy(project_dir: str, part: str, path: str) -> None:

@@ -219,6 +219,11 @@ def garbage_header(journal: Path, marker: Path) -> None:
     journal.write_bytes(b"[1, 2]\n" + data[data.index(b"\n") + 1:])
 
 
+def unreadable(journal: Path, marker: Path) -> None:
+    journal.unlink()
+    journal.mkdir()  # open() fails, as for a journal on a bad sector; root reads past any chmod
+
+
 def garbage_marker(journal: Path, marker: Path) -> None:
     marker.write_bytes(os.urandom(40))
 
@@ -227,7 +232,8 @@ def empty_marker(journal: Path, marker: Path) -> None:
     marker.write_bytes(b"")
 
 
-@pytest.mark.parametrize("damage", [zero_length, header_cut, data_cut, garbage_header, garbage_marker, empty_marker])
+@pytest.mark.parametrize("damage", [zero_length, header_cut, data_cut, garbage_header, unreadable, garbage_marker,
+                                    empty_marker])
 def test_a_journal_or_marker_that_is_not_whole_leaves_the_file_as_it_was_and_the_next_sync_sends_it_whole(
         link, tmp_path, damage):
     project = Project(tmp_path / "proj", link, 16 * MiB)
@@ -247,6 +253,9 @@ def test_a_journal_or_marker_that_is_not_whole_leaves_the_file_as_it_was_and_the
 
     assert project.host_file.read_bytes() == old
     assert not os.listdir(Path(project_dir) / ".offload" / "patching")
+    if damage is unreadable:  # not a file the agent wrote: it stays, and nothing else does
+        assert leftovers(project.host_file.parent) == [journal]
+        Path(journal).rmdir()
     if damage not in (garbage_marker, empty_marker):  # a marker that names no file cannot say whose journal it was
         assert leftovers(project.host_file.parent) == []
         assert patching.stored_digests(project_dir, ["train.bin"]) == ([], b"")  # so the file goes whole
