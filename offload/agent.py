@@ -24,7 +24,7 @@ MISSING_MARK = "OFFLOAD_AGENT_MISSING"
 REPLY_TIMEOUT_S = 60  # a request the agent answers at once; a link silent this long is dead
 FACTS_TIMEOUT_S = 180  # facts import torch on the host
 DISK_HINT = "free space there, or point workdir at a bigger disk in hosts.yaml"
-INTERNAL_HINT = "a bug in offload's agent, which serves on: run it again, and if it fails the same way, report this line"
+INTERNAL_HINT = "a bug in offload's agent (it serves on): run it again; if it fails the same way, report this line"
 
 
 def agent_files() -> list:

@@ -243,7 +243,8 @@ def test_a_journal_or_marker_that_is_not_whole_leaves_the_file_as_it_was_and_the
     project.overwrite(3 * MiB + 7, 2 * MiB)
     project.overwrite(15 * MiB, 10)
     new = project.local.read_bytes()
-    message, blob = patch_message(plan_delta(project.local, patching.stored_digests(project_dir, ["train.bin"])[1]), new)
+    host_digests = patching.stored_digests(project_dir, ["train.bin"])[1]
+    message, blob = patch_message(plan_delta(project.local, host_digests), new)
     stream = io.BytesIO(blob)  # the agent's own steps up to the moment the blocks would be written; then it "dies"
     part = patching.write_journal(project_dir, "train.bin", str(project.host_file), message, stream.read)
     journal, marker = patching.commit_journal(project_dir, "train.bin", part, str(project.host_file))
