@@ -9,13 +9,15 @@ TORCH  := torch==2.13.0   # pinned: the CPU build installs from a local file; a 
 
 install: system-deps $(STAMP)
 
-# sshd and iproute2 serve the tests' real SSH hosts; rsync is what the sync benchmark compares against.
+# sshd and iproute2 serve the tests' real SSH hosts; rsync is what the sync benchmark compares against;
+# strace shows the tests that a sync syncs each file before its rename (tests/test_durable.py).
 system-deps:
 	@missing=""; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ssh-keygen >/dev/null || missing="$$missing openssh-client"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v strace >/dev/null || missing="$$missing strace"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  echo "installing:$$missing"; \

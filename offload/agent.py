@@ -24,6 +24,7 @@ MISSING_MARK = "OFFLOAD_AGENT_MISSING"
 REPLY_TIMEOUT_S = 60  # a request the agent answers at once; a link silent this long is dead
 FACTS_TIMEOUT_S = 180  # facts import torch on the host
 DISK_HINT = "free space there, or point workdir at a bigger disk in hosts.yaml"
+INTERNAL_HINT = "a bug in offload's agent (it serves on): run it again; if it fails the same way, report this line"
 
 
 def agent_files() -> list:
@@ -87,7 +88,9 @@ class AgentClient:
         if message is None:
             raise LinkLost(self.label, "the agent went away")
         if message["t"] == "error":
-            error = RemoteError(f"{self.label}: {message['message']}", code=message.get("code", ""))
+            code = message.get("code", "")
+            error = RemoteError(f"{self.label}: {message['message']}", code=code,
+                                hint=INTERNAL_HINT if code == "internal" else None)
             error.detail = message["message"]  # the agent's own words, for callers that explain them
             raise error
         return message

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from remote_agent import protocol
-from remote_agent.files import PART_SUFFIX, RequestError
+from remote_agent.receiving import PART_SUFFIX, RequestError
 from remote_agent.fetching import pattern_parts
 from remote_agent.outputs import DEFAULT_PATTERNS, Withheld
 

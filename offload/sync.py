@@ -37,6 +37,7 @@ class SyncPlan:
     forget: list = field(default_factory=list)  # synced paths now excluded locally: kept, no longer ours
     kept: list = field(default_factory=list)    # [path, why]: changed on the host, left alone
     replace: list = field(default_factory=list)  # [path, why]: changed on the host, replaced by --force
+    adopt: list = field(default_factory=list)    # the laptop's very file, but not as recorded: recorded again
     unchanged: int = 0
 
 
@@ -78,6 +79,8 @@ def plan_sync(local: list, present: dict, synced: list, exists_locally, changed=
         local_paths.add(entry.path)
         if up_to_date(entry, present.get(entry.path)):
             plan.unchanged += 1
+            if entry.path in changed:  # size, mtime to the ns and mode are the laptop's: what a sync wrote
+                plan.adopt.append(entry.path)
         elif entry.path in changed and not force:
             plan.kept.append([entry.path, CHANGED_ON_HOST])
         else:
@@ -156,7 +159,7 @@ def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, 
     for path, why in plan.replace:
         print(f"sync: replacing {path} on {agent.label}: {why} (--force)", file=out)
     if not plan.send and not plan.delete:
-        if plan.forget:  # now ignored here: recorded as no longer ours, so it is never deleted there
+        if plan.forget or plan.adopt:  # now ignored here: no longer ours, so never deleted there; or ours again
             apply_plan(agent, project_root, project_dir, plan, out, paths=[e.path for e in entries])
         say_kept(plan.kept, agent.label, out)
         print(f"sync: {agent.label} is up to date ({plan.unchanged} file{'' if plan.unchanged == 1 else 's'})", file=out)
@@ -233,8 +236,8 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out,
     paths: every path the laptop has, recorded as the sync's once the apply succeeds."""
     host_digests, deltas = dict(host_digests or {}), dict(deltas or {})
     extra = {"paths": paths} if paths is not None else {}
-    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, record=record,
-               force=force, **extra)
+    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, adopt=plan.adopt,
+               record=record, force=force, **extra)
     pending = list(plan.send)
     with progress_bar("sync", bytes_to_send(plan.send, deltas), out) as advance:
         for attempt in range(MAX_RESENDS):

@@ -1,6 +1,8 @@
 """Agent entry point: `python -m remote_agent`, run in the directory that holds the package.
 
 Stdout carries protocol messages only; anything else the agent or a library might print goes to stderr.
+Whatever fails inside one request is answered with one `error` message and the agent serves the next: only
+a channel whose framing is lost (the laptop went away, or sent what is not a message) ends it.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 
 from . import ceiling, facts, files, jobs, protocol
 from .fence import OutsideProject
+from .receiving import RequestError
 
 AGENT_VERSION = "0.1.0"
 
@@ -32,12 +35,23 @@ class Agent:
                 return
             try:
                 self.handle(message)
-            except files.RequestError as exc:
+            except RequestError as exc:
                 self.send("error", code=exc.code, message=str(exc))
             except OSError as exc:
                 self.send("error", code=error_code(exc), message=describe_os_error(exc))
             except OutsideProject as exc:
                 self.send("error", code="refused", message=str(exc))
+            except protocol.ProtocolError as exc:  # where the next message starts is lost: say so, then go
+                self.say_last("protocol", str(exc))
+                raise
+            except Exception as exc:  # a bug, or a request no check foresaw: one line, and serve on
+                self.send("error", code="internal", message=one_line(f"{type(exc).__name__}: {exc}"))
+
+    def say_last(self, code: str, text: str) -> None:
+        try:
+            self.send("error", code=code, message=one_line(text))
+        except OSError:
+            pass  # the laptop is gone already
 
     def handle(self, message: dict) -> None:
         kind = message["t"]
@@ -67,8 +81,15 @@ class Agent:
             self.send("blocks", found=found, size=len(digests))
             self.out.write(digests)
             self.out.flush()
-        elif kind == "apply":
-            self.send("applied", **self.receiver.apply(message, self.inp))
+        elif kind == "apply":  # the puts that follow are read through Incoming: a failure leaves them in step
+            incoming = protocol.Incoming(self.inp)
+            try:
+                self.send("applied", **self.receiver.apply(message, incoming))
+            except protocol.ProtocolError:
+                raise
+            except Exception:
+                incoming.skip_to_end()  # the laptop sends all of its puts: the next request starts after `end`
+                raise
         elif kind == "start":  # a sync for this run holds the live tree: the job's supervisor takes it over
             cwd = files.project_dir_of(message["cwd"], "")
             tree_fd = self.receiver.held_trees.get(cwd.rstrip("/"))
@@ -100,7 +121,7 @@ class Agent:
             fetching.read_file(message["project_dir"], message["path"], int(message.get("offset", 0)),
                                message.get("end"), self.send, self.out)
         else:
-            raise files.RequestError("bad_request", f"unknown request {kind!r}")
+            raise RequestError("bad_request", f"unknown request {kind!r}")
 
 
 class WaitNotice:
@@ -126,6 +147,10 @@ def error_code(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
         return "not_writable"
     return "os_error"
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split()) or "(no message)"
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -14,7 +14,7 @@ import stat
 import time
 
 from . import outputs, protocol
-from .files import PART_SUFFIX, RequestError
+from .receiving import PART_SUFFIX, RequestError
 from .hashes import HashCache
 from .jobs import send_blob
 

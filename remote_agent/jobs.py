@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 
-from . import protocol
-from .files import RequestError
+from . import durable, protocol
+from .receiving import RequestError
 
 STATUS = "status.json"
 LOG = "output.log"
@@ -32,9 +32,8 @@ def now() -> float:
 
 
 def write_json(path: str, data: dict) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f)
-    os.replace(path + ".tmp", path)
+    """status.json and job.json: a power cut leaves the last state whole, never an empty file."""
+    durable.write_json_durably(path, data)
 
 
 def start(request: dict, tree_fd: int | None = None) -> dict:

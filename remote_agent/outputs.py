@@ -17,7 +17,7 @@ import os
 import time
 from typing import NamedTuple, Optional
 
-from .files import PART_SUFFIX
+from .receiving import PART_SUFFIX
 from .hashes import HashCache, file_sha256
 
 DEFAULT_PATTERNS = ("out/**",)  # what `offload fetch` takes when given no pattern

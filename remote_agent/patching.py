@@ -12,7 +12,10 @@ apply them (a redo journal), so nothing under the final name changes until the j
   journals in flight, so finding them costs one directory listing, not a walk of the project.
 - a process has it open (a job memory-maps train.bin): the file is copied, patched, and renamed over the old
   one, which the job keeps reading unchanged.
-Crash-safe against a killed agent or laptop, as whole-file puts are; like them, nothing is fsynced.
+Crash-safe against a killed agent or laptop, and against a power cut: the marker and the journal are durable
+before any block is written in place, and the patched file before its new sidecar and its journal's removal
+(durable.py). A journal or marker that is not whole (cut short, or unreadable) is an unfinished patch: it is
+removed with the file's sidecar, the file is left as it is, and the laptop, finding no digests, sends it whole.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import json
 import os
 import stat
 
-from . import protocol
+from . import durable, protocol
 from .fence import OutsideProject
 
 BLOCK = 256 << 10  # 4096 blocks per GiB: 64 KiB of digests, and a 1 MiB edit costs at most 1.25 MiB sent
@@ -58,18 +61,7 @@ def write_sidecar(project_dir: str, relpath: str, st: os.stat_result, digests: b
     os.makedirs(directory, exist_ok=True)
     header = {"path": relpath, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "block": BLOCK,
               "count": len(digests) // DIGEST_BYTES}
-    path = os.path.join(directory, path_key(relpath))
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "wb") as f:
-            f.write(json.dumps(header).encode() + b"\n" + digests)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    durable.write_durably(os.path.join(directory, path_key(relpath)), json.dumps(header).encode() + b"\n" + digests)
 
 
 def read_sidecar(project_dir: str, relpath: str, st: os.stat_result) -> bytes | None:
@@ -87,9 +79,13 @@ def read_sidecar(project_dir: str, relpath: str, st: os.stat_result) -> bytes | 
     return digests
 
 
-def forget(project_dir: str, relpath: str) -> None:
+def forget(project_dir: str, relpath: str, durably: bool = False) -> None:
+    """Drop the file's sidecar; durably, when the file may not be what the sidecar describes (a patch left
+    unfinished): a sidecar back after a power cut would let the next patch skip blocks that differ."""
     try:
         os.unlink(os.path.join(project_dir, BLOCKS_DIR, path_key(relpath)))
+        if durably:
+            durable.fsync_dir(os.path.join(project_dir, BLOCKS_DIR))
     except OSError:
         pass
 
@@ -178,8 +174,10 @@ def receive_patch(project_dir: str, relpath: str, path: str, message: dict, inp,
             apply_by_copy(project_dir, part, path)
         else:
             journal, marker = commit_journal(project_dir, relpath, part, path)
-            redo(project_dir, journal, path)
+            applied = redo(project_dir, relpath, journal, path)
             os.unlink(marker)
+            if not applied:
+                raise StalePatch(f"the patch for {relpath} could not be applied whole")
     except BaseException:
         if os.path.lexists(part):
             os.unlink(part)
@@ -216,9 +214,12 @@ def write_journal(project_dir: str, relpath: str, path: str, message: dict, take
                 piece = take(min(remaining, protocol.CHUNK))
                 f.write(piece)
                 remaining -= len(piece)
-        if take(1) != b"\1":  # the laptop's file changed while it was read: this patch is not one version
-            os.unlink(part)
-            return None
+            if take(1) != b"\1":  # the laptop's file changed while it was read: this patch is not one version
+                f.close()
+                os.unlink(part)
+                return None
+            f.flush()
+            os.fsync(f.fileno())  # the journal is whole on disk before it is named one
         return part
     except BaseException:
         if same_file(part, ours):
@@ -242,16 +243,22 @@ def commit_journal(project_dir: str, relpath: str, part: str, path: str) -> tupl
     marker_dir = os.path.join(project_dir, PATCHING_DIR)
     os.makedirs(marker_dir, exist_ok=True)
     marker = os.path.join(marker_dir, path_key(relpath))
-    with open(marker, "w") as f:
-        f.write(relpath)
+    durable.write_durably(marker, relpath.encode())  # before the journal: a journal no marker names is never found
     os.replace(part, journal)  # from here on the patch is complete: redone after a crash
+    durable.fsync_dir(os.path.dirname(journal))  # and before any block is written in place
     return journal, marker
 
 
-def redo(project_dir: str, journal: str, path: str) -> None:
-    """Apply a complete journal to the file at path in place (again, after a crash: same bytes, same result)."""
+def redo(project_dir: str, relpath: str, journal: str, path: str) -> bool:
+    """Apply a complete journal to the file at path in place (again, after a crash: same bytes, same result);
+    whether it patched the file. A journal that is not whole is not applied at all: it goes, with the file's
+    sidecar. Nor is one whose file is gone or was replaced since."""
     with open(journal, "rb") as f:
-        header = json.loads(f.readline())
+        header = whole_journal(f, relpath)
+        if header is None:
+            f.close()
+            abandon(project_dir, relpath, journal)
+            return False
         digests = f.read(header["count"] * DIGEST_BYTES)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
@@ -262,6 +269,7 @@ def redo(project_dir: str, journal: str, path: str) -> None:
                 st = os.fstat(fd)
                 if (st.st_dev, st.st_ino) == (header["dev"], header["ino"]):
                     write_blocks(f, fd, header)
+                    os.fsync(fd)  # the new blocks are on disk before the sidecar says so, and the journal goes
                     st = os.fstat(fd)
                 else:
                     st = None  # replaced since: the journal was meant for a file that is no longer there
@@ -270,6 +278,38 @@ def redo(project_dir: str, journal: str, path: str) -> None:
             if st is not None:
                 write_sidecar(project_dir, header["path"], st, digests)
     os.unlink(journal)
+    return fd is not None and st is not None
+
+
+def whole_journal(f, relpath: str) -> dict | None:
+    """The header of the journal open as f, if the journal is whole: a readable header for relpath, and
+    exactly the bytes that header promises after it. None for anything else (cut short, garbage)."""
+    try:
+        line = f.readline(protocol.MAX_LINE)
+        header = json.loads(line)
+        size, count = int(header["size"]), int(header["count"])
+        ranges = [(int(first), int(length)) for first, length in header["ranges"]]
+        int(header["mode"]), int(header["mtime_ns"]), int(header["dev"]), int(header["ino"])  # numbers, all
+        if header["path"] != relpath or count < 0 or size < 0:
+            return None
+        blocks = block_count(size)
+        if any(first < 0 or length < 1 or first + length > blocks for first, length in ranges):
+            return None
+        data = sum(min(length * BLOCK, size - first * BLOCK) for first, length in ranges)
+    except (ValueError, KeyError, TypeError):  # TypeError: a header that is a list, a number where a list goes
+        return None
+    if os.fstat(f.fileno()).st_size != len(line) + count * DIGEST_BYTES + data:
+        return None
+    return header
+
+
+def abandon(project_dir: str, relpath: str, journal: str) -> None:
+    """An unfinished patch: the journal goes, and the sidecar with it, so the file is sent whole next time."""
+    forget(project_dir, relpath, durably=True)
+    try:
+        os.unlink(journal)
+    except OSError:
+        pass  # not a file we wrote (a directory stands there): it stays; its marker goes, so it is never redone
 
 
 def apply_by_copy(project_dir: str, part: str, path: str) -> None:
@@ -290,10 +330,12 @@ def apply_by_copy(project_dir: str, part: str, path: str) -> None:
                 finally:
                     os.close(source)
                 write_blocks(f, fd, header)
+                os.fsync(fd)
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
             os.replace(copy, path)
+            durable.fsync_dir(os.path.dirname(path))
         except BaseException:
             if same_file(copy, ours):
                 os.unlink(copy)
@@ -352,12 +394,8 @@ def recover(project_dir: str, fence) -> list:
     for name in markers:
         marker = os.path.join(marker_dir, name)
         try:
-            with open(marker) as f:
-                relpath = f.read()
-            path = fence.path(relpath)
-            journal = beside(path, PATCH_SUFFIX)
-            if os.path.lexists(journal):
-                redo(project_dir, journal, path)
+            relpath = marked_path(marker, name)
+            if relpath is not None and redo_marked(project_dir, relpath, fence):
                 redone.append(relpath)
             os.unlink(marker)
         except FileNotFoundError:
@@ -365,6 +403,38 @@ def recover(project_dir: str, fence) -> list:
         except OutsideProject:
             os.unlink(marker)  # its file now lies behind a link out of the project: never patched there
     return redone
+
+
+def redo_marked(project_dir: str, relpath: str, fence) -> bool:
+    """Redo relpath's journal, if it got as far as having one; whether its file was patched. One that cannot
+    be read, or whose file cannot be written, is abandoned as one cut short is: the file is sent whole next
+    time."""
+    path = fence.path(relpath)
+    journal = beside(path, PATCH_SUFFIX)
+    if not os.path.lexists(journal):
+        return False
+    try:
+        return redo(project_dir, relpath, journal, path)
+    except FileNotFoundError:
+        raise  # another agent finished it: recover() moves on
+    except OSError:
+        abandon(project_dir, relpath, journal)
+        return False
+
+
+def marked_path(marker: str, name: str) -> str | None:
+    """The project path a marker names; None for a marker cut short or garbled (its journal, if any, was
+    never renamed into place: the marker is made durable first)."""
+    with open(marker, "rb") as f:
+        content = f.read(protocol.MAX_LINE)
+    try:
+        relpath = content.decode()
+    except UnicodeDecodeError:
+        return None
+    parts = relpath.split("/")
+    if path_key(relpath) != name or any(part in ("", ".", "..") for part in parts):
+        return None
+    return relpath
 
 
 # --- who has a file open ----------------------------------------------------------------------------------

@@ -64,3 +64,45 @@ def read_exactly(stream, size: int):
             raise ProtocolError(f"stream ended {remaining} bytes before the end of a blob")
         remaining -= len(piece)
         yield piece
+
+
+class BlobOverrun(ValueError):
+    """A message's own fields ask for more bytes than its blob holds: a malformed message, not a lost link."""
+
+
+class Incoming:
+    """The laptop's stream during a request that reads one (apply): messages, each with its blob, until `end`.
+
+    Every read of a blob goes through here and stops at that blob's end. So whatever goes wrong while one
+    message is handled, skip_to_end() finds the next message where it starts, and the agent can answer the
+    request with an error and serve the next one on the same channel."""
+
+    def __init__(self, stream):
+        self.stream, self.blob_left, self.ended = stream, 0, False
+
+    def next_message(self) -> dict:
+        self.skip_blob()
+        message = read_message(self.stream)
+        if message is None:
+            raise ProtocolError("the laptop went away in the middle of a request")
+        size = message.get("size", 0)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:  # where the next message starts is lost
+            raise ProtocolError(f"a {message['t']!r} message with an unreadable blob size {size!r}")
+        self.blob_left, self.ended = size, message["t"] == "end"
+        return message
+
+    def read(self, count: int) -> bytes:
+        if count > self.blob_left:
+            raise BlobOverrun(f"a message asked for {count - self.blob_left} bytes past the end of its blob")
+        piece = self.stream.read(count)
+        self.blob_left -= len(piece)
+        return piece
+
+    def skip_blob(self) -> None:
+        for _ in read_exactly(self.stream, self.blob_left):
+            pass
+        self.blob_left = 0
+
+    def skip_to_end(self) -> None:
+        while not self.ended:
+            self.next_message()

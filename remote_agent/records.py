@@ -12,6 +12,7 @@ import os
 import stat
 
 STATE_FILE = os.path.join(".offload", "synced.json")
+PENDING_FILE = os.path.join(".offload", "synced-pending.json")  # what renames in flight will have written
 
 
 def identity(path: str) -> list | None:
@@ -63,7 +64,9 @@ class Records:
         if not isinstance(data, dict):
             return cls({})
         if isinstance(data.get("records"), dict):
-            return cls({path: list(record) for path, record in data["records"].items()}, int(data.get("generation", 0)))
+            records = cls({path: list(record) for path, record in data["records"].items()}, int(data.get("generation", 0)))
+            records.adopt_pending(root, resolve or (lambda relpath: os.path.join(root, *relpath.split("/"))))
+            return records
         resolve = resolve or (lambda relpath: os.path.join(root, *relpath.split("/")))
         migrated = {}
         for path in data.get("synced", []):
@@ -75,10 +78,42 @@ class Records:
                 migrated[path] = found
         return cls(migrated)
 
+    def adopt_pending(self, root: str, resolve) -> None:
+        """A sync killed between its renames and saving its records left what it meant to write in the
+        pending file: each path that is now exactly that is the sync's."""
+        try:
+            with open(os.path.join(root, PENDING_FILE)) as f:
+                pending = json.load(f)
+        except (OSError, ValueError):
+            return
+        for relpath, intended in (pending.items() if isinstance(pending, dict) else ()):
+            try:
+                found = identity(resolve(relpath))
+            except Exception:  # noqa: BLE001 - behind a link out of the project now: not the sync's
+                continue
+            if found is not None and isinstance(intended, list) and matches(intended, found):
+                self.paths[relpath] = found
+
     def save(self, root: str, write_json) -> None:
         os.makedirs(os.path.join(root, os.path.dirname(STATE_FILE)), exist_ok=True)
         write_json(os.path.join(root, STATE_FILE), {"version": 2, "generation": self.generation,
                                                     "records": self.paths})
+        try:
+            os.unlink(os.path.join(root, PENDING_FILE))  # after: until the records are safe, it is their backup
+        except FileNotFoundError:
+            pass
+
+    def note_pending(self, root: str, intents: list, write_json) -> None:
+        """Before a batch of renames: what each will make of its path, durably, for adopt_pending."""
+        path = os.path.join(root, PENDING_FILE)
+        try:
+            with open(path) as f:
+                pending = json.load(f)
+        except (OSError, ValueError):
+            pending = {}
+        pending = pending if isinstance(pending, dict) else {}
+        pending.update({relpath: intended for relpath, intended in intents})
+        write_json(path, pending)
 
     def owns(self, relpath: str, current: list | None) -> bool:
         """Whether a sync may replace or delete what is at relpath now: nothing there, or what it wrote."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from .files import RequestError
+from .receiving import RequestError
 from .jobs import write_json
 
 STATE = os.path.join(".offload", "setup.json")

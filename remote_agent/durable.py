@@ -1,0 +1,252 @@
+"""Durable commits: a file's bytes reach the disk before the rename that gives it its final name, and the
+renames reach the disk before the agent records or reports them.
+
+Without this a power cut can leave a renamed file empty or holding old blocks (the rename was in the
+filesystem's journal, the data was not), and synced.json naming a file whose bytes never arrived. The order
+is always: sync the file while it is open, rename it, sync its directory.
+
+One fsync per small file costs one wait on the disk each, and a sync of 10,000 small files would pay 10,000
+of them. So a sync gathers its written files in a Batch: one flush makes a few hundred durable together,
+with one syncfs of their filesystem (one journal commit for all) where the batch is big and the kernel
+reports syncfs errors, else with parallel fsyncs; then it renames them. The directories are synced once, at
+the end of the sync. A big file hands its bytes to the disk every WRITEBACK_BYTES while it arrives, so the
+disk works while the network does and the final fsync has little left to wait for.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+WRITEBACK_BYTES = 64 << 20  # a big file starts this much of its writeback at a time while it is received
+BATCH_FILES = 256  # files waiting for one flush where each needs its own fsync: open fds far below ulimit -n
+BATCH_FILES_SYNCFS = 2048  # where one syncfs covers them (few open fds): each syncfs also waits for what other
+#                            processes wrote to the disk, so the fewer the better; a kill -9 re-sends at most this
+BATCH_BYTES = 64 << 20  # and a dropped link leaves at most this much received but not yet committed
+SYNCFS_FROM = 16  # files at which one syncfs beats parallel fsyncs; below, a small sync never waits for
+#                   other processes' dirty data (a checkpoint being written) on the same disk
+FSYNC_THREADS = 16  # fsyncs in flight at once: the filesystem folds them into few journal commits
+SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, do not wait for it
+
+_calls = {}
+
+
+def libc_call(name: str):
+    """A libc function (None where there is none), looked up on first use: the agent's start stays quick."""
+    if name not in _calls:
+        import ctypes  # noqa: PLC0415 (start-up time: most requests never sync anything)
+        try:
+            call = getattr(ctypes.CDLL(None, use_errno=True), name)
+        except (OSError, AttributeError):  # not Linux: fsync alone still makes bytes durable
+            call = None
+        if call is not None:
+            int64, uint = ctypes.c_longlong, ctypes.c_uint
+            call.argtypes = {"sync_file_range": [ctypes.c_int, int64, int64, uint]}.get(name, [ctypes.c_int])
+            call.restype = ctypes.c_int
+        if name == "syncfs" and not kernel_at_least(5, 8):
+            call = None  # before Linux 5.8 syncfs returned 0 even when writeback failed: only fsync can tell
+        _calls[name] = call
+    return _calls[name]
+
+
+def kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        found = tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
+    except (AttributeError, ValueError):
+        return False
+    return found >= (major, minor)
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing these bytes now; never waits, and a kernel that cannot is fine:
+    the fsync that follows is what makes them durable."""
+    sync_file_range = libc_call("sync_file_range")
+    if sync_file_range is not None:
+        sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+
+
+class EarlyWriteback:
+    """For a file being received: every WRITEBACK_BYTES, what was just written is handed to the disk."""
+
+    def __init__(self, file):
+        self.file, self.written, self.started = file, 0, 0
+
+    def wrote(self, count: int) -> None:
+        self.written += count
+        if self.written - self.started >= WRITEBACK_BYTES:
+            self.file.flush()
+            start_writeback(self.file.fileno(), self.started, self.written - self.started)
+            self.started = self.written
+
+
+def fsync_dir(path: str) -> None:
+    """Make the names in a directory durable: a rename into it, a file or directory created in it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: str, final: str, fd: int | None = None) -> None:
+    """Rename tmp over final durably: tmp's bytes first (through fd, still open, where the caller has one),
+    then the rename, then the directory that holds both."""
+    if fd is not None:
+        os.fsync(fd)
+    else:
+        reopened = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(reopened)
+        finally:
+            os.close(reopened)
+    os.replace(tmp, final)
+    fsync_dir(os.path.dirname(final) or ".")
+
+
+def write_durably(path: str, data: bytes) -> None:
+    """Replace the file at path with data; after a crash there is the old file or the new one, whole."""
+    tmp = f"{path}.{os.getpid()}.tmp"  # per process: two agents writing the same file never share one
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            commit(tmp, path, f.fileno())
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json_durably(path: str, data) -> None:
+    write_durably(path, json.dumps(data).encode())
+
+
+_pool = None
+
+
+def sync_all(fds: list) -> None:
+    """Make the bytes of every open file durable: one syncfs per filesystem for many, else an fsync each,
+    several in flight at once. Raises the first failure."""
+    global _pool
+    syncfs = libc_call("syncfs") if len(fds) >= SYNCFS_FROM else None
+    if syncfs is not None:
+        for fd in {os.fstat(fd).st_dev: fd for fd in fds}.values():  # a mount inside the project: its own
+            if syncfs(fd) != 0:
+                import ctypes  # noqa: PLC0415 (loaded already, by libc_call)
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error))
+        return
+    if len(fds) == 1:
+        os.fsync(fds[0])
+        return
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 (start-up time, as libc_call)
+        _pool = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync")
+    futures = [_pool.submit(os.fsync, fd) for fd in fds]
+    failures = [future.exception() for future in futures]  # every one waited for: the caller closes the fds next
+    first = next((failure for failure in failures if failure is not None), None)
+    if first is not None:
+        raise first
+
+
+def sync_dirs(paths) -> None:
+    """Make the entries of these directories durable (those gone since are skipped)."""
+    fds = []
+    try:
+        for path in paths:
+            try:
+                fds.append(os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)))
+            except FileNotFoundError:
+                continue  # removed since: a directory the same sync emptied
+        sync_all(fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def make_dirs(path: str, touched: set) -> None:
+    """os.makedirs, adding each directory whose entries it changed to touched (to sync at the end)."""
+    created, missing = [], path
+    while missing and not os.path.isdir(missing):
+        created.append(missing)
+        missing = os.path.dirname(missing)
+    os.makedirs(path, exist_ok=True)
+    touched.update(os.path.dirname(made) for made in created)
+
+
+class Batch:
+    """Received files held back from their rename until one flush has made them all durable.
+
+    add() takes a file whose bytes are all written, its descriptor still open, with rename() to move it to its
+    final name and discard() to remove it (the caller knows what "ours" means). Past SYNCFS_FROM files the
+    batch closes each new one at once: the syncfs through the earlier ones covers it. flush() syncs the pending
+    files, closes them and renames each; finish() flushes, then syncs every directory a rename or a mkdir
+    touched. The first failure is kept in `failure`, not raised: a sync reports it and keeps its stream in
+    step, and the other files of the batch still commit."""
+
+    def __init__(self):
+        self.pending = []  # (fd, or None for a symlink or a file the batch's syncfs covers; final path, ...)
+        self.finals = set()
+        self.bytes = 0
+        self.devices = set()  # of the files whose fds stay open: one syncfs through them covers each device
+        self.open_fds = 0
+        self.touched = set()  # directories whose entries changed: synced once, by finish()
+        self.failure = None
+        self.syncfs = libc_call("syncfs") is not None
+        self.intents = []  # what each pending file's rename will make of its final name (see on_renaming)
+        self.on_renaming = None  # told the intents, durably, after the batch is synced and before it is renamed
+
+    def add(self, fd: int | None, final: str, size: int, rename, discard, intent=None) -> None:
+        if fd is not None and self.syncfs and self.open_fds >= SYNCFS_FROM:
+            if os.fstat(fd).st_dev in self.devices:  # synced by the syncfs of an fd opened before it was written
+                os.close(fd)
+                fd = None
+        if fd is not None:
+            self.devices.add(os.fstat(fd).st_dev)
+            self.open_fds += 1
+        self.pending.append((fd, final, rename, discard))
+        if intent is not None:
+            self.intents.append(intent)
+        self.finals.add(final)
+        self.bytes += size
+        if len(self.pending) >= (BATCH_FILES_SYNCFS if self.syncfs else BATCH_FILES) or self.bytes >= BATCH_BYTES:
+            self.flush()
+
+    def holds(self, final: str) -> bool:
+        return final in self.finals
+
+    def flush(self) -> None:
+        pending, self.pending, self.finals, self.bytes = self.pending, [], set(), 0
+        intents, self.intents = self.intents, []
+        self.devices, self.open_fds = set(), 0
+        synced = True
+        try:
+            sync_all([fd for fd, _, _, _ in pending if fd is not None])
+            if intents and self.on_renaming is not None:
+                self.on_renaming(intents)
+        except OSError as exc:  # the disk did not take them (or the intents): none may be renamed
+            self.failed(exc)
+            synced = False
+        for fd, final, rename, discard in pending:
+            try:
+                if fd is not None:
+                    os.close(fd)
+                if synced:
+                    rename()
+                    self.touched.add(os.path.dirname(final))
+                else:
+                    discard()
+            except Exception as exc:  # one file's failure is reported; the others still commit
+                self.failed(exc)
+
+    def finish(self) -> None:
+        self.flush()
+        touched, self.touched = self.touched, set()
+        try:
+            sync_dirs(sorted(touched))
+        except OSError as exc:
+            self.failed(exc)
+
+    def failed(self, exc: Exception) -> None:
+        self.failure = self.failure or exc

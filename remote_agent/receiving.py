@@ -1,0 +1,324 @@
+"""One apply's writes and deletes into a sync's target (files.py): every path checked against what the sync
+wrote there (records.py) before it is replaced or deleted, every file durable before its rename.
+
+Received files wait in a durable.Batch, un-renamed, until one flush has made a batch of them durable; then
+each is renamed, provided what stands under its final name is still the sync's to replace. An entry counts
+as written (tally, records) once it stands under its final name.
+"""
+from __future__ import annotations
+
+import os
+
+from . import durable, patching, protocol
+from .fence import OutsideProject
+from .patching import same_file
+from .records import identity, matches
+
+PART_SUFFIX = ".offload-part"
+CHANGED_ON_HOST = "changed on the host since it was synced"
+NOT_WRITTEN_BY_OFFLOAD = "on the host already, and not written by offload"
+
+
+class RequestError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class Receiving:
+    """One apply's writes and deletes into a target, with the tally the laptop gets back."""
+
+    def __init__(self, target, tally: dict, record: bool, force: bool, write_json):  # target: a files.Target
+        self.target, self.tally, self.record, self.force = target, tally, record, force
+        self.write_json = write_json
+        self.made_dirs = set()  # directories created or found during this apply
+
+    def keep(self, relpath: str, why: str) -> None:
+        self.tally["kept"].append([relpath, why])
+
+    def delete(self, relpath: str, still_there: set) -> None:
+        records = self.target.records
+        record = records.paths.pop(relpath, None)
+        try:
+            path = self.target.path(relpath)
+        except OutsideProject as exc:
+            self.keep(relpath, str(exc))
+            return
+        current = identity(path)
+        if current is None:
+            return
+        if not matches(record, current):
+            self.keep(relpath, CHANGED_ON_HOST)  # never deleted, --force or not: it is somebody's now
+            return
+        self.tally["deleted"] += remove(path, current)
+        patching.forget(self.target.project_dir, relpath)
+        remove_emptied_parents(self.target, relpath, still_there)
+
+    def may_replace(self, relpath: str, current: list | None, path: str) -> str | None:
+        """Why the sync must leave what is at path (current) alone, or None when it may replace it."""
+        if self.force or not self.record:
+            return None
+        if self.target.records.owns(relpath, current) or (current[0] == "dir" and is_empty_dir(path)):
+            return None  # an empty directory holds nothing of anybody's: write_entry replaces it
+        return CHANGED_ON_HOST if relpath in self.target.records.paths else NOT_WRITTEN_BY_OFFLOAD
+
+    def receive(self, inp, failure: Exception | None) -> Exception | None:
+        """Write `put` and `patch` entries until `end`; returns the first failure (later entries are read and
+        dropped). A big file's `put` is followed by its block digests (`digests`), kept for later patches.
+        inp is a protocol.Incoming."""
+        batch = durable.Batch()
+        if self.record:
+            batch.on_renaming = lambda intents: self.target.records.note_pending(self.target.root, intents,
+                                                                                  self.write_json)
+        try:
+            failure = self.receive_entries(inp, failure, batch)
+        finally:
+            batch.finish()  # on a dropped link too: what arrived whole is kept
+        return failure or batch.failure
+
+    def receive_entries(self, inp, failure: Exception | None, batch: durable.Batch) -> Exception | None:
+        just_put = None
+        target = self.target
+        while True:
+            message = inp.next_message()
+            if message["t"] == "end":
+                return failure
+            if message["t"] not in ("put", "patch", "digests"):
+                raise RequestError("bad_request", f"unexpected {message['t']!r} during a sync")
+            relpath = message.get("path")
+            path = None
+            try:  # digests or a patch need their file under its final name; a second put of it, its part name
+                path = target.path(relpath)
+                if failure is None and batch.holds(path):
+                    batch.flush()
+            except OutsideProject as exc:
+                self.keep(relpath, str(exc))
+            except RequestError as exc:
+                failure = failure or exc
+            failure = failure or batch.failure
+            if failure is not None or path is None:
+                drain(inp, int(message.get("size", 0)))
+                continue
+            try:
+                if message["t"] == "digests":
+                    self.tally["bytes"] += patching.store_digests(target.project_dir, message, inp,
+                                                                  just_put == relpath, path)
+                    continue
+                just_put = None
+                current = identity(path)
+                why = self.may_replace(relpath, current, path)
+                if why is not None:
+                    drain(inp, int(message.get("size", 0)))
+                    self.keep(relpath, why)
+                    continue
+                if message["t"] == "patch":
+                    applied, received = patch(target, relpath, path, message, inp)
+                    self.tally["bytes"] += received
+                    if applied:
+                        self.written(relpath, path)
+                    # else the laptop's file changed while it was read: it sends it again
+                else:
+                    received, committed = put(path, message, inp, batch, self.made_dirs, current,
+                                              self.commit_step(relpath, path), relpath)
+                    self.tally["bytes"] += received
+                    if committed:  # else the laptop's file changed while it was read: it sends it again
+                        just_put = relpath
+            except (OSError, RequestError) as exc:
+                failure = exc
+
+    def written(self, relpath: str, path: str) -> None:
+        """relpath stands under its final name now: the sync's, as it is."""
+        if self.record:
+            found = identity(path)
+            if found is not None:
+                self.target.records.paths[relpath] = found
+        self.tally["written"] += 1
+
+    def commit_step(self, relpath: str, path: str):
+        """What the batch does just before and after the rename: check again that the path is still the
+        sync's (a job or a person may have written it meanwhile: then it is kept), then record it."""
+        def still_ours() -> bool:
+            if self.force or not self.record or self.target.records.owns(relpath, identity(path)):
+                return True
+            self.keep(relpath, CHANGED_ON_HOST)
+            return False
+        return still_ours, lambda: self.written(relpath, path)
+
+
+def patch(target, relpath: str, path: str, message: dict, inp) -> tuple:
+    """Apply one patch (patching.py); its blob is always consumed from the stream."""
+    try:
+        return patching.receive_patch(target.project_dir, relpath, path, message, inp, in_place_ok=target.live)
+    except patching.StalePatch as exc:
+        raise RequestError("stale", f"{exc}; sync again to send it whole") from None
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = relpath
+        raise
+
+
+def with_parents(paths: set) -> set:
+    """The paths and every directory above them: "a/b/c" -> {"a/b/c", "a/b", "a"}."""
+    found = set()
+    for path in paths:
+        parts = path.split("/")
+        found.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    return found
+
+
+def remove_emptied_parents(target, relpath: str, still_there: set) -> None:
+    """A directory gone from the laptop left empty by deleting relpath goes too, as with rsync --delete;
+    one the laptop still has, or one that holds anything else (a run's files), stays."""
+    parts = relpath.split("/")[:-1]
+    while parts and "/".join(parts) not in still_there:
+        try:
+            os.rmdir(target.path("/".join(parts)))
+        except (OSError, OutsideProject):  # not empty, already gone, or a link we do not follow
+            return
+        parts.pop()
+
+
+def remove(path: str, current: list) -> int:
+    if current[0] == "dir":
+        try:
+            os.rmdir(path)  # only empty ones: a directory a run filled is the run's
+        except OSError:
+            return 0
+    else:
+        os.unlink(path)
+    return 1
+
+
+def put(path: str, message: dict, inp, batch: durable.Batch, made_dirs: set, existing: list | None,
+        commit_step, relpath: str) -> tuple:
+    """Write one entry; (file bytes received, whether it is whole: under its final name, or in batch to be
+    renamed there). A file's blob is its bytes and then one byte from the laptop: 1 if the file stayed the
+    same while it was read, else 0 and the part file goes, leaving the host's older copy whole. The blob is
+    always consumed from the stream."""
+    blob = int(message.get("size", 0)) if message["kind"] == "file" else 0
+    pieces = protocol.read_exactly(inp, max(blob - 1, 0))
+    status = []
+
+    def complete() -> bool:
+        status.extend(b"".join(protocol.read_exactly(inp, 1)))
+        return status == [1]
+
+    try:
+        committed = write_entry(path, message, pieces, complete, batch, made_dirs, existing, commit_step, relpath)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write or close names no file: say which one it was
+            exc.filename = message["path"]
+        raise
+    finally:
+        for _ in pieces:  # a no-op when the write consumed them all
+            pass
+        if blob and not status:
+            complete()
+    return max(blob - 1, 0), committed
+
+
+def write_entry(path: str, message: dict, pieces, complete, batch: durable.Batch, made_dirs: set,
+                existing: list | None, commit_step, relpath: str) -> bool:
+    """Put the entry at path (where `existing` is, records.identity), a file or link through batch; False
+    when complete() says the file's bytes are not one version of it. commit_step: (still_ours(), written()),
+    asked just before the rename and told once the entry stands under its final name."""
+    still_ours, written = commit_step
+    kind, mode, mtime_ns = message["kind"], int(message["mode"]) & 0o7777, int(message["mtime_ns"])
+    parent = os.path.dirname(path)
+    if parent not in made_dirs:  # 100 files to a directory: one makedirs for them all
+        durable.make_dirs(parent, batch.touched)
+        made_dirs.add(parent)
+    if kind == "dir":
+        if existing is not None and existing[0] != "dir":
+            os.unlink(path)
+        durable.make_dirs(path, batch.touched)
+        written()
+        return True
+    if existing is not None and existing[0] == "dir":
+        try:
+            os.rmdir(path)  # an empty directory, left where the laptop now has a file: nothing of a run's is lost
+        except OSError:
+            raise RequestError("bad_request",
+                               f"{message['path']} is a directory on the host; remove it there first") from None
+    part = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + PART_SUFFIX)
+    fd = None
+    if kind == "link":
+        remove_leftover(part)
+        os.symlink(message["target"], part)
+        ours = os.lstat(part)
+    else:
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            remove_leftover(part)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        ours = os.fstat(fd)
+
+    def discard() -> None:
+        if same_file(part, ours):
+            os.unlink(part)
+
+    def rename() -> None:  # by the batch, once the part's bytes are durable
+        try:
+            if not same_file(part, ours):
+                raise RequestError("busy", f"another sync is writing {message['path']}; try again when it is done")
+            if not still_ours():
+                discard()
+                return
+            os.replace(part, path)
+        except BaseException:
+            discard()
+            raise
+        written()
+
+    size = 0
+    try:
+        if kind == "link":
+            os.utime(part, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        else:
+            size = write_part(fd, pieces, mode, mtime_ns)
+            if not complete():
+                os.close(fd)
+                os.unlink(part)
+                return False
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        discard()
+        raise
+    # A rename keeps the inode and times: what the part is now is what the path will be once it is renamed.
+    batch.add(fd, path, size, rename, discard, intent=(relpath, identity(part)))
+    return True
+
+
+def is_empty_dir(path: str) -> bool:
+    try:
+        return not os.listdir(path)
+    except OSError:
+        return False
+
+
+def remove_leftover(part: str) -> None:
+    """A part file left by a killed agent, or still open in one whose laptop went away: that one keeps writing
+    into the unlinked file, and its clean-up leaves ours alone."""
+    if os.path.lexists(part):
+        os.unlink(part)
+
+
+def write_part(fd: int, pieces, mode: int, mtime_ns: int) -> int:
+    """Write fd, left open for the batch to sync; its size. Mode and mtime are set on the open file, so they
+    land on this file and no other."""
+    with open(fd, "wb", closefd=False) as f:
+        early = durable.EarlyWriteback(f)
+        for piece in pieces:
+            f.write(piece)
+            early.wrote(len(piece))
+        f.flush()
+        os.fchmod(fd, mode)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+    return early.written
+
+
+def drain(inp, size: int) -> None:
+    for _ in protocol.read_exactly(inp, size):
+        pass
