@@ -152,7 +152,11 @@ def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, 
     project_dir, stage = manifest["project_dir"], manifest.get("stage")
     plan = plan_sync(entries, manifest["present"], manifest["synced"],
                      lambda path: os.path.lexists(project_root / path), manifest.get("changed", ()), force)
-    plan.kept.extend(manifest.get("refused", []))
+    refused = {path for path, _ in manifest.get("refused", [])}  # behind a link out of the project on the host
+    if refused:
+        plan.send = [entry for entry in plan.send if entry.path not in refused]
+        plan.delete = [path for path in plan.delete if path not in refused]
+        plan.kept.extend(manifest["refused"])
     if stage:
         print(f"sync: a run of this project is using it on {agent.label}: the files are staged, and go in "
               "when it ends (or when your run starts); the running job keeps its own", file=out)
