@@ -22,7 +22,7 @@ class Agent:
     def __init__(self, inp, out):
         self.inp = inp
         self.out = out
-        self.receiver = files.Receiver(jobs.write_json)
+        self.receiver = files.Receiver()
 
     def send(self, message_type: str, /, **fields) -> None:
         protocol.write_message(self.out, message_type, **fields)

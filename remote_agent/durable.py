@@ -65,16 +65,16 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 class EarlyWriteback:
-    """For a file being received: every WRITEBACK_BYTES, what was just written is handed to the disk."""
+    """For a file being received through fd (unbuffered writes): every WRITEBACK_BYTES, what was just written
+    is handed to the disk."""
 
-    def __init__(self, file):
-        self.file, self.written, self.started = file, 0, 0
+    def __init__(self, fd: int):
+        self.fd, self.written, self.started = fd, 0, 0
 
     def wrote(self, count: int) -> None:
         self.written += count
         if self.written - self.started >= WRITEBACK_BYTES:
-            self.file.flush()
-            start_writeback(self.file.fileno(), self.started, self.written - self.started)
+            start_writeback(self.fd, self.started, self.written - self.started)
             self.started = self.written
 
 
@@ -198,12 +198,12 @@ class Batch:
         self.on_renaming = None  # told the intents, durably, after the batch is synced and before it is renamed
 
     def add(self, fd: int | None, final: str, size: int, rename, discard, intent=None) -> None:
-        if fd is not None and self.syncfs and self.open_fds >= SYNCFS_FROM:
-            if os.fstat(fd).st_dev in self.devices:  # synced by the syncfs of an fd opened before it was written
-                os.close(fd)
-                fd = None
+        device = os.fstat(fd).st_dev if fd is not None else None
+        if fd is not None and self.syncfs and self.open_fds >= SYNCFS_FROM and device in self.devices:
+            os.close(fd)  # synced by the syncfs of an fd opened before it was written
+            fd = None
         if fd is not None:
-            self.devices.add(os.fstat(fd).st_dev)
+            self.devices.add(device)
             self.open_fds += 1
         self.pending.append((fd, final, rename, discard))
         if intent is not None:

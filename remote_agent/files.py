@@ -71,17 +71,16 @@ class Target:
     def path(self, relpath: str) -> str:
         return self.fence.path(checked_relpath(relpath))
 
-    def save(self, write_json) -> None:
+    def save(self) -> None:
         if self.live:
             self.records.generation = tree.new_generation()
-        self.records.save(self.root, write_json)
+        self.records.save(self.root)
         if self.live:
             tree.prune(self.project_dir, self.records.generation)
 
 
 class Receiver:
-    def __init__(self, write_json):
-        self.write_json = write_json
+    def __init__(self):
         self.targets = {}  # project_dir -> Target of the sync in progress (or the last one)
         self.expected = {}  # project_dir -> every path the laptop has (its apply, or manifest, request names them)
         self.sync_lock = None  # fd: this agent's sync in progress
@@ -99,7 +98,7 @@ class Receiver:
         tree_fd = tree.try_lock(os.path.join(project_dir, tree.TREE_LOCK))
         live_fence = Fence(project_dir)
         if tree_fd is not None:
-            records = finish_patches(project_dir, self.write_json)
+            records = finish_patches(project_dir)
             self.targets[project_dir] = Target(project_dir, project_dir, records)
             if for_run:
                 self.held_trees[project_dir] = tree_fd
@@ -107,7 +106,7 @@ class Receiver:
                 self.sync_tree_lock = tree_fd
             return {"stage": None}
         stage, records = tree.create_stage(project_dir, "run" if for_run else "sync",
-                                           Records.load(project_dir, resolve=live_fence.path), self.write_json)
+                                           Records.load(project_dir, resolve=live_fence.path))
         self.targets[project_dir] = Target(project_dir, stage.root, records, stage)
         return {"stage": stage.id}
 
@@ -175,7 +174,7 @@ class Receiver:
             self.expected[project_dir] = set(request["paths"])
         tally = {"written": 0, "deleted": 0, "bytes": 0, "kept": []}
         receiving = Receiving(target, tally, record=request.get("record", True) is not False,
-                              force=bool(request.get("force")), write_json=self.write_json)
+                              force=bool(request.get("force")))
         if not receiving.record:
             failure = receiving.receive(inp, None)
             if failure is not None:
@@ -203,13 +202,13 @@ class Receiver:
                 raise failure
         finally:
             try:
-                target.save(self.write_json)  # what was written is ours, even when the sync failed
+                target.save()  # what was written is ours, even when the sync failed
             except OSError:
                 pass  # on a full disk: the failure being raised says more than this one
         return tally
 
 
-def finish_patches(project_dir: str, write_json) -> Records:
+def finish_patches(project_dir: str) -> Records:
     """Redo the patches a killed agent left half-applied (patching.py), and record the files they finished:
     a patch is only ever applied to a file the sync owned, so the result is the sync's too. The caller holds
     the project's tree, so no job reads those files meanwhile. Returns the live records."""
@@ -221,5 +220,5 @@ def finish_patches(project_dir: str, write_json) -> Records:
             found = identity(fence.path(relpath))
             if found is not None and relpath in records.paths:
                 records.paths[relpath] = found
-        records.save(project_dir, write_json)
+        records.save(project_dir)
     return records

@@ -11,8 +11,10 @@ import json
 import os
 import stat
 
+from . import durable
+
 STATE_FILE = os.path.join(".offload", "synced.json")
-PENDING_FILE = os.path.join(".offload", "synced-pending.json")  # what renames in flight will have written
+PENDING_FILE = os.path.join(".offload", "synced-pending.jsonl")  # what renames in flight will have written
 
 
 def identity(path: str) -> list | None:
@@ -80,41 +82,46 @@ class Records:
 
     def adopt_pending(self, root: str, resolve) -> None:
         """A sync killed between its renames and saving its records left what it meant to write in the
-        pending file: each path that is now exactly that is the sync's."""
+        pending file (one JSON line a batch): each path that is now exactly that is the sync's."""
         try:
-            with open(os.path.join(root, PENDING_FILE)) as f:
-                pending = json.load(f)
-        except (OSError, ValueError):
+            with open(os.path.join(root, PENDING_FILE), "rb") as f:
+                lines = f.read().splitlines()
+        except OSError:
             return
-        for relpath, intended in (pending.items() if isinstance(pending, dict) else ()):
+        for line in lines:
             try:
-                found = identity(resolve(relpath))
-            except Exception:  # noqa: BLE001 - behind a link out of the project now: not the sync's
-                continue
-            if found is not None and isinstance(intended, list) and matches(intended, found):
-                self.paths[relpath] = found
+                batch = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by the kill: its renames never began (it is synced before them)
+            for relpath, intended in (batch.items() if isinstance(batch, dict) else ()):
+                try:
+                    found = identity(resolve(relpath))
+                except Exception:  # noqa: BLE001 - behind a link out of the project now: not the sync's
+                    continue
+                if found is not None and isinstance(intended, list) and matches(intended, found):
+                    self.paths[relpath] = found
 
-    def save(self, root: str, write_json) -> None:
+    def save(self, root: str) -> None:
+        """Durably; then the pending file goes: until the records are safe, it is their backup."""
         os.makedirs(os.path.join(root, os.path.dirname(STATE_FILE)), exist_ok=True)
-        write_json(os.path.join(root, STATE_FILE), {"version": 2, "generation": self.generation,
-                                                    "records": self.paths})
+        durable.write_durably(os.path.join(root, STATE_FILE), json.dumps(
+            {"version": 2, "generation": self.generation, "records": self.paths}, separators=(",", ":")).encode())
         try:
-            os.unlink(os.path.join(root, PENDING_FILE))  # after: until the records are safe, it is their backup
+            os.unlink(os.path.join(root, PENDING_FILE))
         except FileNotFoundError:
             pass
-
-    def note_pending(self, root: str, intents: list, write_json) -> None:
-        """Before a batch of renames: what each will make of its path, durably, for adopt_pending."""
-        path = os.path.join(root, PENDING_FILE)
-        try:
-            with open(path) as f:
-                pending = json.load(f)
-        except (OSError, ValueError):
-            pending = {}
-        pending = pending if isinstance(pending, dict) else {}
-        pending.update({relpath: intended for relpath, intended in intents})
-        write_json(path, pending)
 
     def owns(self, relpath: str, current: list | None) -> bool:
         """Whether a sync may replace or delete what is at relpath now: nothing there, or what it wrote."""
         return current is None or matches(self.paths.get(relpath), current)
+
+
+def note_pending(root: str, intents: list) -> None:
+    """Before a batch of renames: what each will make of its path, appended durably, for adopt_pending."""
+    line = json.dumps(dict(intents), separators=(",", ":")).encode() + b"\n"
+    fd = os.open(os.path.join(root, PENDING_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)

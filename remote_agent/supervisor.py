@@ -95,9 +95,9 @@ class Supervisor:
             return self.run_job()
         project_dir = tree_job["project_dir"]
         try:
-            files.finish_patches(project_dir, write_json)  # never start a job on a half-patched file
+            files.finish_patches(project_dir)  # never start a job on a half-patched file
             if tree_job.get("stage"):
-                self.note_kept(tree.switch_in(project_dir, tree.Stage(project_dir, tree_job["stage"]), write_json,
+                self.note_kept(tree.switch_in(project_dir, tree.Stage(project_dir, tree_job["stage"]),
                                               consume=bool(tree_job.get("consume"))))
         except (OSError, ValueError, OutsideProject) as exc:
             self.record(state="exited", started_at=now(), ended_at=now(), exit_code=None, signal=None,
@@ -108,7 +108,7 @@ class Supervisor:
         finally:
             if tree_job.get("consume"):  # the run, not its setup: a sync staged meanwhile may go in now
                 try:
-                    tree.settle(project_dir, write_json)
+                    tree.settle(project_dir)
                 except (OSError, ValueError, OutsideProject):
                     pass  # the staged sync stays staged; the next job's end tries again
 

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import time
 
+from . import durable
 from .fence import Fence, OutsideProject
 from .records import Records, identity, matches
 
@@ -91,7 +92,7 @@ class Stage:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def create_stage(project_dir: str, kind: str, live: Records, write_json) -> tuple:
+def create_stage(project_dir: str, kind: str, live: Records) -> tuple:
     """(Stage, its Records): a copy of the live tree's synced paths, as hard links. Paths that are no longer
     what the sync wrote (a job rewrote them) are left out: they are not the sync's to carry forward."""
     generation = new_generation()
@@ -117,16 +118,13 @@ def create_stage(project_dir: str, kind: str, live: Records, write_json) -> tupl
             link_or_copy(source, target)
         paths[relpath] = identity(target)
     records = Records(paths, generation)
-    records.save(stage.root, write_json)
+    records.save(stage.root)
     write_meta(stage, kind, generation)  # last: only a stage with its records is ever switched in
     return stage, records
 
 
 def write_meta(stage: Stage, kind: str, generation: int) -> None:
-    temporary = stage.meta_path + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump({"kind": kind, "generation": generation, "created": time.time()}, f)
-    os.replace(temporary, stage.meta_path)
+    durable.write_json_durably(stage.meta_path, {"kind": kind, "generation": generation, "created": time.time()})
 
 
 def link_or_copy(source: str, target: str) -> None:
@@ -166,7 +164,7 @@ def prune(project_dir: str, live_generation: int) -> None:
 
 # --- switching a stage in ---------------------------------------------------------------------------------
 
-def switch_in(project_dir: str, stage: Stage, write_json, consume: bool) -> list:
+def switch_in(project_dir: str, stage: Stage, consume: bool) -> list:
     """Make the live tree the stage's tree: its files go in by rename (hard links: no copy), paths it no
     longer has go. Only paths the live records still own are touched; returns [relpath, why kept] for the
     rest. The caller holds tree.lock, so no job runs and no sync writes the live tree meanwhile."""
@@ -207,7 +205,7 @@ def switch_in(project_dir: str, stage: Stage, write_json, consume: bool) -> list
             kept.append([relpath, "changed on the host since it was synced"])
             continue
         remove(target, current)
-    Records(placed, int(meta.get("generation", 0))).save(project_dir, write_json)
+    Records(placed, int(meta.get("generation", 0))).save(project_dir)
     if consume:
         stage.remove()
     return kept
@@ -242,13 +240,13 @@ def remove(target: str, current: list) -> None:
         os.unlink(target)
 
 
-def settle(project_dir: str, write_json) -> list:
+def settle(project_dir: str) -> list:
     """When a job that owned the live tree ends: the newest plain sync staged meanwhile goes in, when it is
     newer than the live tree (a run switched in an older stage after it). Returns what was kept."""
     live_generation = Records.load(project_dir).generation
     pending = [(stage, meta) for stage, meta in stages(project_dir)
                if meta.get("kind") == "sync" and meta.get("generation", 0) > live_generation]
-    kept = switch_in(project_dir, pending[-1][0], write_json, consume=False) if pending else []
+    kept = switch_in(project_dir, pending[-1][0], consume=False) if pending else []
     prune(project_dir, Records.load(project_dir).generation)
     return kept
 
