@@ -85,6 +85,7 @@ class Agent:
             incoming = protocol.Incoming(self.inp)
             try:
                 self.send("applied", **self.receiver.apply(message, incoming))
+                self.receiver.save_records()  # after the reply: the laptop need not wait for it
             except protocol.ProtocolError:
                 raise
             except Exception:

@@ -165,6 +165,23 @@ def sync_dirs(paths) -> None:
             os.close(fd)
 
 
+def log_intents(path: str, intents: list) -> list:
+    """Append one JSON line of intents to path; returns the fds to sync with the batch (the log's, and its
+    directory's when the log is new: its name must survive too)."""
+    created = not os.path.lexists(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fds = [fd]
+    try:
+        os.write(fd, json.dumps(dict(intents), separators=(",", ":")).encode() + b"\n")
+        if created:
+            fds.append(os.open(os.path.dirname(path) or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)))
+    except BaseException:
+        for opened in fds:
+            os.close(opened)
+        raise
+    return fds
+
+
 def make_dirs(path: str, touched: set) -> None:
     """os.makedirs, adding each directory whose entries it changed to touched (to sync at the end)."""
     created, missing = [], path
@@ -194,8 +211,8 @@ class Batch:
         self.touched = set()  # directories whose entries changed: synced once, by finish()
         self.failure = None
         self.syncfs = libc_call("syncfs") is not None
-        self.intents = []  # what each pending file's rename will make of its final name (see on_renaming)
-        self.on_renaming = None  # told the intents, durably, after the batch is synced and before it is renamed
+        self.intents = []  # (relpath, what the rename makes of it): one JSON line a flush in intent_log
+        self.intent_log = None  # the file those lines go to, made durable with the batch, before its renames
 
     def add(self, fd: int | None, final: str, size: int, rename, discard, intent=None) -> None:
         device = os.fstat(fd).st_dev if fd is not None else None
@@ -220,14 +237,17 @@ class Batch:
         pending, self.pending, self.finals, self.bytes = self.pending, [], set(), 0
         intents, self.intents = self.intents, []
         self.devices, self.open_fds = set(), 0
-        synced = True
+        synced, extra = True, []
         try:
-            sync_all([fd for fd, _, _, _ in pending if fd is not None])
-            if intents and self.on_renaming is not None:
-                self.on_renaming(intents)
+            if intents and self.intent_log is not None:
+                extra = log_intents(self.intent_log, intents)
+            sync_all([fd for fd, _, _, _ in pending if fd is not None] + extra)  # one round of syncs for all
         except OSError as exc:  # the disk did not take them (or the intents): none may be renamed
             self.failed(exc)
             synced = False
+        finally:
+            for fd in extra:
+                os.close(fd)
         for fd, final, rename, discard in pending:
             try:
                 if fd is not None:

@@ -28,7 +28,7 @@ def prepare(workdir: str, project: str) -> dict:
     """Create the project directory and prove it is writable before anything is sent."""
     project_dir = project_dir_of(workdir, project)
     os.makedirs(os.path.join(project_dir, ".offload"), exist_ok=True)
-    probe = os.path.join(project_dir, ".offload", "write-probe")
+    probe = os.path.join(project_dir, ".offload", f"write-probe.{os.getpid()}")  # two agents may probe at once
     with open(probe, "wb") as f:
         f.write(b"ok")
     os.unlink(probe)
@@ -37,7 +37,7 @@ def prepare(workdir: str, project: str) -> dict:
 
 def checked_relpath(relpath: str) -> str:
     parts = relpath.split("/") if isinstance(relpath, str) else [""]
-    if not relpath or relpath.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] == ".offload":
+    if not relpath or parts[0] in ("", ".offload") or "" in parts or "." in parts or ".." in parts:
         raise RequestError("bad_request", f"refusing path outside the project: {relpath!r}")
     return relpath
 
@@ -86,6 +86,7 @@ class Receiver:
         self.sync_lock = None  # fd: this agent's sync in progress
         self.sync_tree_lock = None  # fd: the live tree, for the sync's duration only
         self.held_trees = {}  # project_dir -> fd of tree.lock kept for the run this sync is for
+        self.unsaved = None  # the Target whose records the last apply has yet to save (right after its reply)
 
     # --- a sync's beginning and end ---
 
@@ -111,6 +112,7 @@ class Receiver:
         return {"stage": stage.id}
 
     def end_sync(self) -> None:
+        self.save_records()
         tree.unlock(self.sync_tree_lock)
         tree.unlock(self.sync_lock)
         self.sync_tree_lock = self.sync_lock = None
@@ -191,8 +193,9 @@ class Receiver:
                 target.records.paths[relpath] = found
         try:
             failure = None  # after a failure, keep reading so the stream stays in step; report it at the end
-            still_there = with_parents(self.expected.get(project_dir, set()))
-            for relpath in sorted(request.get("delete", []), reverse=True):  # children before parents
+            deletes = request.get("delete", [])  # the laptop's directories, worked out only when anything goes
+            still_there = with_parents(self.expected.get(project_dir, set())) if deletes else set()
+            for relpath in sorted(deletes, reverse=True):  # children before parents
                 try:
                     receiving.delete(relpath, still_there)
                 except (OSError, RequestError) as exc:
@@ -200,12 +203,24 @@ class Receiver:
             failure = receiving.receive(inp, failure)
             if failure is not None:
                 raise failure
-        finally:
-            try:
-                target.save()  # what was written is ours, even when the sync failed
-            except OSError:
-                pass  # on a full disk: the failure being raised says more than this one
+        except BaseException:
+            self.save_records(target)  # what was written is ours, even when the sync failed
+            raise
+        if target.live:
+            # The reply need not wait for the records: every rename's outcome is already durable in the
+            # intents log (records.adopt_pending), and this agent holds the tree until it has saved them.
+            self.unsaved = target
+        else:
+            self.save_records(target)  # a staged tree's records: a job's end may read them at any moment
         return tally
+
+    def save_records(self, target: Target | None = None) -> None:
+        target, self.unsaved = target or self.unsaved, None
+        if target is not None:
+            try:
+                target.save()
+            except OSError:
+                pass  # on a full disk: the sync's own error says more; the intents log keeps what it wrote
 
 
 def finish_patches(project_dir: str) -> Records:

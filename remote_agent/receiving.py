@@ -12,7 +12,7 @@ import os
 from . import durable, patching, protocol
 from .fence import OutsideProject
 from .patching import same_file
-from .records import identity, matches, note_pending
+from .records import PENDING_FILE, identity, matches
 
 PART_SUFFIX = ".offload-part"
 CHANGED_ON_HOST = "changed on the host since it was synced"
@@ -67,7 +67,7 @@ class Receiving:
         inp is a protocol.Incoming."""
         batch = durable.Batch()
         if self.record:
-            batch.on_renaming = lambda intents: note_pending(self.target.root, intents)
+            batch.intent_log = os.path.join(self.target.root, PENDING_FILE)  # records.adopt_pending reads it
         try:
             failure = self.receive_entries(inp, failure, batch)
         finally:

@@ -57,7 +57,20 @@ class Records:
     @classmethod
     def load(cls, root: str, resolve=None) -> "Records":
         """The records of the tree at root. A file of the first format (a bare list of paths) is taken as
-        describing the files there now: it predates records, and those paths were the sync's."""
+        describing the files there now: it predates records, and those paths were the sync's. An agent kept
+        between syncs (the laptop's link keeper) reads a file it saved itself only once."""
+        key = file_key(os.path.join(root, STATE_FILE))
+        cached = LOADED.get(root)
+        if cached is not None and key is not None and cached[0] == key and not os.path.lexists(
+                os.path.join(root, PENDING_FILE)):
+            return cached[1]
+        records = cls.read(root, resolve)
+        if key is not None:
+            LOADED[root] = (key, records)
+        return records
+
+    @classmethod
+    def read(cls, root: str, resolve=None) -> "Records":
         try:
             with open(os.path.join(root, STATE_FILE)) as f:
                 data = json.load(f)
@@ -104,8 +117,12 @@ class Records:
     def save(self, root: str) -> None:
         """Durably; then the pending file goes: until the records are safe, it is their backup."""
         os.makedirs(os.path.join(root, os.path.dirname(STATE_FILE)), exist_ok=True)
+        LOADED.pop(root, None)
         durable.write_durably(os.path.join(root, STATE_FILE), json.dumps(
             {"version": 2, "generation": self.generation, "records": self.paths}, separators=(",", ":")).encode())
+        key = file_key(os.path.join(root, STATE_FILE))
+        if key is not None:
+            LOADED[root] = (key, self)
         try:
             os.unlink(os.path.join(root, PENDING_FILE))
         except FileNotFoundError:
@@ -116,12 +133,12 @@ class Records:
         return current is None or matches(self.paths.get(relpath), current)
 
 
-def note_pending(root: str, intents: list) -> None:
-    """Before a batch of renames: what each will make of its path, appended durably, for adopt_pending."""
-    line = json.dumps(dict(intents), separators=(",", ":")).encode() + b"\n"
-    fd = os.open(os.path.join(root, PENDING_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+LOADED = {}  # root -> (file_key of its synced.json, the Records read from or saved to it)
+
+
+def file_key(path: str) -> tuple | None:
     try:
-        os.write(fd, line)
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)

@@ -62,7 +62,10 @@ def offload_files(project_dir: Path) -> list:
     return sorted(set(os.listdir(project_dir / ".offload")) - {"sync.lock", "tree.lock"})
 
 
-def synced_paths(project_dir: str) -> list:
+def synced_paths(project_dir: str, agent=None) -> list:
+    """What synced.json names; with agent, once it has answered a ping (it saves them right after a reply)."""
+    if agent is not None:
+        agent.request("ping")
     return sorted(json.loads((Path(project_dir) / ".offload" / "synced.json").read_text())["records"])
 
 
@@ -84,7 +87,7 @@ def test_a_file_is_written_under_a_part_name_and_renamed_when_whole(agent, tmp_p
     assert (project_dir / "w.bin").read_bytes() == data
     assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o640, 1_700_000_000_123_456_789)
     assert parts(project_dir) == []
-    assert synced_paths(str(project_dir)) == ["w.bin"]
+    assert synced_paths(str(project_dir), agent) == ["w.bin"]
 
 
 def test_a_laptop_that_goes_away_mid_file_leaves_the_old_file_whole(agent, tmp_path):
@@ -104,7 +107,7 @@ def test_a_laptop_that_goes_away_mid_file_leaves_the_old_file_whole(agent, tmp_p
     assert wait_for(lambda: not alive(agent.hello["pid"]), 10)
     assert (project_dir / "w.bin").read_bytes() == old
     assert parts(project_dir) == []
-    assert synced_paths(str(project_dir)) == ["w.bin"]
+    assert synced_paths(str(project_dir)) == ["w.bin"]  # saved as the apply failed: the agent is gone
 
 
 def test_a_second_sync_of_the_project_waits_for_the_first_and_a_vanished_laptops_part_never_spoils_it(agent, tmp_path):
@@ -242,7 +245,7 @@ def test_a_full_disk_while_writing_is_reported_and_leaves_nothing_half_written(a
     assert raised.value.message == "this machine: No space left on device (big.bin)"
     assert sorted(os.listdir(project_dir)) == [".offload", "ok.txt"]
     assert offload_files(project_dir) == ["synced.json"]
-    assert synced_paths(str(project_dir)) == ["ok.txt"]
+    assert synced_paths(str(project_dir), agent) == ["ok.txt"]
     # The stream stayed in step: the same agent goes on serving.
     agent.send("apply", project_dir=str(project_dir), delete=[], forget=[])
     put_file(agent, "after.txt", b"now written\n")
@@ -262,7 +265,7 @@ def test_paths_outside_the_project_are_refused(agent, tmp_path, path):
     assert "refusing path outside the project" in raised.value.message
     assert not (tmp_path / "host" / "outside.txt").exists() and not Path("/tmp/abs.txt").exists()
     assert offload_files(project_dir) == ["synced.json"]
-    assert synced_paths(str(project_dir)) == []
+    assert synced_paths(str(project_dir), agent) == []
 
 
 def test_shell_noise_around_messages_is_skipped_even_without_a_newline(tmp_path):

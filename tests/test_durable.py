@@ -116,6 +116,7 @@ def test_every_file_is_synced_before_its_rename_and_its_directory_before_synced_
     trace = Trace(agent.hello["pid"], tmp_path / "strace.log")
     try:
         assert sync_project(agent, root, workdir, out=io.StringIO()).sent_files == 40
+        agent.request("ping")  # the records are saved right after the reply: answered after that
         (root / names[3]).write_bytes(b"changed")  # a batch of two: an fsync each
         (root / names[4]).write_bytes(b"changed too")
         first = trace.stop()
@@ -127,6 +128,7 @@ def test_every_file_is_synced_before_its_rename_and_its_directory_before_synced_
     trace = Trace(agent.hello["pid"], tmp_path / "strace2.log")
     try:
         assert sync_project(agent, root, workdir, out=io.StringIO()).sent_files == 2
+        agent.request("ping")
         second = trace.stop()
     finally:
         if trace.proc.poll() is None:
