@@ -1,15 +1,18 @@
 """What a sync wrote on the host, path by path: the proof that a host file is still offload's to replace.
 
 `.offload/synced.json` records, for each path a sync put there, what it was right after it was written:
-[kind, size, mtime_ns, inode, link target]. A sync overwrites or deletes a path only while it still
+[kind, size, mtime_ns, inode, link target] (stored packed, see packed()). A sync overwrites or deletes a path only while it still
 matches its record: a checkpoint a run rewrote, a file a person edited on the host, or a file offload never
 wrote is somebody else's, and is kept. `generation` orders the trees that became live (see tree.py).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import stat
+import struct
 
 from . import durable
 
@@ -78,8 +81,11 @@ class Records:
             return cls({})
         if not isinstance(data, dict):
             return cls({})
-        if isinstance(data.get("records"), dict):
-            records = cls({path: list(record) for path, record in data["records"].items()}, int(data.get("generation", 0)))
+        if isinstance(data.get("paths"), list):
+            try:
+                records = cls(unpacked(data), int(data.get("generation", 0)))
+            except (KeyError, TypeError, ValueError, struct.error, binascii.Error):
+                records = cls({})  # unreadable: nothing is taken as the sync's, so nothing is replaced unasked
             records.adopt_pending(root, resolve or (lambda relpath: os.path.join(root, *relpath.split("/"))))
             return records
         resolve = resolve or (lambda relpath: os.path.join(root, *relpath.split("/")))
@@ -119,7 +125,7 @@ class Records:
         os.makedirs(os.path.join(root, os.path.dirname(STATE_FILE)), exist_ok=True)
         LOADED.pop(root, None)
         durable.write_durably(os.path.join(root, STATE_FILE), json.dumps(
-            {"version": 2, "generation": self.generation, "records": self.paths}, separators=(",", ":")).encode())
+            {"version": 3, "generation": self.generation, **packed(self.paths)}, separators=(",", ":")).encode())
         key = file_key(os.path.join(root, STATE_FILE))
         if key is not None:
             LOADED[root] = (key, self)
@@ -134,6 +140,27 @@ class Records:
 
 
 LOADED = {}  # root -> (file_key of its synced.json, the Records read from or saved to it)
+KIND_LETTERS = {"file": "f", "dir": "d", "link": "l"}
+LETTER_KINDS = {letter: kind for kind, letter in KIND_LETTERS.items()}
+STATS = struct.Struct("<QqQ")  # size, mtime_ns, inode of each record, packed: 10,000 records read in ms
+
+
+def packed(paths: dict) -> dict:
+    """The records as JSON fields: their paths, one kind letter each, their numbers packed (base64), and
+    link targets. A JSON list a record would take ten times as long to read on every sync."""
+    numbers = b"".join(STATS.pack(record[1], record[2], record[3]) for record in paths.values())
+    return {"paths": list(paths), "kinds": "".join(KIND_LETTERS[record[0]] for record in paths.values()),
+            "stats": base64.b64encode(numbers).decode(),
+            "targets": {path: record[4] for path, record in paths.items() if record[0] == "link"}}
+
+
+def unpacked(data: dict) -> dict:
+    paths, kinds, targets = data["paths"], data["kinds"], data.get("targets") or {}
+    numbers = list(STATS.iter_unpack(base64.b64decode(data["stats"])))
+    if not (len(paths) == len(kinds) == len(numbers)):
+        raise ValueError("records of different lengths")
+    return {path: [LETTER_KINDS[kind], size, mtime_ns, inode, targets.get(path, "")]
+            for path, kind, (size, mtime_ns, inode) in zip(paths, kinds, numbers)}
 
 
 def file_key(path: str) -> tuple | None:

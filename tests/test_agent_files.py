@@ -66,7 +66,7 @@ def synced_paths(project_dir: str, agent=None) -> list:
     """What synced.json names; with agent, once it has answered a ping (it saves them right after a reply)."""
     if agent is not None:
         agent.request("ping")
-    return sorted(json.loads((Path(project_dir) / ".offload" / "synced.json").read_text())["records"])
+    return sorted(json.loads((Path(project_dir) / ".offload" / "synced.json").read_text())["paths"])
 
 
 def test_a_file_is_written_under_a_part_name_and_renamed_when_whole(agent, tmp_path):

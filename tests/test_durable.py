@@ -193,7 +193,7 @@ def test_a_sync_of_many_files_killed_at_random_points_leaves_each_file_old_or_ne
         assert wait_for(lambda: not agent_pids(fresh_sshd), 10), "the agent outlived its link"
         for name in names:
             assert digest((host_dir / name).read_bytes()) in (old[name], new[name]), f"attempt {attempt}: {name}"
-        synced = json.loads((host_dir / ".offload" / "synced.json").read_text())["records"]
+        synced = json.loads((host_dir / ".offload" / "synced.json").read_text())["paths"]
         assert all((host_dir / name).is_file() for name in synced if name.endswith(".bin"))
         result = run_offload("sync", "--project", str(root))
         assert result.returncode == 0, result.stderr

@@ -311,7 +311,7 @@ def test_a_file_appended_to_while_it_is_sent_is_resent_or_reported_never_synced_
     second = sync_project(agent, project, workdir, out=io.StringIO())
     assert host_file.read_bytes() == final
     assert second.sent_files == (0 if reported is None and len(final) == len(on_host) else 1)
-    synced = json.loads((host_file.parent / ".offload" / "synced.json").read_text())["records"]
+    synced = json.loads((host_file.parent / ".offload" / "synced.json").read_text())["paths"]
     assert "growing.bin" in synced
     out = io.StringIO()
     assert sync_project(agent, project, workdir, out=out).unchanged == 1
