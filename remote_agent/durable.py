@@ -254,7 +254,7 @@ class Batch:
                     os.close(fd)
                 if synced:
                     rename()
-                    self.touched.add(os.path.dirname(final))
+                    self.touched.add(final.rpartition("/")[0] or ".")
                 else:
                     discard()
             except Exception as exc:  # one file's failure is reported; the others still commit

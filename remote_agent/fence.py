@@ -63,7 +63,7 @@ class Fence:
 
     def path(self, relpath: str) -> str:
         """Where relpath lives, its parents resolved inside the project; its last component unresolved."""
-        return os.path.join(self.parent_of(relpath), relpath.rpartition("/")[2])
+        return f"{self.parent_of(relpath)}/{relpath.rpartition('/')[2]}"  # parents are absolute, never "/"-ended
 
     def forget(self) -> None:
         """Parents may have changed (a delete removed a directory, a put replaced a link): check again."""
