@@ -2,16 +2,12 @@
 (tests/data/missing-files/), and end to end: the diagnosis, its command, and the offer to run again on a pty."""
 from __future__ import annotations
 
-import os
-import select
 import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+import terminal
 from conftest import run_offload
 
 from offload.diagnose import find_missing, missing_paths, project_relpath, with_include
@@ -130,34 +126,7 @@ def test_a_run_missing_an_ignored_file_says_which_and_the_command_it_gives_works
 
 
 def run_in_terminal(args: list, cwd: Path, answer: bytes) -> tuple:
-    """`python -m offload ARGS` on a pty, typing `answer` at the prompt; (exit code, everything shown)."""
-    controller, terminal = os.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "offload", *args], cwd=cwd, stdin=terminal, stdout=terminal,
-                               stderr=terminal, start_new_session=True)
-    os.close(terminal)
-    shown, answered = b"", False
-    deadline = time.monotonic() + PTY_DEADLINE_S
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.1)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # EIO: every process has closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-            if not answered and PROMPT in shown:
-                os.write(controller, answer)
-                answered = True
-        return process.wait(timeout=max(deadline - time.monotonic(), 1)), shown.decode(errors="replace")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
-        os.close(controller)
+    return terminal.run_in_terminal(args, answer, PROMPT, cwd=cwd, deadline_s=PTY_DEADLINE_S)
 
 
 @pytest.mark.parametrize("answer, code", [(b"\n", 0), (b"y\n", 0), (b"n\n", 1)])

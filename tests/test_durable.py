@@ -28,7 +28,7 @@ from offload.sync import project_dir_name, sync_project
 from remote_agent import patching
 from remote_agent.fence import Fence
 
-from test_sync_delta import Project, leftovers, patch_message
+from test_sync_delta import Project, journal_left_by_a_killed_agent, leftovers, patch_message
 
 MiB = 1 << 20
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -241,24 +241,15 @@ def test_a_journal_or_marker_that_is_not_whole_leaves_the_file_as_it_was_and_the
         link, tmp_path, damage):
     project = Project(tmp_path / "proj", link, 16 * MiB)
     project.sync()
-    project_dir = str(project.host_file.parent)
-    old = project.host_file.read_bytes()
-    project.overwrite(3 * MiB + 7, 2 * MiB)
-    project.overwrite(15 * MiB, 10)
-    new = project.local.read_bytes()
-    host_digests = patching.stored_digests(project_dir, [("train.bin", str(project.host_file))])[1]
-    message, blob = patch_message(plan_delta(project.local, host_digests), new)
-    stream = io.BytesIO(blob)  # the agent's own steps up to the moment the blocks would be written; then it "dies"
-    part = patching.write_journal(project_dir, "train.bin", str(project.host_file), message, stream.read)
-    journal, marker = patching.commit_journal(project_dir, "train.bin", part, str(project.host_file))
-    damage(Path(journal), Path(marker))
+    project_dir, old, new, journal, marker = journal_left_by_a_killed_agent(project)
+    damage(journal, marker)
 
     patching.recover(project_dir, Fence(project_dir))  # what the next manifest does first: it must not apply a part of the patch
 
     assert project.host_file.read_bytes() == old
     assert not os.listdir(Path(project_dir) / ".offload" / "patching")
     if damage is unreadable:  # not a file the agent wrote: it stays, and nothing else does
-        assert leftovers(project.host_file.parent) == [journal]
+        assert leftovers(project.host_file.parent) == [str(journal)]
         Path(journal).rmdir()
     if damage not in (garbage_marker, empty_marker):  # a marker that names no file cannot say whose journal it was
         assert leftovers(project.host_file.parent) == []

@@ -5,18 +5,16 @@ The interactive tests run `offload` on a real pseudo-terminal and answer its pro
 from __future__ import annotations
 
 import base64
-import os
 import re
-import select
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import paramiko
 import pytest
 
+import terminal
 from conftest import register_host, run_offload
 from offload.hostkeys import fingerprint
 from sshd_server import SshServer, generate_keypair
@@ -131,34 +129,7 @@ def test_an_unusable_identity_file_is_one_line(offload_home, sshd, project, tmp_
 # --- interactive: a real pseudo-terminal ---------------------------------------------------------
 
 def run_in_terminal(args: list, answer: bytes) -> tuple:
-    """Run `python -m offload ARGS` on a pty, type `answer` at its [y/N] prompt; (exit code, everything shown)."""
-    controller, terminal = os.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "offload", *args], stdin=terminal, stdout=terminal,
-                               stderr=terminal, start_new_session=True)
-    os.close(terminal)
-    shown, answered = b"", False
-    deadline = time.monotonic() + PTY_DEADLINE_S
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.1)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # EIO: every process has closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-            if not answered and PROMPT in shown:
-                os.write(controller, answer)
-                answered = True
-        return process.wait(timeout=max(deadline - time.monotonic(), 1)), shown.decode(errors="replace")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
-        os.close(controller)
+    return terminal.run_in_terminal(args, answer, PROMPT, deadline_s=PTY_DEADLINE_S)
 
 
 @pytest.mark.parametrize("answer, trusted", [(b"y\n", True), (b"n\n", False), (CTRL_D, False)])

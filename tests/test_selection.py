@@ -2,12 +2,12 @@
 names; the layouts of five real ML repositories, with their own .gitignore files (tests/data/gitignores/)."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
+from test_ignore import ten_thousand_files
 from conftest import run_offload
 from test_sync import host_project_dir
 
@@ -243,12 +243,7 @@ def test_the_report_walk_is_bounded_and_says_so(tmp_path):
 
 
 def test_selection_time_for_ten_thousand_files(tmp_path):
-    make(tmp_path, {".gitignore": "*.log\nout/\n__generated__/\n!keep.log\n", "template.py": ""})
-    for d in range(100):
-        (tmp_path / f"pkg{d}").mkdir()
-        for f in range(100):  # hard links: creating 10,000 inodes takes ~10 s on some VMs, a link ~20 µs
-            os.link(tmp_path / "template.py", tmp_path / f"pkg{d}/mod{f}.py")
-    os.remove(tmp_path / "template.py")
+    ten_thousand_files(tmp_path)
     start = time.perf_counter()
     base = scan_project(tmp_path)
     scanned = time.perf_counter()

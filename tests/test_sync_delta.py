@@ -173,25 +173,30 @@ def test_a_file_a_process_has_open_or_mapped_is_patched_on_a_copy_it_never_sees(
     assert leftovers(project.host_file.parent) == []
 
 
-def test_a_journal_left_by_a_killed_agent_is_redone_by_the_next_manifest(link, tmp_path):
-    project = Project(tmp_path / "proj", link, 16 * MiB)
-    project.sync()
+def journal_left_by_a_killed_agent(project: Project, tail: bytes = b"") -> tuple:
+    """Edit the laptop's file, then take the agent's own steps up to the moment the patch's blocks would be
+    written, and stop there as a killed agent would: (project_dir, the host's old bytes, the laptop's new
+    bytes, the journal, its marker)."""
     project_dir = str(project.host_file.parent)
     old = project.host_file.read_bytes()
     project.overwrite(3 * MiB + 7, 2 * MiB)
     project.overwrite(15 * MiB, 10)
     with open(project.local, "ab") as f:
-        f.write(b"tail")
+        f.write(tail)
     new = project.local.read_bytes()
     host_digests = patching.stored_digests(project_dir, [("train.bin", str(project.host_file))])[1]
-    delta = plan_delta(project.local, host_digests)
-    message, blob = patch_message(delta, new)
-
-    # The agent's own steps up to the moment the blocks would be written; then it "dies".
+    message, blob = patch_message(plan_delta(project.local, host_digests), new)
     stream = io.BytesIO(blob)
     part = patching.write_journal(project_dir, "train.bin", str(project.host_file), message, stream.read)
-    journal, _ = patching.commit_journal(project_dir, "train.bin", part, str(project.host_file))
-    assert Path(journal).exists() and project.host_file.read_bytes() == old
+    journal, marker = patching.commit_journal(project_dir, "train.bin", part, str(project.host_file))
+    return project_dir, old, new, Path(journal), Path(marker)
+
+
+def test_a_journal_left_by_a_killed_agent_is_redone_by_the_next_manifest(link, tmp_path):
+    project = Project(tmp_path / "proj", link, 16 * MiB)
+    project.sync()
+    project_dir, old, new, journal, _ = journal_left_by_a_killed_agent(project, tail=b"tail")
+    assert journal.exists() and project.host_file.read_bytes() == old
 
     result = project.sync()  # its manifest applies the journal first: then nothing is left to send
 
