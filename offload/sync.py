@@ -18,6 +18,7 @@ from pathlib import Path
 
 from remote_agent import protocol
 from remote_agent.patching import BLOCK, DIGEST_BYTES
+from remote_agent.receiving import CHANGED_ON_HOST, NOT_WRITTEN_BY_OFFLOAD
 
 from .agent import DISK_HINT
 from .home import laptop_identity
@@ -65,18 +66,19 @@ def up_to_date(entry: LocalEntry, remote: list | None) -> bool:
     return True
 
 
-CHANGED_ON_HOST = "changed on the host since it was synced"
-
-
-def plan_sync(local: list, present: dict, synced: list, exists_locally, changed=(), force: bool = False) -> SyncPlan:
+def plan_sync(local: list, present: dict, synced: list, exists_locally, changed=(), force: bool = False,
+              refused=()) -> SyncPlan:
     """Pure: local entries, what the host has (path -> [kind, size, mtime_ns, mode, target]), what earlier
-    syncs put there, a predicate telling whether a path still exists locally (ignored or not), and the
-    synced paths that are no longer what the sync wrote (changed on the host): kept, or with force replaced."""
-    plan = SyncPlan()
+    syncs put there, a predicate telling whether a path still exists locally (ignored or not), the synced
+    paths that are no longer what the sync wrote (changed on the host): kept, or with force replaced; and
+    [path, why] of those the host refuses to touch (behind a symlink out of the project there): kept."""
+    plan = SyncPlan(kept=[list(item) for item in refused])
     local_paths = set()
-    changed = set(changed)
+    changed, refused_paths = set(changed), {path for path, _ in refused}
     for entry in local:
         local_paths.add(entry.path)
+        if entry.path in refused_paths:
+            continue
         if up_to_date(entry, present.get(entry.path)):
             plan.unchanged += 1
             if entry.path in changed:  # size, mtime to the ns and mode are the laptop's: what a sync wrote
@@ -89,7 +91,7 @@ def plan_sync(local: list, present: dict, synced: list, exists_locally, changed=
             plan.send.append(entry)
     local_dirs = {parent for path in local_paths for parent in parents(path)}
     for path in synced:
-        if path in local_paths:
+        if path in local_paths or path in refused_paths:
             continue
         # A synced file where the laptop now has a directory would block the files inside it: it goes.
         replaced = path in local_dirs and present.get(path, ["dir"])[0] != "dir"
@@ -151,12 +153,8 @@ def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, 
     """extra_lines: besides the summary, what the beside-rule added and what the ignore rules left out."""
     project_dir, stage = manifest["project_dir"], manifest.get("stage")
     plan = plan_sync(entries, manifest["present"], manifest["synced"],
-                     lambda path: os.path.lexists(project_root / path), manifest.get("changed", ()), force)
-    refused = {path for path, _ in manifest.get("refused", [])}  # behind a link out of the project on the host
-    if refused:
-        plan.send = [entry for entry in plan.send if entry.path not in refused]
-        plan.delete = [path for path in plan.delete if path not in refused]
-        plan.kept.extend(manifest["refused"])
+                     lambda path: os.path.lexists(project_root / path), manifest.get("changed", ()), force,
+                     manifest.get("refused", ()))
     if stage:
         print(f"sync: a run of this project is using it on {agent.label}: the files are staged, and go in "
               "when it ends (or when your run starts); the running job keeps its own", file=out)
@@ -198,7 +196,7 @@ KEPT_LINES = 5  # kept paths named one per line; the rest are counted
 def say_kept(kept: list, label: str, out) -> None:
     """One line per path the host kept (`kept out/ckpt.pt: changed on the host since it was synced`)."""
     for path, why in kept[:KEPT_LINES]:
-        hint = " (--force replaces it)" if why == CHANGED_ON_HOST or "not written by offload" in why else ""
+        hint = " (--force replaces it)" if why in (CHANGED_ON_HOST, NOT_WRITTEN_BY_OFFLOAD) else ""
         print(f"sync: kept {path} on {label}: {why}{hint}", file=out)
     if len(kept) > KEPT_LINES:
         print(f"sync: kept {len(kept) - KEPT_LINES} more paths on {label} for the same reasons", file=out)

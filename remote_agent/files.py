@@ -17,7 +17,7 @@ import stat
 from . import patching, tree
 from .fence import Fence, OutsideProject
 from .receiving import Receiving, RequestError, with_parents
-from .records import Records, identity, identity_of, matches
+from .records import Records, identity, identity_of, kind_of, matches
 
 
 def project_dir_of(workdir: str, project: str) -> str:
@@ -52,12 +52,10 @@ def describe(path: str) -> list | None:
 
 
 def description_of(st: os.stat_result, path: str) -> list:
-    mode = stat.S_IMODE(st.st_mode)
-    if stat.S_ISLNK(st.st_mode):
-        return ["link", 0, st.st_mtime_ns, mode, os.readlink(path)]
-    if stat.S_ISDIR(st.st_mode):
-        return ["dir", 0, st.st_mtime_ns, mode, ""]
-    return ["file", st.st_size, st.st_mtime_ns, mode, ""]
+    """What the laptop compares with its own file (records.identity_of is what the host compares)."""
+    kind, mode = kind_of(st), stat.S_IMODE(st.st_mode)
+    return [kind, st.st_size if kind == "file" else 0, st.st_mtime_ns, mode,
+            os.readlink(path) if kind == "link" else ""]
 
 
 class Target:
@@ -97,7 +95,6 @@ class Receiver:
         self.release_tree(project_dir)
         self.sync_lock = tree.lock_waiting(os.path.join(project_dir, tree.SYNC_LOCK), on_wait)
         tree_fd = tree.try_lock(os.path.join(project_dir, tree.TREE_LOCK))
-        live_fence = Fence(project_dir)
         if tree_fd is not None:
             records = finish_patches(project_dir)
             self.targets[project_dir] = Target(project_dir, project_dir, records)
@@ -107,7 +104,7 @@ class Receiver:
                 self.sync_tree_lock = tree_fd
             return {"stage": None}
         stage, records = tree.create_stage(project_dir, "run" if for_run else "sync",
-                                           Records.load(project_dir, resolve=live_fence.path))
+                                           Records.load(project_dir, resolve=Fence(project_dir).path))
         self.targets[project_dir] = Target(project_dir, stage.root, records, stage)
         return {"stage": stage.id}
 
@@ -123,7 +120,7 @@ class Receiver:
 
     def target(self, project_dir: str) -> Target:
         found = self.targets.get(project_dir)
-        if found is None:  # a request without its prepare (an old laptop): the live tree, unlocked
+        if found is None:  # a request without a prepare first (a test's raw agent): the live tree, unlocked
             project_dir = os.path.abspath(os.path.expanduser(project_dir))
             found = self.targets[project_dir] = Target(project_dir, project_dir, Records.load(project_dir))
         return found

@@ -11,10 +11,9 @@ import os
 
 from . import durable, patching, protocol
 from .fence import OutsideProject
-from .patching import same_file
+from .patching import PART_SUFFIX, same_file
 from .records import PENDING_FILE, identity, matches
 
-PART_SUFFIX = ".offload-part"
 CHANGED_ON_HOST = "changed on the host since it was synced"
 NOT_WRITTEN_BY_OFFLOAD = "on the host already, and not written by offload"
 

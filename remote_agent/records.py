@@ -29,10 +29,18 @@ def identity(path: str) -> list | None:
     return identity_of(st, path)
 
 
-def identity_of(st: os.stat_result, path: str) -> list:
+def kind_of(st: os.stat_result) -> str:
+    """What a sync calls what lstat found: "link", "dir", or "file" (anything else a sync never writes)."""
     if stat.S_ISLNK(st.st_mode):
+        return "link"
+    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
+
+
+def identity_of(st: os.stat_result, path: str) -> list:
+    kind = kind_of(st)
+    if kind == "link":
         return ["link", 0, st.st_mtime_ns, st.st_ino, os.readlink(path)]
-    if stat.S_ISDIR(st.st_mode):
+    if kind == "dir":
         return ["dir", 0, 0, 0, ""]
     return ["file", st.st_size, st.st_mtime_ns, st.st_ino, ""]
 

@@ -24,12 +24,12 @@ import time
 
 from . import durable
 from .fence import Fence, OutsideProject
+from .patching import PART_SUFFIX, beside
 from .records import Records, identity, matches
 
 SYNC_LOCK = os.path.join(".offload", "sync.lock")
 TREE_LOCK = os.path.join(".offload", "tree.lock")
 STAGES_DIR = os.path.join(".offload", "stages")
-PART_SUFFIX = ".offload-part"
 STALE_RUN_STAGE_S = 24 * 3600  # a run stage whose run never started (its laptop went away) goes after this
 POLL_S = 0.1
 
@@ -220,7 +220,7 @@ def place(source: str, target: str, wanted: list, current: list | None) -> None:
         return
     if current is not None and current[0] == "dir":
         os.rmdir(target)  # an empty directory the sync made; one a run filled is not the live records'
-    part = os.path.join(os.path.dirname(target), "." + os.path.basename(target) + PART_SUFFIX)
+    part = beside(target, PART_SUFFIX)
     if os.path.lexists(part):
         os.unlink(part)
     if wanted[0] == "link":
