@@ -14,6 +14,7 @@ disk works while the network does and the final fsync has little left to wait fo
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 
@@ -26,6 +27,8 @@ SYNCFS_FROM = 16  # files at which one syncfs beats parallel fsyncs; below, a sm
 #                   other processes' dirty data (a checkpoint being written) on the same disk
 FSYNC_THREADS = 16  # fsyncs in flight at once: the filesystem folds them into few journal commits
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, do not wait for it
+RENAME_NOREPLACE = 1  # <linux/fs.h>: renameat2 fails with EEXIST rather than replace what is at the new name
+AT_FDCWD = -100  # <fcntl.h>: paths relative to the working directory (ours are absolute)
 
 _calls = {}
 
@@ -40,7 +43,9 @@ def libc_call(name: str):
             call = None
         if call is not None:
             int64, uint = ctypes.c_longlong, ctypes.c_uint
-            call.argtypes = {"sync_file_range": [ctypes.c_int, int64, int64, uint]}.get(name, [ctypes.c_int])
+            call.argtypes = {"sync_file_range": [ctypes.c_int, int64, int64, uint],
+                             "renameat2": [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, uint],
+                             }.get(name, [ctypes.c_int])
             call.restype = ctypes.c_int
         if name == "syncfs" and not kernel_at_least(5, 8):
             call = None  # before Linux 5.8 syncfs returned 0 even when writeback failed: only fsync can tell
@@ -76,6 +81,27 @@ class EarlyWriteback:
         if self.written - self.started >= WRITEBACK_BYTES:
             start_writeback(self.fd, self.started, self.written - self.started)
             self.started = self.written
+
+
+def rename_new(source: str, destination: str) -> bool:
+    """Rename source to destination only where nothing is at destination; False where something is. One
+    atomic renameat2 where the kernel and filesystem have it, so nothing that appears meanwhile is replaced;
+    elsewhere a check just before the rename."""
+    renameat2 = libc_call("renameat2")
+    if renameat2 is not None:
+        if renameat2(AT_FDCWD, os.fsencode(source), AT_FDCWD, os.fsencode(destination), RENAME_NOREPLACE) == 0:
+            return True
+        import ctypes  # noqa: PLC0415 (loaded already, by libc_call)
+        error = ctypes.get_errno()
+        if error == errno.EEXIST:
+            return False
+        if error not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(error, os.strerror(error), source, None, destination)
+        _calls["renameat2"] = None  # a filesystem without it (some network ones): the check below from now on
+    if os.path.lexists(destination):
+        return False
+    os.replace(source, destination)
+    return True
 
 
 def fsync_dir(path: str) -> None:
@@ -182,14 +208,16 @@ def log_intents(path: str, intents: list) -> list:
     return fds
 
 
-def make_dirs(path: str, touched: set) -> None:
-    """os.makedirs, adding each directory whose entries it changed to touched (to sync at the end)."""
+def make_dirs(path: str, touched: set) -> list:
+    """os.makedirs, adding each directory whose entries it changed to touched (to sync at the end); returns
+    the directories it created."""
     created, missing = [], path
     while missing and not os.path.isdir(missing):
         created.append(missing)
         missing = os.path.dirname(missing)
     os.makedirs(path, exist_ok=True)
     touched.update(os.path.dirname(made) for made in created)
+    return created
 
 
 class Batch:
@@ -214,8 +242,10 @@ class Batch:
         self.intents = []  # (relpath, what the rename makes of it): one JSON line a flush in intent_log
         self.intent_log = None  # the file those lines go to, made durable with the batch, before its renames
 
-    def add(self, fd: int | None, final: str, size: int, rename, discard, intent=None) -> None:
-        device = os.fstat(fd).st_dev if fd is not None else None
+    def add(self, fd: int | None, final: str, size: int, rename, discard, intent=None, device=None) -> None:
+        """device: the file's st_dev, where the caller has it (one fstat less a file)."""
+        if fd is not None and device is None:
+            device = os.fstat(fd).st_dev
         if fd is not None and self.syncfs and self.open_fds >= SYNCFS_FROM and device in self.devices:
             os.close(fd)  # synced by the syncfs of an fd opened before it was written
             fd = None

@@ -30,6 +30,7 @@ class Receiving:
     def __init__(self, target, tally: dict, record: bool, force: bool):  # target: a files.Target
         self.target, self.tally, self.record, self.force = target, tally, record, force
         self.made_dirs = set()  # directories created or found during this apply
+        self.new_dirs = set()  # those of them it created: nothing stands in them that this apply did not put
 
     def keep(self, relpath: str, why: str) -> None:
         self.tally["kept"].append([relpath, why])
@@ -102,7 +103,7 @@ class Receiving:
                                                                   just_put == relpath, path)
                     continue
                 just_put = None
-                current = identity(path)
+                current = self.what_is_at(relpath, path)
                 why = self.may_replace(relpath, current, path)
                 if why is not None:
                     drain(inp, int(message.get("size", 0)))
@@ -115,13 +116,27 @@ class Receiving:
                         self.written(relpath, path)
                     # else the laptop's file changed while it was read: it sends it again
                 else:
-                    received, committed = put(path, message, inp, batch, self.made_dirs, current,
+                    received, committed = put(path, message, inp, batch, self, current,
                                               self.commit_step(relpath, path), relpath)
                     self.tally["bytes"] += received
                     if committed:  # else the laptop's file changed while it was read: it sends it again
                         just_put = relpath
             except (OSError, RequestError) as exc:
                 failure = exc
+
+    def what_is_at(self, relpath: str, path: str) -> list | None:
+        """records.identity of path; without a syscall in a directory this apply created, where nothing
+        stands but what it put there (each recorded as it lands; the rename still never replaces anything
+        that appeared meanwhile, see commit_step)."""
+        if self.record and path.rpartition("/")[0] in self.new_dirs and relpath not in self.target.records.paths:
+            return None
+        return identity(path)
+
+    def make_dirs(self, path: str, touched: set) -> None:
+        """A directory and its parents, once per apply (100 files to a directory: one makedirs for them all)."""
+        if path not in self.made_dirs:
+            self.new_dirs.update(durable.make_dirs(path, touched))
+            self.made_dirs.add(path)
 
     def written(self, relpath: str, path: str, found: list | None = None) -> None:
         """relpath stands under its final name now (found: what it is, if known): the sync's, as it is."""
@@ -132,20 +147,23 @@ class Receiving:
         self.tally["written"] += 1
 
     def commit_step(self, relpath: str, path: str):
-        """What the batch does just before and after the rename: check again that the path is still the
-        sync's (a job or a person may have written it meanwhile: then it is kept), then record it."""
+        """(move, written): move(part) renames the part over path unless what stands there now is not the
+        sync's to replace (a job or a person may have written it meanwhile: it is kept, and move is False);
+        written(found) records what landed."""
         record = self.target.records.paths.get(relpath)
 
-        def still_ours() -> bool:
+        def move(part: str) -> bool:
             if self.force or not self.record:
+                os.replace(part, path)
                 return True
-            if record is None and not os.path.lexists(path):
-                return True  # the common case, a new file: one lstat
+            if record is None and durable.rename_new(part, path):
+                return True  # the common case, a new file: one atomic rename, never over what appeared meanwhile
             if self.target.records.owns(relpath, identity(path)):
+                os.replace(part, path)
                 return True
-            self.keep(relpath, CHANGED_ON_HOST)
+            self.keep(relpath, CHANGED_ON_HOST if relpath in self.target.records.paths else NOT_WRITTEN_BY_OFFLOAD)
             return False
-        return still_ours, lambda found=None: self.written(relpath, path, found)
+        return move, lambda found=None: self.written(relpath, path, found)
 
 
 def patch(target, relpath: str, path: str, message: dict, inp) -> tuple:
@@ -192,7 +210,7 @@ def remove(path: str, current: list) -> int:
     return 1
 
 
-def put(path: str, message: dict, inp, batch: durable.Batch, made_dirs: set, existing: list | None,
+def put(path: str, message: dict, inp, batch: durable.Batch, receiving: Receiving, existing: list | None,
         commit_step, relpath: str) -> tuple:
     """Write one entry; (file bytes received, whether it is whole: under its final name, or in batch to be
     renamed there). A file's blob is its bytes and then one byte from the laptop: 1 if the file stayed the
@@ -203,11 +221,13 @@ def put(path: str, message: dict, inp, batch: durable.Batch, made_dirs: set, exi
     status = []
 
     def complete() -> bool:
-        status.extend(b"".join(protocol.read_exactly(inp, 1)))
-        return status == [1]
+        status.append(inp.read(1))
+        if status == [b""]:
+            raise protocol.ProtocolError("stream ended 1 bytes before the end of a blob")
+        return status == [b"\x01"]
 
     try:
-        committed = write_entry(path, message, pieces, complete, batch, made_dirs, existing, commit_step, relpath)
+        committed = write_entry(path, message, pieces, complete, batch, receiving, existing, commit_step, relpath)
     except OSError as exc:
         if exc.filename is None:  # a failed write or close names no file: say which one it was
             exc.filename = message["path"]
@@ -220,21 +240,19 @@ def put(path: str, message: dict, inp, batch: durable.Batch, made_dirs: set, exi
     return max(blob - 1, 0), committed
 
 
-def write_entry(path: str, message: dict, pieces, complete, batch: durable.Batch, made_dirs: set,
+def write_entry(path: str, message: dict, pieces, complete, batch: durable.Batch, receiving: Receiving,
                 existing: list | None, commit_step, relpath: str) -> bool:
     """Put the entry at path (where `existing` is, records.identity), a file or link through batch; False
-    when complete() says the file's bytes are not one version of it. commit_step: (still_ours(), written()),
-    asked just before the rename and told once the entry stands under its final name."""
-    still_ours, written = commit_step
+    when complete() says the file's bytes are not one version of it. commit_step: (move(part), written()),
+    the rename itself, and what is told once the entry stands under its final name."""
+    move, written = commit_step
     kind, mode, mtime_ns = message["kind"], int(message["mode"]) & 0o7777, int(message["mtime_ns"])
     parent, _, name = path.rpartition("/")  # an absolute path from the fence: plain string work, 10,000 a sync
-    if parent not in made_dirs:  # 100 files to a directory: one makedirs for them all
-        durable.make_dirs(parent, batch.touched)
-        made_dirs.add(parent)
+    receiving.make_dirs(parent, batch.touched)
     if kind == "dir":
         if existing is not None and existing[0] != "dir":
             os.unlink(path)
-        durable.make_dirs(path, batch.touched)
+        receiving.make_dirs(path, batch.touched)
         written()
         return True
     if existing is not None and existing[0] == "dir":
@@ -261,14 +279,11 @@ def write_entry(path: str, message: dict, pieces, complete, batch: durable.Batch
         if same_file(part, ours):
             os.unlink(part)
 
-    def rename() -> None:  # by the batch, once the part's bytes are durable
-        try:
-            if not same_file(part, ours):
-                raise RequestError("busy", f"another sync is writing {message['path']}; try again when it is done")
-            if not still_ours():
+    def rename() -> None:  # by the batch, once the part's bytes are durable (no other sync writes its parts:
+        try:                 # the project's sync lock, tree.py)
+            if not move(part):
                 discard()
                 return
-            os.replace(part, path)
         except BaseException:
             discard()
             raise
@@ -279,7 +294,7 @@ def write_entry(path: str, message: dict, pieces, complete, batch: durable.Batch
         if kind == "link":
             os.utime(part, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         else:
-            size = write_part(fd, pieces, mode, mtime_ns)
+            size = write_part(fd, pieces, mode, mtime_ns, int(message.get("size", 0)))
             if not complete():
                 os.close(fd)
                 os.unlink(part)
@@ -290,7 +305,7 @@ def write_entry(path: str, message: dict, pieces, complete, batch: durable.Batch
         discard()
         raise
     intended = identity(part) if kind == "link" else ["file", size, mtime_ns, ours.st_ino, ""]
-    batch.add(fd, path, size, rename, discard, intent=(relpath, intended))
+    batch.add(fd, path, size, rename, discard, intent=(relpath, intended), device=ours.st_dev)
     return True
 
 
@@ -308,20 +323,22 @@ def remove_leftover(part: str) -> None:
         os.unlink(part)
 
 
-def write_part(fd: int, pieces, mode: int, mtime_ns: int) -> int:
+def write_part(fd: int, pieces, mode: int, mtime_ns: int, expected: int) -> int:
     """Write fd, left open for the batch to sync; its size. Straight os.write of each received piece (no
     buffer object a file: 10,000 small files a sync). Mode and mtime are set on the open file, so they land
-    on this file and no other."""
-    early = durable.EarlyWriteback(fd)
+    on this file and no other. A file of `expected` bytes or more hands its bytes to the disk as they come."""
+    early = durable.EarlyWriteback(fd) if expected > durable.WRITEBACK_BYTES else None
+    written = 0
     for piece in pieces:
-        view, left = memoryview(piece), len(piece)
-        while left:
-            done = os.write(fd, view[len(piece) - left:])
-            left -= done
-        early.wrote(len(piece))
+        done = os.write(fd, piece)
+        while done < len(piece):  # a short write (a signal, a full disk's last blocks): the rest
+            done += os.write(fd, memoryview(piece)[done:])
+        written += done
+        if early is not None:
+            early.wrote(done)
     os.fchmod(fd, mode)
     os.utime(fd, ns=(mtime_ns, mtime_ns))
-    return early.written
+    return written
 
 
 def drain(inp, size: int) -> None:

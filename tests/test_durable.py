@@ -25,7 +25,7 @@ from sshd_server import descendants, wait_for
 
 from offload.blocks import plan_delta
 from offload.sync import project_dir_name, sync_project
-from remote_agent import patching
+from remote_agent import durable, patching
 from remote_agent.fence import Fence
 
 from test_sync_delta import Project, journal_left_by_a_killed_agent, leftovers, patch_message
@@ -71,7 +71,8 @@ class Trace:
             match = re.match(r"(\w+)\((.*)", rest)
             if match:
                 name, arguments = match.groups()
-                events.append((name, re.findall(r'"([^"]*)"|<([^>]*)>', arguments)))
+                # a path argument, or an fd's path; not the working directory renameat2 names (AT_FDCWD</...>)
+                events.append((name, re.findall(r'"([^"]*)"|(?<!AT_FDCWD)<([^>]*)>', arguments)))
         return [(name, [quoted or fd_path for quoted, fd_path in found]) for name, found in events]
 
 
@@ -283,3 +284,21 @@ def test_a_journal_cut_short_found_by_a_manifest_is_no_error_and_the_sync_comple
     assert project.host_file.read_bytes() == project.local.read_bytes()
     assert leftovers(project.host_file.parent) == []
     assert project.agent.request("ping")["t"] == "pong"
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["renameat2", "checked-rename"])
+def test_a_rename_to_a_new_name_never_replaces_what_stands_there(tmp_path, monkeypatch, atomic):
+    """rename_new, with the kernel's RENAME_NOREPLACE and with the check a filesystem without it gets."""
+    if not atomic:
+        monkeypatch.setitem(durable._calls, "renameat2", None)
+    else:
+        assert durable.libc_call("renameat2") is not None  # glibc 2.28 and later: CI's has it
+    part, final = tmp_path / "part", tmp_path / "final"
+    part.write_text("new")
+    assert durable.rename_new(str(part), str(final)) and final.read_text() == "new" and not part.exists()
+    part.write_text("newer")
+    assert not durable.rename_new(str(part), str(final))
+    assert final.read_text() == "new" and part.read_text() == "newer"
+    final.unlink()
+    final.symlink_to("nowhere")  # a dangling link is something too
+    assert not durable.rename_new(str(part), str(final)) and final.is_symlink()

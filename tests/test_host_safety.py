@@ -127,6 +127,31 @@ def test_a_file_changed_on_the_host_is_kept_when_deleted_locally_and_says_what_f
     assert host_config.read_text() == "lr: 4  # tuned again\n"
 
 
+def test_a_file_that_appears_on_the_host_while_its_sync_is_in_flight_is_kept(link, tmp_path):
+    """Between a put's arrival and its rename (the batch's flush, at the end of the apply) a job or a person
+    writes the same path, in a directory the sync itself just made too: the rename never replaces it."""
+    from remote_agent import protocol
+    agent, workdir = link
+    project_dir = Path(agent.request("prepare", workdir=workdir, project="race")["project_dir"])
+    agent.send("apply", project_dir=str(project_dir), delete=[], forget=[])
+    for relpath in ("top.bin", "made/by/sync.bin"):
+        data = b"the laptop's bytes"
+        agent.write(protocol.encode("put", path=relpath, kind="file", mode=0o644, mtime_ns=1_700_000_000 * 10**9,
+                                    size=len(data) + 1) + data + b"\1", flush=True)
+    parts = [project_dir / ".top.bin.offload-part", project_dir / "made" / "by" / ".sync.bin.offload-part"]
+    assert wait_for(lambda: all(part.exists() for part in parts), 10), "the agent never wrote the parts"
+    for relpath in ("top.bin", "made/by/sync.bin"):
+        (project_dir / relpath).write_text("written on the host meanwhile")
+    agent.send("end")
+    reply = agent.recv()
+    assert sorted(reply["kept"]) == [["made/by/sync.bin", "on the host already, and not written by offload"],
+                                     ["top.bin", "on the host already, and not written by offload"]]
+    assert reply["written"] == 0
+    for relpath in ("top.bin", "made/by/sync.bin"):
+        assert (project_dir / relpath).read_text() == "written on the host meanwhile"
+    assert not any(part.exists() for part in parts)
+
+
 # --- (b) the project directory is a fence ----------------------------------------------------------------------
 
 def test_a_symlinked_directory_on_the_host_is_never_followed_out_of_the_project(box, project, tmp_path):
