@@ -88,7 +88,7 @@ class Receiving:
             try:  # digests or a patch need their file under its final name; a second put of it, its part name
                 path = target.path(relpath)
                 if failure is None and batch.holds(path):
-                    batch.flush()
+                    batch.settle()
             except OutsideProject as exc:
                 self.keep(relpath, str(exc))
             except RequestError as exc:
