@@ -86,7 +86,10 @@ def test_fetch_gets_the_runs_files_verified_then_skips_them(box, project):
     assert f"nothing to transfer, 2 files already here with the same SHA-256 -> {dest}" in again.stderr
     assert (dest / "out/ckpt.pt").stat().st_ino == inode  # not rewritten
 
-    (dest / "out/sub/x.txt").write_text("changed here\n")  # a local file that differs is fetched again
+    local = dest / "out/sub/x.txt"
+    stamp = local.stat().st_mtime_ns
+    local.write_text("NESTED\n")  # same size and mtime, other bytes: only its hash tells, so it is fetched again
+    os.utime(local, ns=(stamp, stamp))
     third = run_offload("fetch", meta["run_id"][:17], cwd=project)
     assert third.returncode == 0, third.stderr
     assert "1 file (7 B) from box, 1 already here with the same SHA-256" in third.stderr
@@ -275,6 +278,22 @@ def test_the_host_refuses_paths_that_leave_the_project_whatever_the_laptop_sends
     with pytest.raises(RemoteError) as refused:
         agent.request("list_files", project_dir=str(root), patterns=["out/**"])
     assert refused.value.code == "refused" and "resolves to" in refused.value.message
+
+
+def test_a_sibling_whose_name_extends_the_projects_is_outside_it(agent, tmp_path):
+    root, sibling = tmp_path / "proj-abc", tmp_path / "proj-abc-old"  # "proj-abc" is a prefix of its real path
+    (sibling / "out").mkdir(parents=True)
+    (sibling / "out" / "ckpt.pt").write_text("the old project's checkpoint")
+    root.mkdir()
+    (root / "out").symlink_to(sibling / "out")
+    for patterns in (["out/**"], ["out/ckpt.pt"], ["**/*.pt"]):
+        with pytest.raises(RemoteError) as refused:
+            agent.request("list_files", project_dir=str(root), patterns=patterns)
+        assert refused.value.code == "refused", patterns
+        assert f"resolves to {sibling / 'out'}" in refused.value.message, patterns
+    with pytest.raises(RemoteError) as refused:
+        agent.request("read_file", project_dir=str(root), path="out/ckpt.pt", offset=0, end=None)
+    assert refused.value.code == "refused" and "outside the run's project directory" in refused.value.message
 
 
 def test_plan_skips_same_hashes_and_resumes_parts_that_can_be_prefixes():
