@@ -26,6 +26,7 @@ from remote_agent.outputs import DEFAULT_PATTERNS, Withheld
 
 from .progress import progress_bar
 from .errors import OffloadError, RemoteError
+from .fetched import remember_fetched
 from .fetch_paths import INTO_RECORDS, check_listing, destination, never_written
 from .ignore import human_size
 from .withheld import describe_withheld, remember_withheld
@@ -282,11 +283,13 @@ def files_dir(project_root: Path, run_id: str) -> Path:
 
 
 def fetch_run(agent, project_root: Path, meta: dict, patterns: list, to=None, current: bool = False) -> dict:
-    """fetch_into the run's files dir (or `to`); into the files dir, what was withheld is remembered in the
-    run's meta.json, so that --resume does not put back a set of files that lacks them."""
+    """fetch_into the run's files dir (or `to`); into the files dir, what it wrote is remembered beside it, and
+    what was withheld in the run's meta.json, so that --resume puts back only those, and not a set that lacks one."""
     if to:
         return fetch_into(agent, meta, patterns, to, current=current)
-    summary = fetch_into(agent, meta, patterns, files_dir(project_root, meta["run_id"]), current=current)
+    dest = files_dir(project_root, meta["run_id"])
+    summary = fetch_into(agent, meta, patterns, dest, current=current)
+    remember_fetched(dest, summary["files"] + summary["kept"])
     remember_withheld(project_root, meta["run_id"], summary, checked_patterns(patterns) if current else [])
     return summary
 
