@@ -187,6 +187,15 @@ def test_resume_puts_back_only_what_a_fetch_of_the_run_wrote(offload_home, proje
         in unrecorded.stderr
     again = run_offload("fetch", "last", cwd=project)
     assert again.returncode == 0 and "nothing to transfer" in again.stderr  # recorded as it verified them
+    elsewhere = project.parent / "elsewhere"
+    elsewhere.mkdir()
+    (project / "out").rename(project.parent / "out-aside")
+    (project / "out").symlink_to(elsewhere)  # made a link out of the project since: not copied through
+    through = run_offload("run", "--resume", "last", cwd=project)
+    assert through.returncode == 1 and f"{project / 'out'} leads to {elsewhere}, outside {project}" in through.stderr
+    assert list(elsewhere.iterdir()) == [] and len(load_runs(project)) == 1
+    (project / "out").unlink()
+    (project.parent / "out-aside").rename(project / "out")
     resumed = run_offload("run", "--resume", "last", cwd=project)
     assert resumed.returncode == 0, resumed.stderr
     assert len(load_runs(project)) == 2
