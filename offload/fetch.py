@@ -1,7 +1,8 @@
 """`offload fetch RUN [PATTERN...]`: copy a run's files from its host, verified by SHA-256, resumable.
 
 The host lists what the patterns match, with each file's SHA-256; it resolves every path itself, so
-nothing outside the run's project directory is ever sent, whatever the laptop asks. Each file is written
+nothing outside the run's project directory is ever sent, whatever the laptop asks. The laptop, in turn,
+writes only what it asked for (fetch_paths.py), whatever the host lists. Each file is written
 next to its final name as `.NAME.offload-part`, resumed from where an interrupted fetch left it, and
 renamed only once its hash matches: a file under its final name is always whole and verified.
 
@@ -25,6 +26,8 @@ from remote_agent.outputs import DEFAULT_PATTERNS, Withheld
 
 from .progress import progress_bar
 from .errors import OffloadError, RemoteError
+from .fetched import remember_fetched
+from .fetch_paths import INTO_RECORDS, check_listing, destination, never_written
 from .ignore import human_size
 from .withheld import describe_withheld, remember_withheld
 
@@ -78,18 +81,12 @@ def checked_patterns(patterns: list) -> list:
     patterns = list(patterns) or list(DEFAULT_PATTERNS)
     for pattern in patterns:
         try:
-            pattern_parts(pattern)
+            parts = pattern_parts(pattern)
         except RequestError as exc:
             raise OffloadError(str(exc), hint="patterns are globs relative to the run's project directory, e.g. out/**") from None
+        if never_written(parts):
+            raise OffloadError(f"refusing {pattern}: {INTO_RECORDS}", hint="copy the file elsewhere on the host first")
     return patterns
-
-
-def local_path(dest: Path, relpath: str) -> Path:
-    """Where a listed file goes; a host that sends a path leaving dest is not followed."""
-    try:
-        return dest.joinpath(*pattern_parts(relpath))
-    except RequestError:
-        raise OffloadError(f"the host listed an unsafe path {relpath!r}; nothing was written for it") from None
 
 
 def part_path(final: Path) -> Path:
@@ -112,7 +109,7 @@ def sha256_of(path: Path, limit: int | None = None):
 
 
 def local_state(dest: Path, remote: RemoteFile) -> LocalState:
-    final = local_path(dest, remote.path)
+    final = destination(dest, remote.path)
     final_sha = None
     if final.is_file() and final.stat().st_size == remote.size:
         final_sha = sha256_of(final).hexdigest()
@@ -162,6 +159,7 @@ def fetch_into(agent, meta: dict, patterns: list, dest_dir, out=sys.stderr, curr
 
 def fetch_listed(agent, listing: dict, dest_dir, out=sys.stderr) -> dict:
     """Fetch what list_run listed into dest_dir, saying first what it withheld."""
+    check_listing(listing["patterns"], [remote.path for remote in listing["files"]], agent.label)  # before any write
     dest = Path(dest_dir)
     where = f"{listing['project_dir']} on {agent.label}"
     summary = {"fetched": 0, "bytes": 0, "skipped": 0, "files": [], "kept": [], "withheld": listing["withheld"],
@@ -207,7 +205,7 @@ def plural(count: int, noun: str) -> str:
 def download(agent, project_dir: str, remote: RemoteFile, dest: Path, offset: int, advance, out) -> int:
     """Fetch one file into its part file from `offset`, verify it, rename it. Returns the bytes received.
     A part that does not verify is discarded and the file fetched once more from the start."""
-    final = local_path(dest, remote.path)
+    final = destination(dest, remote.path)
     if final.is_dir():
         raise OffloadError(f"{final} is a directory here, but {remote.path} is a file on {agent.label}",
                            hint="move the directory away, or fetch with --to DIR")
@@ -285,11 +283,13 @@ def files_dir(project_root: Path, run_id: str) -> Path:
 
 
 def fetch_run(agent, project_root: Path, meta: dict, patterns: list, to=None, current: bool = False) -> dict:
-    """fetch_into the run's files dir (or `to`); into the files dir, what was withheld is remembered in the
-    run's meta.json, so that --resume does not put back a set of files that lacks them."""
+    """fetch_into the run's files dir (or `to`); into the files dir, what it wrote is remembered beside it, and
+    what was withheld in the run's meta.json, so that --resume puts back only those, and not a set that lacks one."""
     if to:
         return fetch_into(agent, meta, patterns, to, current=current)
-    summary = fetch_into(agent, meta, patterns, files_dir(project_root, meta["run_id"]), current=current)
+    dest = files_dir(project_root, meta["run_id"])
+    summary = fetch_into(agent, meta, patterns, dest, current=current)
+    remember_fetched(dest, summary["files"] + summary["kept"])
     remember_withheld(project_root, meta["run_id"], summary, checked_patterns(patterns) if current else [])
     return summary
 

@@ -128,11 +128,11 @@ class JobPlan:
 
 def run(options: RunOptions) -> int:
     root = project_root_of(options.project)
-    files_to_put_back = None
+    put_back_from = None  # for --resume: the run's files dir, and its files checked to be what fetch wrote there
     if len(options.hosts) > 1 and options.resume:
         raise OffloadError("--resume works with one host", hint="resume on one host, or run again across them")
     if options.resume:
-        options, files_to_put_back = resumed(root, options)
+        options, put_back_from = resumed(root, options)
     elif not options.script:
         raise OffloadError("missing SCRIPT", hint="offload run [OPTIONS] SCRIPT [ARGS...]")
     script = script_in_project(root, options.script)
@@ -163,14 +163,14 @@ def run(options: RunOptions) -> int:
                                   force=options.force)
             plan = JobPlan(root, synced.project_dir, script, options.args, options.nproc_per_node or target.gpus,
                            target.env, {"stage": synced.stage}, selection)
-            if files_to_put_back is not None:
+            if put_back_from is not None:
                 from .sync import put_back
 
-                put_back(link.agent, files_to_put_back, synced.project_dir)
+                put_back(link.agent, *put_back_from, synced.project_dir)
         else:
             plan = JobPlan(root, str(root), script, options.args, options.nproc_per_node or 1, {})
-            if files_to_put_back is not None:
-                copy_back(files_to_put_back, root)
+            if put_back_from is not None:
+                copy_back(*put_back_from, root)
         run_setup(link, target, root, plan.cwd, options.reconnect_for, tree=plan.tree)  # when its inputs changed
         code = launch_and_follow(link, plan, options)
     if plan.missing is not None and interactive() and ask_to_send(plan.missing):
@@ -182,7 +182,8 @@ def run(options: RunOptions) -> int:
 
 
 def resumed(root: Path, options: RunOptions) -> tuple:
-    """For --resume RUN: the options with RUN's command (unless SCRIPT was given), and RUN's fetched files."""
+    """For --resume RUN: the options with RUN's command (unless SCRIPT was given), and RUN's fetched files (its
+    files dir, and the entries in it that fetches of RUN wrote; anything else there refuses the resume)."""
     from dataclasses import replace
 
     from .attach import agent_for, find_run
@@ -194,6 +195,7 @@ def resumed(root: Path, options: RunOptions) -> tuple:
                                hint=f"give it: offload run --resume {previous['run_id']} SCRIPT [ARGS...]")
         options = replace(options, script=previous["script"], args=list(previous.get("args") or []))
     from .fetch import fetch_listed, files_dir, list_run
+    from .fetched import files_to_put_back, remember_fetched
     from .withheld import recorded_withheld, refuse_withheld
 
     files = files_dir(root, previous["run_id"])
@@ -205,24 +207,27 @@ def resumed(root: Path, options: RunOptions) -> tuple:
         with agent_for(previous) as agent:  # a local run's files are here: fetching them is a copy
             listing = list_run(agent, previous, [])
             refuse_withheld(previous["run_id"], listing["withheld"])
-            fetch_listed(agent, listing, files)
+            summary = fetch_listed(agent, listing, files)
+            remember_fetched(files, summary["files"] + summary["kept"])
     refuse_withheld(previous["run_id"], recorded_withheld(previous))
+    entries = files_to_put_back(files, previous["run_id"])
     say(f"resuming run {previous['run_id']}: {options.script} {' '.join(options.args)}".rstrip())
-    return options, files
+    return options, (files, entries)
 
 
-def copy_back(files: Path, root: Path) -> None:
-    """A resumed run that runs locally: its fetched files go back into the project itself."""
+def copy_back(files: Path, entries: list, root: Path) -> None:
+    """A resumed run that runs locally: its fetched files go back into the project itself, never through a
+    symlink that leads out of it."""
     import shutil
 
-    from .sync import scan_all
+    from .fetch_paths import destination
 
-    for entry in scan_all(files):
-        destination = root / entry.path
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        part = destination.with_name(f".{destination.name}.offload-part")
+    for entry in entries:
+        final = destination(root, entry.path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        part = final.with_name(f".{final.name}.offload-part")
         shutil.copy2(files / entry.path, part)
-        os.replace(part, destination)
+        os.replace(part, final)
 
 
 def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:

@@ -357,10 +357,10 @@ def send_patch(agent, f, entry: LocalEntry, delta: Delta, advance) -> bool:
     return whole
 
 
-def put_back(agent, files_dir: Path, project_dir: str, out=None) -> dict:
-    """Put every file under files_dir (a run's fetched files) in place under project_dir on the host."""
+def put_back(agent, files_dir: Path, entries: list, project_dir: str, out=None) -> dict:
+    """Put these files of files_dir (a run's fetched files, fetched.files_to_put_back) in place under project_dir
+    on the host."""
     out = out if out is not None else sys.stderr
-    entries = scan_all(files_dir)
     if not entries:
         return {"written": 0, "bytes": 0}
     print(f"resume: putting back {summarize(entries)} -> {agent.label}:{project_dir}", file=out)

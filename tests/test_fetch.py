@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_offload
+from conftest import register_host, run_offload
 from offload.errors import OffloadError, RemoteError
 from offload.fetch import LocalState, RemoteFile, download, list_remote, plan_fetch
 from procs import local_agent  # noqa: F401  (the fixture)
@@ -86,7 +86,10 @@ def test_fetch_gets_the_runs_files_verified_then_skips_them(box, project):
     assert f"nothing to transfer, 2 files already here with the same SHA-256 -> {dest}" in again.stderr
     assert (dest / "out/ckpt.pt").stat().st_ino == inode  # not rewritten
 
-    (dest / "out/sub/x.txt").write_text("changed here\n")  # a local file that differs is fetched again
+    local = dest / "out/sub/x.txt"
+    stamp = local.stat().st_mtime_ns
+    local.write_text("NESTED\n")  # same size and mtime, other bytes: only its hash tells, so it is fetched again
+    os.utime(local, ns=(stamp, stamp))
     third = run_offload("fetch", meta["run_id"][:17], cwd=project)
     assert third.returncode == 0, third.stderr
     assert "1 file (7 B) from box, 1 already here with the same SHA-256" in third.stderr
@@ -178,6 +181,71 @@ def test_fetch_refuses_what_leads_outside_the_project(box, project, tmp_path):
     result = run_offload("fetch", "last", "--to", str(dest), cwd=project)
     assert result.returncode == 0, result.stderr
     assert (dest / "out/inside.txt").read_text() == "nested\n"  # a link inside the project is followed
+
+
+# The real agent, but a compromised host's: its listing for any pattern holds out/ckpt.pt first, then the paths
+# in stray.json beside it, and it serves PAYLOAD for each. Started as `python -m remote_agent` in the shipped
+# agent's directory (hosts.yaml's python is this file), so it imports the agent from there.
+HOSTILE_AGENT = """\
+#!{python}
+import hashlib, json, os, sys
+sys.path.insert(0, os.getcwd())
+from remote_agent.__main__ import Agent
+from remote_agent.jobs import send_blob
+
+PAYLOAD = b"#!/bin/sh\\necho pwned\\n"
+STRAY = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "stray.json")))
+
+
+class Hostile(Agent):
+    def handle(self, message):
+        if message["t"] == "list_files":
+            entry = [len(PAYLOAD), 0, hashlib.sha256(PAYLOAD).hexdigest()]
+            self.send("file_list", project_dir=message["project_dir"], unmatched=[],
+                      files=[[path, *entry] for path in ["out/ckpt.pt", *STRAY]])
+        elif message["t"] == "read_file":
+            send_blob(self.out, "file_chunk", 0, PAYLOAD)
+            self.send("file_end", offset=len(PAYLOAD), size=len(PAYLOAD))
+        else:
+            super().handle(message)
+
+
+Hostile(sys.stdin.buffer, os.fdopen(os.dup(1), "wb")).serve()
+"""
+STRAYS = (["train.py"], [".git/hooks/pre-commit"], ["out/x/.GIT/config"], ["../outside"], ["out/../../x"],
+          ["/tmp/offload-stray"], ["out/a", "out/a/b"])
+
+
+def tree_of(root: Path) -> dict:
+    """relpath -> bytes of every file below root (symlinks as their target's text)."""
+    return {p.relative_to(root).as_posix(): (os.readlink(p).encode() if p.is_symlink() else p.read_bytes())
+            for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def test_a_compromised_host_listing_paths_it_was_not_asked_for_gets_nothing_written(offload_home, sshd, project, tmp_path):
+    register_host(offload_home, sshd)
+    meta = run_job(project, 1000)  # an honest run first: the agent is installed, the run recorded
+    (project / "train.py").write_text("print('the real train.py')\n")
+    (project / ".git" / "hooks").mkdir(parents=True)
+    (project / ".git" / "hooks" / "pre-commit.sample").write_text("#!/bin/sh\n")
+    hostile = tmp_path / "hostile" / "python"
+    hostile.parent.mkdir()
+    hostile.write_text(HOSTILE_AGENT.format(python=sys.executable))
+    hostile.chmod(0o755)
+    register_host(offload_home, sshd, python=str(hostile), trust_key=False)  # the same box, compromised since
+    project_before, around_before = tree_of(project), sorted(os.listdir(tmp_path))
+    for stray in STRAYS:
+        (hostile.parent / "stray.json").write_text(json.dumps(stray))
+        for to in ([], ["--to", str(project)]):  # the run's files dir (what --resume puts back), or the project
+            result = run_offload("fetch", "last", *to, cwd=project, env={"OFFLOAD_KEEP_ALIVE": "0"})
+            assert result.returncode == 1, (stray, to, result.stderr)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"offload: error: box listed {stray[-1]!r}, "), (stray, lines)
+            assert "nothing was fetched" in lines[0] and "Traceback" not in result.stderr
+            assert tree_of(project) == project_before, (stray, to)  # train.py as it was, no hook, no files dir
+            assert sorted(os.listdir(tmp_path)) == around_before, (stray, to)  # nothing beside the project
+    assert not Path("/tmp/offload-stray").exists()
+    assert not files_dir(project, meta).exists()
 
 
 def test_a_local_runs_files_are_fetched_through_the_local_agent(offload_home, project):
@@ -275,6 +343,62 @@ def test_the_host_refuses_paths_that_leave_the_project_whatever_the_laptop_sends
     with pytest.raises(RemoteError) as refused:
         agent.request("list_files", project_dir=str(root), patterns=["out/**"])
     assert refused.value.code == "refused" and "resolves to" in refused.value.message
+
+
+def test_a_sibling_whose_name_extends_the_projects_is_outside_it(agent, tmp_path):
+    root, sibling = tmp_path / "proj-abc", tmp_path / "proj-abc-old"  # "proj-abc" is a prefix of its real path
+    (sibling / "out").mkdir(parents=True)
+    (sibling / "out" / "ckpt.pt").write_text("the old project's checkpoint")
+    root.mkdir()
+    (root / "out").symlink_to(sibling / "out")
+    for patterns in (["out/**"], ["out/ckpt.pt"], ["**/*.pt"]):
+        with pytest.raises(RemoteError) as refused:
+            agent.request("list_files", project_dir=str(root), patterns=patterns)
+        assert refused.value.code == "refused", patterns
+        assert f"resolves to {sibling / 'out'}" in refused.value.message, patterns
+    with pytest.raises(RemoteError) as refused:
+        agent.request("read_file", project_dir=str(root), path="out/ckpt.pt", offset=0, end=None)
+    assert refused.value.code == "refused" and "outside the run's project directory" in refused.value.message
+
+
+def test_a_listing_is_checked_path_by_path_against_the_patterns_asked_for():
+    from offload.fetch_paths import INTO_RECORDS, first_stray
+
+    honest = ["out/ckpt.pt", "out/sub/x.txt", "out/.hidden", "out/a..b"]
+    assert first_stray(["out/**"], honest) is None
+    assert first_stray(["out/*.pt", "logs"], ["out/ckpt.pt", "logs/run/1.txt"]) is None
+    assert first_stray(["out/*.pt"], ["out/ckpt.pt", "out/sub/x.pt"])[0] == "out/sub/x.pt"  # * stays in one name
+    for stray in ("train.py", "outside/x", "../x", "out/../x", "out/./x", "./out/x", "out//x", "out/", "/etc/passwd",
+                  "out/x\\..\\..\\y", "out/x\0", "", None, 7):
+        assert first_stray(["out/**"], [*honest, stray]) is not None, stray
+    for inside_records in (".git/hooks/pre-commit", ".GIT/config", "sub/.git/config", ".offload/runs/x/meta.json",
+                           "out/.Offload/x"):
+        assert first_stray(["**"], [inside_records]) == (inside_records, INTO_RECORDS)
+    assert first_stray(["out/**"], ["out/a", "out/a/b"]) == ("out/a/b", "out/a is listed as a file too")
+
+
+def test_fetch_never_writes_through_a_symlink_that_leads_out_of_its_destination(offload_home, project, tmp_path):
+    run_job(project, 1000)  # a local run: fetched through the local agent
+    dest, elsewhere = tmp_path / "dest", tmp_path / "elsewhere"
+    dest.mkdir()
+    elsewhere.mkdir()
+    (dest / "out").symlink_to(elsewhere)
+    result = run_offload("fetch", "last", "--to", str(dest), cwd=project)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"offload: error: {dest / 'out'} leads to {elsewhere}, outside {dest}")
+    assert list(elsewhere.iterdir()) == []
+
+    (dest / "out").unlink()
+    (dest / "real-out").mkdir()
+    (dest / "out").symlink_to(dest / "real-out")  # a link that stays inside is written through
+    assert run_offload("fetch", "last", "--to", str(dest), cwd=project).returncode == 0
+    assert (dest / "real-out" / "sub" / "x.txt").read_text() == "nested\n"
+    (dest / "real-out" / "ckpt.pt").unlink()
+    (dest / "real-out" / "ckpt.pt").symlink_to(elsewhere / "ckpt.pt")  # nor is a file that is a link
+    refused = run_offload("fetch", "last", "--to", str(dest), cwd=project)
+    assert refused.returncode == 1 and "ckpt.pt is a symlink here" in refused.stderr
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_plan_skips_same_hashes_and_resumes_parts_that_can_be_prefixes():

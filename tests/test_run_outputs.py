@@ -157,6 +157,51 @@ def test_a_local_runs_file_changed_by_a_later_run_is_not_resumed_from(offload_ho
     assert (project / "out" / "ckpt.pt").read_text() == content("out/ckpt.pt", second)
 
 
+def test_resume_puts_back_only_what_a_fetch_of_the_run_wrote(offload_home, project):
+    run = offload_run(project, "write:out/ckpt.pt")  # a local run: --resume copies its files over this project
+    assert run_offload("fetch", "last", cwd=project).returncode == 0
+    files = project / ".offload" / "runs" / run["run_id"] / "files"
+    (project / ".git" / "hooks").mkdir(parents=True)
+    planted = {".git/hooks/pre-commit": "#!/bin/sh\necho pwned\n", "writer.py": "print('not the real writer')\n",
+               ".offload/runs/x/meta.json": "{}\n"}  # as an older offload fetched them from a compromised host
+    for relpath, text in planted.items():
+        (files / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (files / relpath).write_text(text)
+    writer = (project / "writer.py").read_text()
+    for relpath, reason in ((".git/hooks/pre-commit", "offload never writes into .git/ or .offload/, nor puts back there"),
+                            (".offload/runs/x/meta.json", "offload never writes into .git/ or .offload/, nor puts back there"),
+                            ("writer.py", f"no fetch of run {run['run_id']} wrote it")):
+        refused = run_offload("run", "--resume", "last", cwd=project)
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.strip().splitlines() == [
+            f"offload: error: run {run['run_id']}'s files dir holds {relpath} ({reason}): not putting any of them back "
+            f"(hint: remove it from {files}, then resume again)"]
+        assert not (project / ".git" / "hooks" / "pre-commit").exists() and not (project / ".offload/runs/x").exists()
+        assert (project / "writer.py").read_text() == writer
+        assert len(load_runs(project)) == 1  # nothing ran
+        (files / relpath).unlink()
+
+    (files.parent / "fetched.json").unlink()  # fetched by an offload that kept no record
+    unrecorded = run_offload("run", "--resume", "last", cwd=project)
+    assert unrecorded.returncode == 1 and f"hint: fetch them again (it records them): offload fetch {run['run_id']}" \
+        in unrecorded.stderr
+    again = run_offload("fetch", "last", cwd=project)
+    assert again.returncode == 0 and "nothing to transfer" in again.stderr  # recorded as it verified them
+    elsewhere = project.parent / "elsewhere"
+    elsewhere.mkdir()
+    (project / "out").rename(project.parent / "out-aside")
+    (project / "out").symlink_to(elsewhere)  # made a link out of the project since: not copied through
+    through = run_offload("run", "--resume", "last", cwd=project)
+    assert through.returncode == 1 and f"{project / 'out'} leads to {elsewhere}, outside {project}" in through.stderr
+    assert list(elsewhere.iterdir()) == [] and len(load_runs(project)) == 1
+    (project / "out").unlink()
+    (project.parent / "out-aside").rename(project / "out")
+    resumed = run_offload("run", "--resume", "last", cwd=project)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(load_runs(project)) == 2
+    assert (project / "out" / "ckpt.pt").read_text() == content("out/ckpt.pt", load_runs(project)[1])
+
+
 # --- the pure parts, on real files and plain records ------------------------------------------------
 
 def test_the_snapshot_diff_finds_what_changed_under_out_dirs_and_nothing_else(tmp_path):
