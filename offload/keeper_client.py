@@ -1,8 +1,9 @@
 """The thin end of `offload sync`: hand the command to the link keeper and relay what it prints.
 
-Standard library only, and nothing of offload's heavier modules: a sync that finds the keeper running
-costs a Python start-up and one local socket round trip on top of the sync itself. None from `run`
-means "do it in this process instead" (keeper switched off, not startable, or a host key to confirm).
+Standard library only, and nothing of offload's heavier modules (home.py imports only os): a sync that
+finds the keeper running costs a Python start-up and one local socket round trip on top of the sync itself.
+None from `run` means "do it in this process instead" (keeper switched off, not startable, or a host key
+to confirm).
 """
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import socket
 import sys
 import time
 
+from . import home
+
 PROTOCOL = 1
 KEEP_ALIVE_ENV = "OFFLOAD_KEEP_ALIVE"  # seconds an idle keeper stays; 0 switches the keeper off
 DEFAULT_KEEP_ALIVE_S = 600.0  # as ssh's ControlPersist is commonly set
 START_DEADLINE_S = 10.0  # from spawning the keeper to its socket answering
 SOCKET_PATH_MAX = 100  # AF_UNIX paths: 108 bytes on Linux, 104 on macOS
+SOCKET_RECORD = "keeper.socket"  # in OFFLOAD_HOME: where the running keeper listens, whatever TMPDIR says now
 
 
 def keep_alive_s() -> float:
@@ -27,24 +31,34 @@ def keep_alive_s() -> float:
 
 
 def config_dir() -> str:
-    if os.environ.get("OFFLOAD_HOME"):  # home.config_dir() without pathlib: this module's imports are its cost
-        return os.environ["OFFLOAD_HOME"]
-    from . import home
-
-    return os.fspath(home.config_dir())
+    return home.config_dir_name()
 
 
 def socket_path() -> str:
-    """In OFFLOAD_HOME; when that path is too long for a unix socket, in a private directory under /tmp."""
+    """Where a new keeper listens: in OFFLOAD_HOME; when that path is too long for a unix socket, in a private
+    directory under the temp dir."""
     path = os.path.join(config_dir(), "keeper.sock")
-    if len(path.encode()) <= SOCKET_PATH_MAX:
+    if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
         return path
     import hashlib
     import tempfile
 
     private = os.path.join(tempfile.gettempdir(), f"offload-{os.getuid()}")
     os.makedirs(private, mode=0o700, exist_ok=True)
-    return os.path.join(private, hashlib.sha256(path.encode()).hexdigest()[:16] + ".sock")
+    return os.path.join(private, hashlib.sha256(os.fsencode(path)).hexdigest()[:16] + ".sock")
+
+
+def socket_record_path() -> str:
+    return os.path.join(config_dir(), SOCKET_RECORD)
+
+
+def recorded_socket() -> str | None:
+    """The socket the running keeper named when it started, or None when no keeper did."""
+    try:
+        with open(socket_record_path(), "rb") as record:
+            return os.fsdecode(record.read()) or None
+    except OSError:
+        return None
 
 
 def pid_path() -> str:
@@ -81,6 +95,7 @@ def code_fingerprint() -> str:
 
 
 def connect(path: str) -> socket.socket | None:
+    """A connection to our keeper at path, or None when none answers there."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
@@ -90,19 +105,26 @@ def connect(path: str) -> socket.socket | None:
     return sock
 
 
+def connect_recorded() -> socket.socket | None:
+    path = recorded_socket()
+    return connect(path) if path else None
+
+
 def spawn_keeper() -> None:
-    """Start the keeper in its own session with no link to this terminal: it outlives this command."""
+    """Start the keeper in its own session with no link to this terminal: it outlives this command. It runs
+    in /, so it is given OFFLOAD_HOME as the absolute path this process reads."""
     import subprocess
 
     os.makedirs(config_dir(), exist_ok=True)
     with open(os.path.join(config_dir(), "keeper.log"), "ab") as log:
         subprocess.Popen([sys.executable, "-m", "offload.keeper"], stdin=subprocess.DEVNULL, stdout=log,
-                         stderr=log, cwd="/", start_new_session=True, close_fds=True)
+                         stderr=log, cwd="/", start_new_session=True, close_fds=True,
+                         env={**os.environ, "OFFLOAD_HOME": config_dir()})
 
 
 def connect_or_start() -> socket.socket | None:
-    path = socket_path()
-    sock = connect(path)
+    """A connection to this user's keeper, started if none runs; None: run the command in this process."""
+    sock = connect_recorded()
     if sock is not None:
         return sock
     try:
@@ -111,7 +133,7 @@ def connect_or_start() -> socket.socket | None:
         return None
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
-        sock = connect(path)
+        sock = connect_recorded()
         if sock is not None:
             return sock
         time.sleep(0.01)
