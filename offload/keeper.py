@@ -7,8 +7,9 @@ same CLI code as in-process, with the client's cwd and environment; their output
 client. A client that goes away (Ctrl-C, kill -9) aborts its command: its link is closed at once, so
 the host drops the half-sent file exactly as when the client held the link itself.
 
-Its socket's path is recorded in OFFLOAD_HOME (keeper.socket), so a client with another TMPDIR finds it
-at once.
+Only this user's processes reach it: its socket is in OFFLOAD_HOME or in a private directory of this
+user's, and each client's uid is checked (SO_PEERCRED) before a byte of it is read. Its socket's path is
+recorded in OFFLOAD_HOME (keeper.socket), so a client with another TMPDIR finds it at once.
 
 It exits after OFFLOAD_KEEP_ALIVE seconds (default 600) without a command, on SIGTERM
 (`offload hosts disconnect`), when a client runs other code than it does (offload was upgraded), or when
@@ -27,8 +28,8 @@ import threading
 import time
 import traceback
 
-from .keeper_client import (PROTOCOL, code_fingerprint, keep_alive_s, pid_path, recorded_socket, socket_path,
-                            socket_record_path)
+from .keeper_client import (PROTOCOL, code_fingerprint, keep_alive_s, peer_is_this_user, pid_path, recorded_socket,
+                            socket_path, socket_record_path)
 
 CHECK_EVERY_S = 5.0  # how often an idle keeper checks that it is still the one its files name
 REQUEST_READ_TIMEOUT_S = 10.0
@@ -179,6 +180,8 @@ def serve(claim: Claim) -> None:
         except socket.timeout:
             continue
         with conn:
+            if not peer_is_this_user(conn):
+                continue  # another user's process: nothing of it is read or run, and it does not keep us alive
             client = Client(conn)
             request = client.read_request()
             if request is not None and request.get("code") != fingerprint:
@@ -191,8 +194,8 @@ def serve(claim: Claim) -> None:
 
 
 def claim_home() -> Claim | None:
-    """This OFFLOAD_HOME's lock, a socket, and the files naming them; None when
-    another keeper holds the home."""
+    """This OFFLOAD_HOME's lock, a socket only this user can reach, and the files naming them; None when
+    another keeper holds the home or there is no private place for a socket."""
     config_dir = os.path.dirname(pid_path())
     os.makedirs(config_dir, exist_ok=True)
     lock = open(os.path.join(config_dir, "keeper.lock"), "w")
@@ -202,6 +205,9 @@ def claim_home() -> Claim | None:
         lock.close()
         return None  # another keeper runs for this OFFLOAD_HOME: its socket serves the client that started us
     sock_path = socket_path()
+    if sock_path is None:
+        lock.close()
+        return None
     if os.path.exists(sock_path):
         os.unlink(sock_path)  # left by a keeper that died: we hold the lock, so none is using it
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
