@@ -1,16 +1,27 @@
-"""Where offload keeps its own state. OFFLOAD_HOME relocates all of it (tests, portable installs)."""
+"""Where offload keeps its own state. OFFLOAD_HOME relocates all of it (tests, portable installs).
+
+Only os is imported at the top: the keeper's client reads config_dir_name() on every `offload sync`, and
+pathlib alone costs it more than its socket round trip does.
+"""
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+
+def config_dir_name() -> str:
+    """The one place OFFLOAD_HOME is read. Made absolute here: the keeper runs in / and would read a
+    relative OFFLOAD_HOME from there."""
+    if os.environ.get("OFFLOAD_HOME"):
+        return os.path.abspath(os.environ["OFFLOAD_HOME"])
+    import platformdirs  # only here: the common case (OFFLOAD_HOME unset) pays for it once
+
+    return platformdirs.user_config_dir("offload")
 
 
 def config_dir() -> Path:
-    if os.environ.get("OFFLOAD_HOME"):
-        return Path(os.environ["OFFLOAD_HOME"])
-    import platformdirs  # only here: the common case (OFFLOAD_HOME unset) pays for it once
+    from pathlib import Path  # not at the top: see the module's docstring
 
-    return Path(platformdirs.user_config_dir("offload"))
+    return Path(config_dir_name())
 
 
 def hosts_file() -> Path:
@@ -22,6 +33,8 @@ def known_hosts_file() -> Path:
 
 
 def ssh_dir() -> Path:
+    from pathlib import Path
+
     return Path(os.path.expanduser("~/.ssh"))
 
 

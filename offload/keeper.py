@@ -7,8 +7,13 @@ same CLI code as in-process, with the client's cwd and environment; their output
 client. A client that goes away (Ctrl-C, kill -9) aborts its command: its link is closed at once, so
 the host drops the half-sent file exactly as when the client held the link itself.
 
+Only this user's processes reach it: its socket is in OFFLOAD_HOME or in a private directory of this
+user's, and each client's uid is checked (SO_PEERCRED) before a byte of it is read. Its socket's path is
+recorded in OFFLOAD_HOME (keeper.socket), so a client with another TMPDIR finds it at once.
+
 It exits after OFFLOAD_KEEP_ALIVE seconds (default 600) without a command, on SIGTERM
-(`offload hosts disconnect`), or when its socket or pid file is no longer its own.
+(`offload hosts disconnect`), when a client runs other code than it does (offload was upgraded), or when
+its socket, its record or its pid file is no longer its own.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ import threading
 import time
 import traceback
 
-from .keeper_client import PROTOCOL, code_fingerprint, keep_alive_s, pid_path, socket_path
+from .keeper_client import (PROTOCOL, code_fingerprint, keep_alive_s, peer_is_this_user, pid_path, recorded_socket,
+                            socket_path, socket_record_path)
 
 CHECK_EVERY_S = 5.0  # how often an idle keeper checks that it is still the one its files name
 REQUEST_READ_TIMEOUT_S = 10.0
@@ -129,44 +135,79 @@ def run_command(client: Client, request: dict) -> None:
         os.chdir(saved_cwd)
 
 
-def still_ours(sock_path: str, sock_inode: int) -> bool:
-    try:
-        with open(pid_path()) as pid_file:
-            return int(pid_file.read()) == os.getpid() and os.stat(sock_path).st_ino == sock_inode
-    except (OSError, ValueError):
-        return False
+def write_atomically(path: str, content: bytes) -> None:
+    with open(path + ".tmp", "wb") as tmp:
+        tmp.write(content)
+    os.replace(path + ".tmp", path)
 
 
-def serve(listener: socket.socket, sock_path: str, sock_inode: int) -> None:
+class Claim:
+    """The keeper's claim on its OFFLOAD_HOME: the lock, the socket, the record naming it and the pid file."""
+
+    def __init__(self, lock, listener: socket.socket, sock_path: str):
+        self.lock, self.listener, self.sock_path = lock, listener, sock_path
+        self.sock_inode = os.stat(sock_path).st_ino
+
+    def still_ours(self) -> bool:
+        try:
+            with open(pid_path()) as pid_file:
+                ours = int(pid_file.read()) == os.getpid()
+            return ours and recorded_socket() == self.sock_path and os.stat(self.sock_path).st_ino == self.sock_inode
+        except (OSError, ValueError):
+            return False
+
+    def give_up(self) -> None:
+        """Leave it all to the next keeper at once, before this one's links are closed; the pid file goes last
+        (`hosts disconnect` waits for it)."""
+        if self.still_ours():  # a keeper started after us owns them otherwise
+            for path in (self.sock_path, socket_record_path(), pid_path()):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        self.listener.close()
+        self.lock.close()  # and with it the flock: a new keeper may start
+
+
+def serve(claim: Claim) -> None:
     fingerprint = code_fingerprint()
     idle_limit = keep_alive_s()
     last_used = time.monotonic()
-    listener.settimeout(CHECK_EVERY_S)
-    while still_ours(sock_path, sock_inode) and time.monotonic() - last_used < idle_limit:
+    claim.listener.settimeout(CHECK_EVERY_S)
+    while claim.still_ours() and time.monotonic() - last_used < idle_limit:
         try:
-            conn, _ = listener.accept()
+            conn, _ = claim.listener.accept()
         except socket.timeout:
             continue
         with conn:
+            if not peer_is_this_user(conn):
+                continue  # another user's process: nothing of it is read or run, and it does not keep us alive
             client = Client(conn)
             request = client.read_request()
             if request is not None and request.get("code") != fingerprint:
-                client.reply({"stale": True})  # offload was upgraded since we started: a new keeper takes over
+                claim.give_up()  # offload was upgraded since we started: the client's retry starts a new keeper
+                client.reply({"stale": True})
                 return
             if request is not None:
                 run_command(client, request)
         last_used = time.monotonic()
 
 
-def main() -> None:
+def claim_home() -> Claim | None:
+    """This OFFLOAD_HOME's lock, a socket only this user can reach, and the files naming them; None when
+    another keeper holds the home or there is no private place for a socket."""
     config_dir = os.path.dirname(pid_path())
     os.makedirs(config_dir, exist_ok=True)
     lock = open(os.path.join(config_dir, "keeper.lock"), "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return  # another keeper runs for this OFFLOAD_HOME: its socket serves the client that started us
+        lock.close()
+        return None  # another keeper runs for this OFFLOAD_HOME: its socket serves the client that started us
     sock_path = socket_path()
+    if sock_path is None:
+        lock.close()
+        return None
     if os.path.exists(sock_path):
         os.unlink(sock_path)  # left by a keeper that died: we hold the lock, so none is using it
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -176,23 +217,26 @@ def main() -> None:
     finally:
         os.umask(old_umask)
     listener.listen(16)
-    with open(pid_path() + ".tmp", "w") as pid_file:
-        pid_file.write(str(os.getpid()))
-    os.replace(pid_path() + ".tmp", pid_path())
+    write_atomically(socket_record_path(), os.fsencode(sock_path))
+    write_atomically(pid_path(), str(os.getpid()).encode())
+    return Claim(lock, listener, sock_path)
+
+
+def main() -> None:
+    claim = claim_home()
+    if claim is None:
+        return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    sock_inode = os.stat(sock_path).st_ino
-    print(f"keeper {os.getpid()} serving {sock_path}", flush=True)
+    print(f"keeper {os.getpid()} serving {claim.sock_path}", flush=True)
     from . import cli, links  # noqa: F401  (cli now, while the first client waits anyway, not per command)
 
     links.keep_links()
     try:
-        serve(listener, sock_path, sock_inode)
+        serve(claim)
     finally:
         links.close_all()
-        if still_ours(sock_path, sock_inode):  # a keeper started after us owns them otherwise
-            os.unlink(sock_path)
-            os.unlink(pid_path())
+        claim.give_up()
         print(f"keeper {os.getpid()} stopped", flush=True)
 
 

@@ -1,22 +1,28 @@
 """The thin end of `offload sync`: hand the command to the link keeper and relay what it prints.
 
-Standard library only, and nothing of offload's heavier modules: a sync that finds the keeper running
-costs a Python start-up and one local socket round trip on top of the sync itself. None from `run`
-means "do it in this process instead" (keeper switched off, not startable, or a host key to confirm).
+Standard library only, and nothing of offload's heavier modules (home.py imports only os): a sync that
+finds the keeper running costs a Python start-up and one local socket round trip on top of the sync itself.
+None from `run` means "do it in this process instead" (keeper switched off, not startable, no private
+place for its socket, another user's process at that socket, or a host key to confirm).
 """
 from __future__ import annotations
 
 import json
 import os
 import socket
+import stat
+import struct
 import sys
 import time
+
+from . import home
 
 PROTOCOL = 1
 KEEP_ALIVE_ENV = "OFFLOAD_KEEP_ALIVE"  # seconds an idle keeper stays; 0 switches the keeper off
 DEFAULT_KEEP_ALIVE_S = 600.0  # as ssh's ControlPersist is commonly set
 START_DEADLINE_S = 10.0  # from spawning the keeper to its socket answering
 SOCKET_PATH_MAX = 100  # AF_UNIX paths: 108 bytes on Linux, 104 on macOS
+SOCKET_RECORD = "keeper.socket"  # in OFFLOAD_HOME: where the running keeper listens, whatever TMPDIR says now
 
 
 def keep_alive_s() -> float:
@@ -27,24 +33,53 @@ def keep_alive_s() -> float:
 
 
 def config_dir() -> str:
-    if os.environ.get("OFFLOAD_HOME"):  # home.config_dir() without pathlib: this module's imports are its cost
-        return os.environ["OFFLOAD_HOME"]
-    from . import home
-
-    return os.fspath(home.config_dir())
+    return home.config_dir_name()
 
 
-def socket_path() -> str:
-    """In OFFLOAD_HOME; when that path is too long for a unix socket, in a private directory under /tmp."""
+def socket_path() -> str | None:
+    """Where a new keeper listens: in OFFLOAD_HOME; when that path is too long for a unix socket, in a private
+    directory under the temp dir. None when that directory is not private: then there is no keeper."""
     path = os.path.join(config_dir(), "keeper.sock")
-    if len(path.encode()) <= SOCKET_PATH_MAX:
+    if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
         return path
     import hashlib
     import tempfile
 
     private = os.path.join(tempfile.gettempdir(), f"offload-{os.getuid()}")
-    os.makedirs(private, mode=0o700, exist_ok=True)
-    return os.path.join(private, hashlib.sha256(path.encode()).hexdigest()[:16] + ".sock")
+    if not private_directory(private):
+        return None
+    return os.path.join(private, hashlib.sha256(os.fsencode(path)).hexdigest()[:16] + ".sock")
+
+
+def private_directory(path: str) -> bool:
+    """Made here and now (mkdir is atomic), or already this user's alone: a real directory, not a link, that
+    nobody else may enter. Another user may have made it first to catch our socket: it is then not used, and
+    never chmod-ed or chown-ed into shape."""
+    try:
+        os.mkdir(path, 0o700)
+        return True
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and found.st_mode & 0o077 == 0
+
+
+def socket_record_path() -> str:
+    return os.path.join(config_dir(), SOCKET_RECORD)
+
+
+def recorded_socket() -> str | None:
+    """The socket the running keeper named when it started, or None when no keeper did."""
+    try:
+        with open(socket_record_path(), "rb") as record:
+            return os.fsdecode(record.read()) or None
+    except OSError:
+        return None
 
 
 def pid_path() -> str:
@@ -80,41 +115,75 @@ def code_fingerprint() -> str:
     return " ".join(sorted(parts))
 
 
+class ForeignPeer(Exception):
+    """A process of another user answers on the keeper's socket: it must be sent nothing."""
+
+
+def peer_is_this_user(sock: socket.socket) -> bool:
+    """Whether the process at the other end runs as this user, as the kernel says (SO_PEERCRED). Where it
+    cannot say (macOS has no SO_PEERCRED), the socket's private directory is the only guard."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    try:
+        _pid, uid, _gid = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("iII")))
+    except OSError:
+        return False
+    return uid == os.getuid()
+
+
 def connect(path: str) -> socket.socket | None:
+    """A connection to our keeper at path, or None when none answers there. ForeignPeer when someone
+    else's process does."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError:  # no keeper there (yet), or a stale socket of one that died
         sock.close()
         return None
+    if not peer_is_this_user(sock):
+        sock.close()
+        raise ForeignPeer(path)
     return sock
 
 
+def connect_recorded() -> socket.socket | None:
+    path = recorded_socket()
+    return connect(path) if path else None
+
+
 def spawn_keeper() -> None:
-    """Start the keeper in its own session with no link to this terminal: it outlives this command."""
+    """Start the keeper in its own session with no link to this terminal: it outlives this command. It runs
+    in /, so it is given OFFLOAD_HOME as the absolute path this process reads."""
     import subprocess
 
     os.makedirs(config_dir(), exist_ok=True)
     with open(os.path.join(config_dir(), "keeper.log"), "ab") as log:
         subprocess.Popen([sys.executable, "-m", "offload.keeper"], stdin=subprocess.DEVNULL, stdout=log,
-                         stderr=log, cwd="/", start_new_session=True, close_fds=True)
+                         stderr=log, cwd="/", start_new_session=True, close_fds=True,
+                         env={**os.environ, "OFFLOAD_HOME": config_dir()})
 
 
 def connect_or_start() -> socket.socket | None:
-    path = socket_path()
-    sock = connect(path)
-    if sock is not None:
-        return sock
+    """A connection to this user's keeper, started if none runs; None: run the command in this process."""
     try:
-        spawn_keeper()
-    except OSError:
-        return None
-    deadline = time.monotonic() + START_DEADLINE_S
-    while time.monotonic() < deadline:
-        sock = connect(path)
+        sock = connect_recorded()
         if sock is not None:
             return sock
-        time.sleep(0.01)
+        if socket_path() is None:  # no private place for a socket: no keeper, and nothing said about it
+            return None
+        try:
+            spawn_keeper()
+        except OSError:
+            return None
+        deadline = time.monotonic() + START_DEADLINE_S
+        while time.monotonic() < deadline:
+            sock = connect_recorded()
+            if sock is not None:
+                return sock
+            time.sleep(0.01)
+    except ForeignPeer:  # another user listens where our keeper should: it gets nothing, not even argv
+        return None
     return None
 
 

@@ -6,8 +6,12 @@ by pid when the test ends (the offload_home fixture), and tests that stop it the
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
+from pathlib import Path
+
+import offload
 
 from conftest import register_host, run_offload
 from procs import alive
@@ -74,7 +78,7 @@ def test_an_idle_keeper_exits_on_its_own(offload_home, fresh_sshd, project):
     assert sync_result.returncode == 0, sync_result.stderr
     pid = keeper_pid(offload_home)
     assert wait_for(lambda: not alive(pid), 15), "the keeper outlived its keep-alive"
-    assert not (offload_home.path / "keeper.pid").exists() and not (offload_home.path / "keeper.sock").exists()
+    assert not any((offload_home.path / name).exists() for name in ("keeper.pid", "keeper.sock", "keeper.socket"))
 
 
 def test_a_dropped_kept_link_is_replaced_without_the_user_noticing(offload_home, fresh_sshd, project):
@@ -136,3 +140,30 @@ def test_a_client_killed_mid_sync_aborts_only_its_sync(offload_home, fresh_sshd,
     assert alive(keeper_pid(offload_home))
     sync(project)
     assert sha256(host_dir / "weights.bin") == sha256(project / "weights.bin")
+
+
+def installed_copy(root: Path) -> Path:
+    """offload and its agent copied as an install would put them: a tree of our own to upgrade."""
+    source = Path(offload.__file__).parent.parent
+    for package in ("offload", "remote_agent"):
+        shutil.copytree(source / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def test_an_upgrade_retires_the_keeper_and_a_new_one_serves_the_next_sync(offload_home, fresh_sshd, project, tmp_path):
+    register_host(offload_home, fresh_sshd)
+    installed = {"PYTHONPATH": str(installed_copy(tmp_path / "site-packages"))}
+    sync_installed = ("sync", "--project", str(project))
+    assert run_offload(*sync_installed, cwd=tmp_path, env=installed).returncode == 0  # cwd: not this checkout
+    old = keeper_pid(offload_home)
+    with open(tmp_path / "site-packages" / "offload" / "cli.py", "a") as cli_source:
+        cli_source.write("# the next release\n")
+
+    upgraded = run_offload(*sync_installed, cwd=tmp_path, env=installed)
+    assert upgraded.returncode == 0 and "Traceback" not in upgraded.stderr, upgraded.stderr
+    assert wait_for(lambda: not alive(old), 10), "the keeper of the old code kept running"
+    new = keeper_pid(offload_home)
+    assert new != old and alive(new)
+    connections = logins(fresh_sshd)
+    assert run_offload(*sync_installed, cwd=tmp_path, env=installed).returncode == 0
+    assert keeper_pid(offload_home) == new and logins(fresh_sshd) == connections  # the new keeper held the link
