@@ -398,7 +398,8 @@ def test_a_proxy_command_carries_the_connection(offload_home, sshd, project, tmp
     offload started has ended once offload is done."""
     relay, marker = tmp_path / "relay.py", tmp_path / "relay.jsonl"
     relay.write_text(RELAY)
-    proxy = f"{shlex.quote(sys.executable)} {relay} {marker} {sshd.host} {sshd.port} %h %p %r %n"
+    # the redirection needs the shell that ssh runs a ProxyCommand with (an argv split by shlex would pass it on)
+    proxy = f"{shlex.quote(sys.executable)} {relay} {marker} {sshd.host} {sshd.port} %h %p %r %n 2>>{tmp_path}/relay.err"
     write_ssh_config(offload_home.home, f"Host proxied\n    HostName box.invalid\n    Port 2222\n    User {sshd.user}\n"
                                         f"    IdentityFile {sshd.client_key_path}\n    ProxyCommand {proxy}\n")
     try:
