@@ -95,14 +95,16 @@ def check_hosts(name: str | None, timeout: float, bench_seconds: float | None = 
     names = [name] if name else list(registry.hosts)
     if not names:
         raise OffloadError("no hosts registered", hint=f"offload hosts add NAME [user@]hostname, or `offload hosts check {LOCAL}`")
-    from .ssh_config import describe_reader
+    targets = {n: None if n == LOCAL and n not in registry.hosts else resolve(n, registry.get(n)) for n in names}
+    if any(targets.values()):
+        from .ssh_config import describe_reader
 
-    say(f"ssh config: {describe_reader()}")
+        say(f"ssh config: {describe_reader()}")
     if bench_seconds:
         say(f"measuring each host's matmul ceiling, about {bench_seconds:g} s each")
-    rows = [check_local(bench_seconds) if n == LOCAL and n not in registry.hosts else
-            check_host(resolve(n, registry.get(n)), timeout, confirm=ask_host_key, bench_seconds=bench_seconds)
-            for n in names]
+    rows = [check_local(bench_seconds) if target is None else
+            check_host(target, timeout, confirm=ask_host_key, bench_seconds=bench_seconds)
+            for target in targets.values()]
     from rich.table import Table
 
     columns = list(rows[0])

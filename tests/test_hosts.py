@@ -217,7 +217,8 @@ def test_hosts_check_says_which_reader_read_ssh_config(offload_home, sshd, tmp_p
     (PATH holds no ssh), paramiko's parser stands in, says so, and cannot follow the Include."""
     ssh_dir = offload_home.home / ".ssh"
     (ssh_dir / "config.d").mkdir()
-    alias = f"HostName {sshd.host}\n    Port {sshd.port}\n    User {sshd.user}\n    IdentityFile {sshd.client_key_path}\n"
+    alias = (f"HostName {sshd.host}\n    Port {sshd.port}\n    User {sshd.user}\n"
+             f"    IdentityFile {sshd.client_key_path}\n")
     (ssh_dir / "config.d" / "inc").write_text(f"Host inc\n    {alias}")
     (ssh_dir / "config").write_text(f"Include config.d/*\n\nHost direct\n    {alias}")
     for name in ("direct", "inc"):

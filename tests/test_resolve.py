@@ -146,7 +146,8 @@ BROKEN_CONFIGS = [
     # (config text, what ssh -G says, what paramiko's parser says where there is no ssh client)
     ("Port\n", r'cannot read .*/\.ssh/config for box: .*/\.ssh/config line 1: no argument after keyword "port"',
      r"cannot read .*/\.ssh/config: Unparsable line Port"),
-    ("Host box\n    Port twenty-two\n", r"cannot read .*/\.ssh/config for box: .*/\.ssh/config line 2: Bad port 'twenty-two'",
+    ("Host box\n    Port twenty-two\n",
+     r"cannot read .*/\.ssh/config for box: .*/\.ssh/config line 2: Bad port 'twenty-two'",
      r"bad Port 'twenty-two' for box in ~/\.ssh/config"),
 ]
 
@@ -192,7 +193,8 @@ def test_included_files_resolve_as_openssh_resolves_them(offload_home):
         (ssh_dir / folder / "gpu.conf").write_text(
             f"Host {alias}\n    HostName 192.0.2.{port - 2200}\n    User bob\n    Port {port}\n"
             f"    IdentityFile ~/.ssh/id_{alias}\n")
-    write_ssh_config(offload_home.home, "Include config.d/*\nInclude ~/.ssh/more.d/*.conf\n\nHost *\n    User fallback\n")
+    write_ssh_config(offload_home.home,
+                     "Include config.d/*\nInclude ~/.ssh/more.d/*.conf\n\nHost *\n    User fallback\n")
     relative, tilde, other = resolve("relbox", {}), resolve("tildebox", {}), resolve("elsewhere", {})
     assert (relative.hostname, relative.port, relative.user) == ("192.0.2.1", 2201, "bob")
     assert relative.identity_files == (f"{ssh_dir}/id_relbox",) and relative.identity_from_config
@@ -399,7 +401,8 @@ def test_a_proxy_command_carries_the_connection(offload_home, sshd, project, tmp
     relay, marker = tmp_path / "relay.py", tmp_path / "relay.jsonl"
     relay.write_text(RELAY)
     # the redirection needs the shell that ssh runs a ProxyCommand with (an argv split by shlex would pass it on)
-    proxy = f"{shlex.quote(sys.executable)} {relay} {marker} {sshd.host} {sshd.port} %h %p %r %n 2>>{tmp_path}/relay.err"
+    proxy = (f"{shlex.quote(sys.executable)} {relay} {marker} {sshd.host} {sshd.port} %h %p %r %n "
+             f"2>>{tmp_path}/relay.err")
     write_ssh_config(offload_home.home, f"Host proxied\n    HostName box.invalid\n    Port 2222\n    User {sshd.user}\n"
                                         f"    IdentityFile {sshd.client_key_path}\n    ProxyCommand {proxy}\n")
     try:
