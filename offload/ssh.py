@@ -152,7 +152,7 @@ def no_banner_error(target: SSHTarget, sock, timeout: float) -> OffloadError:
     if failure is None:
         return HostUnreachable(target.name, target.address, f"no SSH banner within {timeout:g} s")
     if sock.exit_status() in (126, 127):  # the shell's "cannot execute" and "not found": no host was tried
-        return OffloadError(f"{failure}, for {target.name}", hint="fix ProxyCommand in ~/.ssh/config")
+        return OffloadError(f"cannot reach {target.name}: {failure}", hint="fix ProxyCommand in ~/.ssh/config")
     return HostUnreachable(target.name, target.address, failure)
 
 

@@ -5,6 +5,7 @@ text in ~/.ssh/config and drive `offload` against the real sshd: an alias, a Pro
 """
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import shlex
@@ -420,3 +421,23 @@ def test_a_proxy_command_carries_the_connection(offload_home, sshd, project, tmp
             stop_by_pid(pid)
     assert [r["tokens"] for r in relays] == [["box.invalid", "2222", sshd.user, "proxied"]] * 2  # add, then run
     assert lingering == [], "offload left its ProxyCommand running"
+
+
+@pytest.mark.parametrize("proxy, code, says", [
+    ("no-such-proxy %h %p", 1, "cannot reach box: ProxyCommand `no-such-proxy gone.invalid 22` exited with 127: "),
+    ("sh -c 'echo gateway refused >&2; exit 1'", 0, "box ({user}@gone.invalid:22) is unreachable (ProxyCommand "),
+])
+def test_a_proxy_command_that_fails_says_why(offload_home, project, proxy, code, says):
+    """A proxy that is not there is a config to fix: one line, no run. One that ran and gave up means the host
+    is out of reach: the run is local, with the proxy's own last words."""
+    write_ssh_config(offload_home.home, f"Host gone\n    HostName gone.invalid\n    ProxyCommand {proxy}\n")
+    (offload_home.path / "hosts.yaml").write_text("hosts:\n  box: {hostname: gone}\n")
+    result = run_offload("run", "report.py", cwd=project)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    line = stderr_lines(result)[0]
+    assert says.format(user=getpass.getuser()) in line, line
+    if code:
+        assert len(stderr_lines(result)) == 1 and "not found" in line and not list(project.glob(".offload/runs/*"))
+    else:
+        assert line.endswith("exited with 1: gateway refused): running locally on this machine's CPU instead"), line
