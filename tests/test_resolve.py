@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import paramiko
@@ -429,10 +430,13 @@ def test_a_proxy_command_carries_the_connection(offload_home, sshd, project, tmp
 ])
 def test_a_proxy_command_that_fails_says_why(offload_home, project, proxy, code, says):
     """A proxy that is not there is a config to fix: one line, no run. One that ran and gave up means the host
-    is out of reach: the run is local, with the proxy's own last words."""
+    is out of reach: the run is local, with the proxy's own last words. Either is known when the proxy ends,
+    not when the connect timeout runs out."""
     write_ssh_config(offload_home.home, f"Host gone\n    HostName gone.invalid\n    ProxyCommand {proxy}\n")
     (offload_home.path / "hosts.yaml").write_text("hosts:\n  box: {hostname: gone}\n")
-    result = run_offload("run", "report.py", cwd=project)
+    started = time.monotonic()
+    result = run_offload("run", "--connect-timeout", "60", "report.py", cwd=project)
+    assert time.monotonic() - started < 30
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
     line = stderr_lines(result)[0]
