@@ -54,13 +54,12 @@ def ssh_config_for(alias: str) -> dict:
 def settings_from_ssh_g(ssh: str, alias: str, path: str) -> dict:
     """What the config file sets for alias, by `ssh -G`.
 
-    `ssh -G` prints every option, OpenSSH's defaults included (port 22, the local user, ~/.ssh/id_rsa and
-    six more identity files). Taken as they are, they would outrank hosts.yaml's absence wrongly and a flag
-    never, but they would also hide which values the config chose. So a setting counts as the config's
-    only where it differs from `ssh -G -F /dev/null` of the same alias (OpenSSH with no config at all).
-    A config value equal to OpenSSH's default is dropped, which changes nothing: flag > hosts.yaml >
-    config > default then gives the same answer (offload's defaults are OpenSSH's; for the user, offload
-    takes $LOGNAME/$USER first, as paramiko does, where ssh reads the passwd entry)."""
+    `ssh -G` prints every option with OpenSSH's defaults filled in (port 22, the passwd user, ~/.ssh/id_rsa
+    and six more identity files), and no sign of which ones the config set. A setting counts as the
+    config's where it differs from `ssh -G -F /dev/null` of the same alias: OpenSSH with no config at all.
+    A config value equal to the default is dropped, which changes nothing, since flag > hosts.yaml > config
+    > default then lands on the same value: offload's defaults are OpenSSH's (the local user aside: offload
+    takes $LOGNAME or $USER first, as paramiko does, where ssh reads the passwd entry)."""
     chosen = run_ssh_g(ssh, alias, path)
     defaults = openssh_defaults(ssh, alias)
     return {key: value for key, value in chosen.items() if value != defaults.get(key)}
