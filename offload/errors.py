@@ -44,6 +44,10 @@ class HostKeyError(OffloadError):
         self.hostname, self.got_fingerprint, self.expected_fingerprint = hostname, got, expected
 
 
+class RevokedHostKey(HostKeyError):
+    """The host presented a key a known_hosts file marks @revoked: refused, never offered for trust."""
+
+
 class AuthFailed(OffloadError):
     exit_code = SSH_FAILURE_EXIT
 

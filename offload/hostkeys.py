@@ -1,14 +1,18 @@
 """Host keys: verified against known_hosts files, never trusted silently.
 
-offload keeps its own known_hosts (OpenSSH format) and also accepts keys in ~/.ssh/known_hosts.
+offload keeps its own known_hosts (OpenSSH format) and also accepts keys in ~/.ssh/known_hosts. A key
+marked `@revoked` for the host in either file is refused before anything else, whatever the other says.
 """
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
+import re
 
 from . import home
-from .errors import HostKeyError
+from .errors import HostKeyError, RevokedHostKey
 
 
 def fingerprint(key) -> str:
@@ -17,9 +21,13 @@ def fingerprint(key) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
+def known_hosts_files() -> tuple:
+    """~/.ssh/known_hosts, then offload's own (which wins for the same name and key type)."""
+    return home.ssh_dir() / "known_hosts", home.known_hosts_file()
+
+
 def load_known_keys(client) -> None:
-    """Keys from ~/.ssh/known_hosts, then offload's own (which wins for the same name and key type)."""
-    for path in (home.ssh_dir() / "known_hosts", home.known_hosts_file()):
+    for path in known_hosts_files():
         if path.is_file():
             add_known_hosts(client.get_host_keys(), path)
 
@@ -43,6 +51,47 @@ def add_known_hosts(host_keys, path) -> None:
                 host_keys.add(hostname, entry.key.get_name(), entry.key)
 
 
+def refuse_if_revoked(target, key) -> None:
+    """Raise RevokedHostKey when a `@revoked` line of any known_hosts file names this key for this host.
+
+    paramiko's parser skips marker lines, so they are read here: `@revoked PATTERNS KEYTYPE BASE64`, the
+    patterns matched as OpenSSH matches them (hashed names, `*` and `?`, `!` negation)."""
+    blob = key.asbytes()
+    for path in known_hosts_files():
+        if not path.is_file():
+            continue
+        with open(path, errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                fields = line.split()
+                if len(fields) < 4 or fields[0] != "@revoked" or not host_matches(fields[1], target.known_hosts_name):
+                    continue
+                try:
+                    revoked = base64.b64decode(fields[3], validate=True)
+                except (binascii.Error, ValueError):  # a damaged line revokes nothing, as in ssh
+                    continue
+                if revoked == blob:
+                    raise revoked_key_error(target, key, f"{path}:{number}")
+
+
+def host_matches(patterns: str, name: str) -> bool:
+    """Whether a known_hosts host field names `name` ("host" or "[host]:port"), as OpenSSH's match_hostname."""
+    if patterns.startswith("|1|"):  # HashKnownHosts: |1|salt|HMAC-SHA1(salt, name), one name per field
+        try:
+            salt, digest = (base64.b64decode(part) for part in patterns[3:].split("|", 1))
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), digest)
+    matched = False
+    for pattern in patterns.lower().split(","):
+        negated = pattern.startswith("!")
+        glob = re.escape(pattern[1:] if negated else pattern).replace(r"\*", ".*").replace(r"\?", ".")
+        if re.fullmatch(glob, name.lower()):
+            if negated:  # a negated match wins over any other
+                return False
+            matched = True
+    return matched
+
+
 def remember(known_hosts_name: str, key) -> None:
     path = home.known_hosts_file()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +110,15 @@ def unknown_key_error(target, key) -> HostKeyError:
     return HostKeyError(
         f"host key of {target.name} ({target.known_hosts_name}) is not known: {key.get_name()} {fingerprint(key)}",
         hint=f"confirm it interactively with `offload hosts check {target.registered_name}`",
+        hostname=target.known_hosts_name, got=fingerprint(key))
+
+
+def revoked_key_error(target, key, where: str) -> RevokedHostKey:
+    return RevokedHostKey(
+        f"host key of {target.name} ({target.known_hosts_name}) is REVOKED ({where}): {key.get_name()} "
+        f"{fingerprint(key)}; refusing to connect",
+        hint="the host needs a new host key: ask whoever runs it, then confirm the new key with "
+             f"`offload hosts check {target.registered_name}`",
         hostname=target.known_hosts_name, got=fingerprint(key))
 
 

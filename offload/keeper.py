@@ -99,7 +99,7 @@ class Client:
 
 def run_command(client: Client, request: dict) -> None:
     from . import cli, links
-    from .errors import HostKeyError
+    from .errors import HostKeyError, RevokedHostKey
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     saved_streams = sys.stdout, sys.stderr
@@ -115,7 +115,8 @@ def run_command(client: Client, request: dict) -> None:
         client.watch_for_hangup(links.abort_active)
 
         def unknown_host_key(exc: Exception) -> bool:  # a terminal can confirm it: the client does it itself
-            return isinstance(exc, HostKeyError) and exc.expected_fingerprint is None and bool(tty.get("stdin"))
+            return (isinstance(exc, HostKeyError) and not isinstance(exc, RevokedHostKey)
+                    and exc.expected_fingerprint is None and bool(tty.get("stdin")))
 
         def log_traceback(exc: Exception) -> None:
             traceback.print_exception(type(exc), exc, exc.__traceback__, file=saved_streams[1])

@@ -28,7 +28,7 @@ def link_key(target) -> tuple:
     """Everything that makes two targets the same connection and agent. Not the workdir: every request
     names its own, so an agent installed under one workdir serves another as well."""
     return (target.name, target.hostname, target.port, target.user, target.identity_files,
-            target.identity_from_config, target.proxy_jump, target.python)
+            target.identity_from_config, target.proxy_jump, target.proxy_command, target.python)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ import os
 import sys
 
 from . import hosts
-from .errors import HostKeyError, HostUnreachable, OffloadError
+from .errors import HostKeyError, HostUnreachable, OffloadError, RevokedHostKey
 from .resolve import resolve, split_destination
 from .runner import ask_host_key, say
 
@@ -41,6 +41,8 @@ def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float
 
     try:
         ssh.connect(target, timeout, confirm=confirm).close()
+    except RevokedHostKey:  # nothing the user could trust: say so as it is
+        raise
     except HostKeyError as exc:  # its hint would name `hosts check`, for a host that is not registered
         if exc.expected_fingerprint is None:
             raise OffloadError(f"{name} not added: you did not trust its host key {exc.got_fingerprint}",
@@ -93,11 +95,16 @@ def check_hosts(name: str | None, timeout: float, bench_seconds: float | None = 
     names = [name] if name else list(registry.hosts)
     if not names:
         raise OffloadError("no hosts registered", hint=f"offload hosts add NAME [user@]hostname, or `offload hosts check {LOCAL}`")
+    targets = {n: None if n == LOCAL and n not in registry.hosts else resolve(n, registry.get(n)) for n in names}
+    if any(targets.values()):
+        from .ssh_config import describe_reader
+
+        say(f"ssh config: {describe_reader()}")
     if bench_seconds:
         say(f"measuring each host's matmul ceiling, about {bench_seconds:g} s each")
-    rows = [check_local(bench_seconds) if n == LOCAL and n not in registry.hosts else
-            check_host(resolve(n, registry.get(n)), timeout, confirm=ask_host_key, bench_seconds=bench_seconds)
-            for n in names]
+    rows = [check_local(bench_seconds) if target is None else
+            check_host(target, timeout, confirm=ask_host_key, bench_seconds=bench_seconds)
+            for target in targets.values()]
     from rich.table import Table
 
     columns = list(rows[0])

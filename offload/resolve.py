@@ -1,6 +1,6 @@
 """From a host name to everything needed to reach it, with one precedence written out once:
 
-    explicit flag  >  hosts.yaml  >  ~/.ssh/config  >  default
+    explicit flag  >  hosts.yaml  >  ~/.ssh/config (as `ssh -G` resolves it: ssh_config.py)  >  default
 """
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import getpass
 import os
 from dataclasses import dataclass, field
 
-from . import home
 from .errors import OffloadError
+from .ssh_config import PROXY_COMMAND_TOKENS, expand_tokens, openssh_tokens, ssh_config_for
 
 DEFAULTS = {"port": 22, "python": "python3", "workdir": "~/offload", "gpus": 1}
 
@@ -23,6 +23,7 @@ class SSHTarget:
     identity_files: tuple = ()
     identity_from_config: bool = False  # ssh skips a missing IdentityFile of ~/.ssh/config; a flag's must exist
     proxy_jump: str | None = None
+    proxy_command: str | None = None  # ~/.ssh/config's ProxyCommand, its tokens expanded: the SSH link's pipe
     python: str = DEFAULTS["python"]
     workdir: str = DEFAULTS["workdir"]
     gpus: int = 1
@@ -59,20 +60,6 @@ def split_destination(destination: str) -> tuple:
     return (user or None), hostname, port
 
 
-def ssh_config_for(alias: str) -> dict:
-    """~/.ssh/config's settings for `alias` (paramiko's parser, lower-case keys), or {}."""
-    path = home.ssh_dir() / "config"
-    if not path.is_file():
-        return {}
-    import paramiko
-
-    try:
-        found = paramiko.SSHConfig.from_path(str(path)).lookup(alias)
-    except Exception as exc:  # a config paramiko cannot parse must not hide the host entirely
-        raise OffloadError(f"cannot read {path}: {exc}") from None
-    return dict(found)
-
-
 def resolve(name: str, entry: dict, flags: dict | None = None, ssh_config: dict | None = None) -> SSHTarget:
     """Pure: combine flags, the hosts.yaml entry and ~/.ssh/config for one host."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -88,19 +75,24 @@ def resolve(name: str, entry: dict, flags: dict | None = None, ssh_config: dict 
     port = pick("port", "port", DEFAULTS["port"])
     if not str(port).isdigit():  # hosts.yaml ports are checked on load; ~/.ssh/config's only here
         raise OffloadError(f"bad Port {port!r} for {alias} in ~/.ssh/config", hint="fix it, or set port in hosts.yaml")
+    hostname, user = config.get("hostname", alias), pick("user", "user", None) or getpass.getuser()
+    proxy_jump = pick("proxy_jump", "proxyjump")
+    tokens = openssh_tokens(alias, hostname, int(port), user, proxy_jump)
     identity = pick("identity_file")
     if identity is not None:
         identity_files = (os.path.expanduser(identity),)
     else:
-        identity_files = tuple(os.path.expanduser(p) for p in config.get("identityfile", []))
+        identity_files = tuple(os.path.expanduser(expand_tokens(p, tokens, "IdentityFile", alias))
+                               for p in config.get("identityfile", []))
     return SSHTarget(
         name=name,
-        hostname=config.get("hostname", alias),
+        hostname=hostname,
         port=int(port),
-        user=pick("user", "user", None) or getpass.getuser(),
+        user=user,
         identity_files=identity_files,
         identity_from_config=identity is None and bool(identity_files),
-        proxy_jump=pick("proxy_jump", "proxyjump"),
+        proxy_jump=proxy_jump,
+        proxy_command=proxy_command_of(config, proxy_jump, tokens, alias),
         python=pick("python", default=DEFAULTS["python"]),
         workdir=pick("workdir", default=DEFAULTS["workdir"]),
         gpus=int(pick("gpus", default=DEFAULTS["gpus"])),
@@ -109,6 +101,16 @@ def resolve(name: str, entry: dict, flags: dict | None = None, ssh_config: dict 
         setup=entry.get("setup"),
         rdzv_host=pick("rdzv_host"),
     )
+
+
+def proxy_command_of(config: dict, proxy_jump: str | None, tokens: dict, alias: str) -> str | None:
+    """~/.ssh/config's ProxyCommand, unless a ProxyJump (any, `none` too) was given: OpenSSH takes the first
+    of the two it meets, and a flag or hosts.yaml comes before the config file."""
+    command = config.get("proxycommand")
+    if proxy_jump is not None or not command or command.lower() == "none":
+        return None
+    proxy_tokens = {key: tokens[key] for key in PROXY_COMMAND_TOKENS}
+    return expand_tokens(command, proxy_tokens, "ProxyCommand", alias)
 
 
 def resolve_jump(spec: str) -> SSHTarget:

@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from conftest import register_host, run_offload
-from sshd_server import closed_port
+import pytest
+
+from conftest import CLI_TIMEOUT_S, register_host, run_offload
+from netns_hosts import ip, netns_exec
+from sshd_server import closed_port, kill_and_wait, read_proc
+
+NO_ROUTE_HOST = "192.0.2.1"  # TEST-NET-1, given an `unreachable` route: connect() fails with EHOSTUNREACH
+NO_NETWORK_HOST = "198.51.100.1"  # TEST-NET-2, no route at all: ENETUNREACH
 
 
 def local_runs(project: Path) -> list:
@@ -86,3 +96,33 @@ def test_explicit_host_that_is_not_registered_is_an_error(offload_home, project)
     assert result.returncode == 1
     assert "unknown host 'nope'" in result.stderr
     assert local_runs(project) == []
+
+
+@pytest.fixture
+def routeless_namespace():
+    """A network namespace of this test's own, with loopback only and an `unreachable` route to NO_ROUTE_HOST:
+    what a laptop off the box's network sees. Whatever still runs in it is killed by pid before it is deleted."""
+    name = f"offnr{secrets.token_hex(3)}"
+    ip("netns", "add", name)
+    try:
+        ip("-n", name, "link", "set", "lo", "up")
+        ip("-n", name, "route", "add", "unreachable", f"{NO_ROUTE_HOST}/32")
+        yield name
+    finally:
+        left = [read_proc(int(pid)) for pid in ip("netns", "pids", name).split()]
+        kill_and_wait([proc for proc in left if proc is not None and proc.state != "Z"])
+        ip("netns", "del", name)
+
+
+@pytest.mark.parametrize("address, reason", [(NO_ROUTE_HOST, "no route to host"),
+                                             (NO_NETWORK_HOST, "network is unreachable")])
+def test_no_route_to_the_host_falls_back(offload_home, sshd, project, routeless_namespace, address, reason):
+    """EHOSTUNREACH and ENETUNREACH, produced for real by the namespace's routes, mean unreachable: a local run."""
+    register_host(offload_home, sshd, hostname=address)
+    argv = netns_exec(routeless_namespace, [sys.executable, "-m", "offload", "run", "report.py", "x"])
+    done = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    (line,) = fallback_lines(done.stderr)
+    assert f"box ({sshd.user}@{address}:{sshd.port}) is unreachable ({reason})" in line and "CPU" in line, line
+    assert json.loads(done.stdout.splitlines()[-1])["argv"] == ["x"]
+    assert len(local_runs(project)) == 1

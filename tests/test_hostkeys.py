@@ -176,3 +176,58 @@ def test_lines_paramiko_cannot_read_do_not_stop_known_keys_from_working(offload_
         f"{sshd.known_hosts_line}\n")
     result = run_offload("run", "report.py", cwd=project)
     assert result.returncode == 0, result.stderr
+
+
+# --- @revoked: refused before anything else ------------------------------------------------------
+
+def accepted_logins(server) -> int:
+    return server.log_path.read_text().count("Accepted publickey")
+
+
+def hashed_name(name: str, public_key: str, tmp_path: Path) -> str:
+    """`name` as HashKnownHosts writes it, by ssh-keygen -H (which leaves marker lines unhashed)."""
+    scratch = tmp_path / "to_hash"
+    scratch.write_text(f"{name} {public_key}\n")
+    subprocess.run(["ssh-keygen", "-H", "-f", str(scratch)], capture_output=True, timeout=10, check=True)
+    return scratch.read_text().split()[0]
+
+
+@pytest.mark.parametrize("patterns", ["exact", "*", "hashed", "other.example,[{host}]:{port}"])
+def test_a_revoked_key_is_refused_whatever_offloads_known_hosts_says(offload_home, sshd, project, tmp_path, patterns):
+    """offload's own known_hosts trusts the key; a @revoked line for it in ~/.ssh/known_hosts still refuses it,
+    with one line, before authentication (sshd logs no login)."""
+    register_host(offload_home, sshd)  # trusted in offload's known_hosts
+    name = f"[{sshd.host}]:{sshd.port}"
+    field = {"exact": name, "hashed": hashed_name(name, sshd.host_public_key, tmp_path)}.get(
+        patterns, patterns.format(host=sshd.host, port=sshd.port))
+    user_known_hosts = offload_home.home / ".ssh" / "known_hosts"
+    user_known_hosts.write_text(f"# revoked after the break-in\n@revoked {field} {sshd.host_public_key}\n")
+    logins = accepted_logins(sshd)
+
+    result = run_offload("run", "report.py", cwd=project)
+    line = refused(result, 255)
+    assert f"host key of box ({name}) is REVOKED ({user_known_hosts}:2)" in line, line
+    assert ssh_keygen_fingerprint(Path(f"{sshd.host_key_path}.pub")) in line
+    assert_nothing_ran(project, result)
+    assert accepted_logins(sshd) == logins  # refused before any key of ours was offered
+
+
+def test_a_revoked_key_is_never_offered_for_trust(offload_home, sshd):
+    """`hosts add --yes` trusts an unknown key, but not a revoked one: nothing is saved."""
+    (offload_home.home / ".ssh" / "known_hosts").write_text(f"@revoked * {sshd.host_public_key}\n")
+    result = run_offload("hosts", "add", "box", f"{sshd.user}@{sshd.host}", "--port", str(sshd.port),
+                         "--identity", str(sshd.client_key_path), "--yes")
+    assert "is REVOKED" in refused(result, 255)
+    assert not (offload_home.path / "known_hosts").exists() and not (offload_home.path / "hosts.yaml").exists()
+
+
+def test_a_revoked_line_for_other_hosts_revokes_nothing_here(offload_home, sshd, project, tmp_path):
+    """The line's host patterns count, as in ssh: another host's, or one this host is negated out of."""
+    register_host(offload_home, sshd)
+    (offload_home.home / ".ssh" / "known_hosts").write_text(
+        f"@revoked other.example {sshd.host_public_key}\n"
+        f"@revoked *,![{sshd.host}]:{sshd.port} {sshd.host_public_key}\n"
+        f"@revoked * ssh-ed25519 AAAA!!\n"  # damaged: revokes nothing, breaks nothing
+        f"@revoked * {generate_keypair(tmp_path / 'some_other_key')}\n")
+    result = run_offload("run", "report.py", cwd=project)
+    assert result.returncode == 0, result.stderr

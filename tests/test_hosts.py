@@ -13,6 +13,7 @@ import yaml
 
 from conftest import register_host, run_offload
 from sshd_server import closed_port
+from test_host_facts import table_rows
 
 
 @pytest.fixture(autouse=True)
@@ -209,3 +210,29 @@ def test_hosts_list_shows_brackets_as_written(offload_home, sshd):
     listed = run_offload("hosts", "list")
     assert listed.returncode == 0, listed.stderr
     assert "/tmp/[/odd]/dir" in listed.stdout
+
+
+def test_hosts_check_says_which_reader_read_ssh_config(offload_home, sshd, tmp_path):
+    """With the ssh client, `ssh -G` reads ~/.ssh/config and finds the box in an included file; without it
+    (PATH holds no ssh), paramiko's parser stands in, says so, and cannot follow the Include."""
+    ssh_dir = offload_home.home / ".ssh"
+    (ssh_dir / "config.d").mkdir()
+    alias = (f"HostName {sshd.host}\n    Port {sshd.port}\n    User {sshd.user}\n"
+             f"    IdentityFile {sshd.client_key_path}\n")
+    (ssh_dir / "config.d" / "inc").write_text(f"Host inc\n    {alias}")
+    (ssh_dir / "config").write_text(f"Include config.d/*\n\nHost direct\n    {alias}")
+    for name in ("direct", "inc"):
+        register_host(offload_home, sshd, name=name, hostname=name, port=None, user=None, identity_file=None)
+    no_ssh = tmp_path / "bin-without-ssh"
+    no_ssh.mkdir()
+
+    with_ssh = run_offload("hosts", "check")
+    assert f"offload: ssh config: from `ssh -G` ({ssh_dir / 'config'})" in with_ssh.stderr, with_ssh.stderr
+    assert with_ssh.returncode == 0, (with_ssh.stdout, with_ssh.stderr)
+
+    without_ssh = run_offload("hosts", "check", env={"PATH": str(no_ssh)})
+    assert f"offload: ssh config: from paramiko's parser (no ssh client) ({ssh_dir / 'config'})" in without_ssh.stderr
+    assert without_ssh.returncode == 1, (without_ssh.stdout, without_ssh.stderr)
+    rows = table_rows(without_ssh.stdout)
+    assert (rows["direct"]["host"], rows["direct"]["auth"]) == (f"direct ({sshd.user}@{sshd.host}:{sshd.port})", "ok")
+    assert rows["inc"]["reachable"] == "no: name not resolved", rows["inc"]

@@ -5,15 +5,20 @@ text in ~/.ssh/config and drive `offload` against the real sshd: an alias, a Pro
 """
 from __future__ import annotations
 
+import getpass
+import json
 import re
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import paramiko
 import pytest
 
 from conftest import register_host, run_offload
+from procs import alive, stop_by_pid
 from offload.errors import OffloadError
 from offload.resolve import resolve, resolve_jump, split_destination, ssh_config_for
 from sshd_server import generate_keypair, wait_for
@@ -139,18 +144,95 @@ def test_split_destination_refuses_a_bad_port():
         split_destination("box:ssh")
 
 
-@pytest.mark.parametrize("config_text, expected", [
-    ("Port\n", r"cannot read .*/\.ssh/config: Unparsable line Port"),
-    ("Host box\n    Port twenty-two\n", r"bad Port 'twenty-two' for box in ~/\.ssh/config"),
-])
-def test_a_broken_ssh_config_is_one_clear_line(offload_home, config_text, expected):
+BROKEN_CONFIGS = [
+    # (config text, what ssh -G says, what paramiko's parser says where there is no ssh client)
+    ("Port\n", r'cannot read .*/\.ssh/config for box: .*/\.ssh/config line 1: no argument after keyword "port"',
+     r"cannot read .*/\.ssh/config: Unparsable line Port"),
+    ("Host box\n    Port twenty-two\n",
+     r"cannot read .*/\.ssh/config for box: .*/\.ssh/config line 2: Bad port 'twenty-two'",
+     r"bad Port 'twenty-two' for box in ~/\.ssh/config"),
+]
+
+
+@pytest.mark.parametrize("ssh_client", ["ssh", "none"])
+@pytest.mark.parametrize("config_text, by_ssh, by_paramiko", BROKEN_CONFIGS)
+def test_a_broken_ssh_config_is_one_clear_line(offload_home, tmp_path, config_text, by_ssh, by_paramiko, ssh_client):
     write_ssh_config(offload_home.home, config_text)
     (offload_home.path / "hosts.yaml").write_text("hosts:\n  box: {user: u}\n")
-    result = run_offload("hosts", "list")
+    result = run_offload("hosts", "list", env={} if ssh_client == "ssh" else {"PATH": str(path_without_ssh(tmp_path))})
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     [line] = stderr_lines(result)
-    assert re.search(expected, line), line
+    assert re.search(by_ssh if ssh_client == "ssh" else by_paramiko, line), line
+
+
+def path_without_ssh(tmp_path: Path) -> Path:
+    """A PATH directory with no `ssh` in it: a laptop without the OpenSSH client."""
+    empty = tmp_path / "bin-without-ssh"
+    empty.mkdir(exist_ok=True)
+    return empty
+
+
+# --- what `ssh -G` resolves, read from real config files -------------------------------------------
+
+def test_ssh_g_defaults_are_not_taken_for_the_configs_settings(offload_home, monkeypatch):
+    """`ssh -G` prints OpenSSH's defaults (the passwd user, port 22, ~/.ssh/id_rsa and more) for an alias the
+    config says nothing about: none of them may pass for a setting, or they would beat offload's defaults."""
+    monkeypatch.setenv("LOGNAME", "dave")
+    write_ssh_config(offload_home.home, "Host other\n    User olga\n    Port 2200\n    IdentityFile ~/.ssh/id_other\n")
+    assert ssh_config_for("box") == {}
+    target = resolve("box", {})
+    assert (target.hostname, target.port, target.user, target.identity_files) == ("box", 22, "dave", ())
+    assert (target.proxy_jump, target.proxy_command) == (None, None)
+
+
+def test_included_files_resolve_as_openssh_resolves_them(offload_home):
+    """paramiko's parser ignores Include: the box defined in an included file (relative to ~/.ssh, or from ~)
+    would resolve to its own name, port 22 and the local user."""
+    ssh_dir = offload_home.home / ".ssh"
+    for folder, alias, port in (("config.d", "relbox", 2201), ("more.d", "tildebox", 2202)):
+        (ssh_dir / folder).mkdir()
+        (ssh_dir / folder / "gpu.conf").write_text(
+            f"Host {alias}\n    HostName 192.0.2.{port - 2200}\n    User bob\n    Port {port}\n"
+            f"    IdentityFile ~/.ssh/id_{alias}\n")
+    write_ssh_config(offload_home.home,
+                     "Include config.d/*\nInclude ~/.ssh/more.d/*.conf\n\nHost *\n    User fallback\n")
+    relative, tilde, other = resolve("relbox", {}), resolve("tildebox", {}), resolve("elsewhere", {})
+    assert (relative.hostname, relative.port, relative.user) == ("192.0.2.1", 2201, "bob")
+    assert relative.identity_files == (f"{ssh_dir}/id_relbox",) and relative.identity_from_config
+    assert (tilde.hostname, tilde.port, tilde.user) == ("192.0.2.2", 2202, "bob")
+    assert (other.hostname, other.port, other.user) == ("elsewhere", 22, "fallback")  # the main file still counts
+
+
+def test_tokens_are_expanded_with_the_final_host_port_and_user(offload_home, monkeypatch):
+    """%h is the HostName, %p and %r what the precedence chose (hosts.yaml's port here), %n the alias, %% a %."""
+    monkeypatch.setenv("LOGNAME", "dave")
+    write_ssh_config(offload_home.home, "Host gpu\n    HostName gpu.lan\n    User alice\n"
+                                        "    IdentityFile ~/.ssh/%h_%r_%u.key\n"
+                                        "    ProxyCommand relay --to %h:%p --as %r --alias %n --literal 100%%\n")
+    target = resolve("gpu", {"port": 2200})
+    assert target.identity_files == (f"{offload_home.home}/.ssh/gpu.lan_alice_dave.key",)
+    assert target.proxy_command == "relay --to gpu.lan:2200 --as alice --alias gpu --literal 100%"
+
+
+def test_an_unknown_token_is_one_clear_line(offload_home):
+    write_ssh_config(offload_home.home, "Host gpu\n    ProxyCommand nc %h %z\n")
+    (offload_home.path / "hosts.yaml").write_text("hosts:\n  gpu: {}\n")
+    result = run_offload("hosts", "list")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = stderr_lines(result)
+    assert "ProxyCommand 'nc %h %z' for gpu in" in line and "unknown token %z" in line, line
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({}, ("nc gpu.lan 22", None)),
+    ({"proxy_jump": "bastion"}, (None, "bastion")),  # hosts.yaml comes before the config file
+    ({"proxy_jump": "none"}, (None, "none")),  # as `ssh -J none`: neither a jump nor the config's command
+])
+def test_a_proxy_jump_from_hosts_yaml_overrides_the_configs_proxy_command(offload_home, entry, expected):
+    write_ssh_config(offload_home.home, "Host gpu\n    HostName gpu.lan\n    ProxyCommand nc %h %p\n")
+    target = resolve("gpu", entry)
+    assert (target.proxy_command, target.proxy_jump) == expected
 
 
 # --- end to end: the real sshd, reached the ways ssh would reach it ------------------------------
@@ -277,3 +359,89 @@ def test_hosts_add_takes_a_proxy_jump_flag(offload_home, fresh_sshd, project, tm
     assert ran.returncode == 0, ran.stderr
     assert '"argv": ["jumped"]' in ran.stdout
     assert len(accepted_keys(fresh_sshd)) >= 3  # add's login, then the run's hop and host logins
+
+
+def test_a_box_defined_in_an_included_file_is_added_and_runs_there(offload_home, sshd, project, tmp_path):
+    """`Include ~/.ssh/config.d/*`, as a new user writes it, with the box in the included file: offload must
+    reach it at its HostName, Port and User with its IdentityFile, not fall back to this machine's CPU."""
+    (offload_home.home / ".ssh" / "config.d").mkdir()
+    (offload_home.home / ".ssh" / "config.d" / "gpu").write_text(alias_config(sshd, "incbox"))
+    write_ssh_config(offload_home.home, "Include ~/.ssh/config.d/*\n")
+    added = run_offload("hosts", "add", "gpu", "incbox", "--yes", "--python", sys.executable,
+                        "--workdir", str(tmp_path / "remote"))
+    assert added.returncode == 0, added.stderr
+    assert f"added gpu ({sshd.user}@{sshd.host}:{sshd.port})" in added.stderr, added.stderr
+
+    ran = run_offload("run", "report.py", "included", cwd=project)
+    assert ran.returncode == 0, ran.stderr
+    assert "running locally" not in ran.stderr
+    assert '"argv": ["included"]' in ran.stdout and str(tmp_path / "remote") in ran.stdout  # it ran on the host
+
+
+RELAY = """\
+import json, os, select, socket, sys
+marker, host, port, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+with open(marker, "a") as f:
+    f.write(json.dumps({"pid": os.getpid(), "tokens": tokens}) + "\\n")
+server = socket.create_connection((host, port))
+while True:
+    ready, _, _ = select.select([0, server], [], [])
+    data = os.read(0, 65536) if 0 in ready else server.recv(65536)
+    if not data:
+        break
+    if 0 in ready:
+        server.sendall(data)
+    else:
+        os.write(1, data)
+"""
+
+
+def test_a_proxy_command_carries_the_connection(offload_home, sshd, project, tmp_path):
+    """The HostName does not even resolve: only the ProxyCommand (a relay written here, started through the
+    shell as ssh starts it) reaches the sshd. Its tokens are expanded as OpenSSH expands them, and each relay
+    offload started has ended once offload is done."""
+    relay, marker = tmp_path / "relay.py", tmp_path / "relay.jsonl"
+    relay.write_text(RELAY)
+    # the redirection needs the shell that ssh runs a ProxyCommand with (an argv split by shlex would pass it on)
+    proxy = (f"{shlex.quote(sys.executable)} {relay} {marker} {sshd.host} {sshd.port} %h %p %r %n "
+             f"2>>{tmp_path}/relay.err")
+    write_ssh_config(offload_home.home, f"Host proxied\n    HostName box.invalid\n    Port 2222\n    User {sshd.user}\n"
+                                        f"    IdentityFile {sshd.client_key_path}\n    ProxyCommand {proxy}\n")
+    try:
+        added = run_offload("hosts", "add", "gpu", "proxied", "--yes", "--python", sys.executable,
+                            "--workdir", str(tmp_path / "remote"))
+        assert added.returncode == 0, added.stderr
+        assert (offload_home.path / "known_hosts").read_text() == f"[box.invalid]:2222 {sshd.host_public_key}\n"
+        ran = run_offload("run", "report.py", "proxied", cwd=project)
+        assert ran.returncode == 0, ran.stderr
+        assert "running locally" not in ran.stderr and '"argv": ["proxied"]' in ran.stdout
+    finally:
+        relays = [json.loads(line) for line in marker.read_text().splitlines()] if marker.exists() else []
+        lingering = [r["pid"] for r in relays if not wait_for(lambda: not alive(r["pid"]), 5)]
+        for pid in lingering:
+            stop_by_pid(pid)
+    assert [r["tokens"] for r in relays] == [["box.invalid", "2222", sshd.user, "proxied"]] * 2  # add, then run
+    assert lingering == [], "offload left its ProxyCommand running"
+
+
+@pytest.mark.parametrize("proxy, code, says", [
+    ("no-such-proxy %h %p", 1, "cannot reach box: ProxyCommand `no-such-proxy gone.invalid 22` exited with 127: "),
+    ("sh -c 'echo gateway refused >&2; exit 1'", 0, "box ({user}@gone.invalid:22) is unreachable (ProxyCommand "),
+])
+def test_a_proxy_command_that_fails_says_why(offload_home, project, proxy, code, says):
+    """A proxy that is not there is a config to fix: one line, no run. One that ran and gave up means the host
+    is out of reach: the run is local, with the proxy's own last words. Either is known when the proxy ends,
+    not when the connect timeout runs out."""
+    write_ssh_config(offload_home.home, f"Host gone\n    HostName gone.invalid\n    ProxyCommand {proxy}\n")
+    (offload_home.path / "hosts.yaml").write_text("hosts:\n  box: {hostname: gone}\n")
+    started = time.monotonic()
+    result = run_offload("run", "--connect-timeout", "60", "report.py", cwd=project)
+    assert time.monotonic() - started < 30
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    line = stderr_lines(result)[0]
+    assert says.format(user=getpass.getuser()) in line, line
+    if code:
+        assert len(stderr_lines(result)) == 1 and "not found" in line and not list(project.glob(".offload/runs/*"))
+    else:
+        assert line.endswith("exited with 1: gateway refused): running locally on this machine's CPU instead"), line
