@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -72,10 +73,11 @@ def openssh_defaults(ssh: str, alias: str) -> dict:
 
 
 def run_ssh_g(ssh: str, alias: str, path: str) -> dict:
-    # -F: ssh finds ~ in the passwd entry, not $HOME, so the file offload means is named outright (a file
-    # given by -F is read as the user's config: a relative Include is still looked for in ~/.ssh).
+    # -F only where the file is not the one ssh reads itself (ssh finds ~ in the passwd entry, not $HOME):
+    # a file given by -F is read instead of /etc/ssh/ssh_config too, which the user's own ssh reads.
     # -T: no "Pseudo-terminal will not be allocated" on stderr; "--": an alias is never read as an option.
-    argv = [ssh, "-G", "-T", "-F", path, "--", alias]
+    config = [] if path == passwd_user_config() else ["-F", path]
+    argv = [ssh, "-G", "-T", *config, "--", alias]
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=SSH_G_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -89,6 +91,14 @@ def run_ssh_g(ssh: str, alias: str, path: str) -> dict:
         raise OffloadError(f"cannot read {path} for {alias}: {why}",
                            hint=f"fix it; `ssh -G {alias}` shows what OpenSSH makes of it")
     return read_ssh_g_output(done.stdout.decode(errors="replace"))
+
+
+def passwd_user_config() -> str | None:
+    """The ~/.ssh/config ssh itself reads: under the passwd entry's home."""
+    try:
+        return os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".ssh", "config")
+    except KeyError:  # a uid with no passwd entry (some containers)
+        return None
 
 
 def read_ssh_g_output(text: str) -> dict:
