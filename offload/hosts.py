@@ -35,6 +35,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what a shell and execve(2) take as a variable name
 ONE_LINE = ("hostname", "user", "identity_file", "proxy_jump", "python", "workdir", "rdzv_host")  # `setup` may span lines
 HEADER = "# offload hosts; every key is described in hosts.example.yaml\n"
+YAML_KINDS = {bool: "yes/no", int: "a number", float: "a number", type(None): "empty", list: "a list", dict: "a mapping"}
 
 
 class Registry:
@@ -188,8 +189,9 @@ def first_bad_env(env: dict) -> tuple | None:
         if not ENV_NAME_PATTERN.fullmatch(name):
             return name, (f"env name {name!r} is not a variable name: use letters, digits and '_', "
                           "not starting with a digit")
-        if not isinstance(value, str):
-            return name, f"env.{name} must be a string (quote it), not {value!r}"
+        if not isinstance(value, str):  # the value is not shown: env often holds tokens
+            kind = YAML_KINDS.get(type(value), "not text")
+            return name, f"env.{name} must be a string (quote it): YAML reads it as {kind}"
         if "\0" in value:
             return name, f"env.{name} contains a NUL character: remove it"
     return None
