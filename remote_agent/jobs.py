@@ -14,13 +14,13 @@ import subprocess
 import sys
 import time
 
-from . import durable, protocol
+from . import durable, logind, protocol
 from .receiving import RequestError
 
 STATUS = "status.json"
 LOG = "output.log"
 JOB = "job.json"
-SUPERVISOR_ERRORS = "supervisor.err"  # the supervisor's stderr: why one died before its job began
+SUPERVISOR_ERRORS = "supervisor.err"  # the supervisor's stderr (and systemd-run's): why one died before its job began
 METRICS = "metrics.jsonl"  # written by the job itself (see lib/offload_metrics.py), when it wants to
 LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")  # offload_metrics, importable by jobs
 START_DEADLINE_S = 15.0
@@ -58,12 +58,14 @@ def start(request: dict, tree_fd: int | None = None) -> dict:
         "tree": job_tree(request.get("tree"), cwd, tree_fd, bool(request.get("keep_tree"))),
     })
     agent_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    plan, scope_prefix = logind.plan_survival(logind.read_facts())  # where logind would end it at logout: a scope
     with open(os.path.join(run_dir, SUPERVISOR_ERRORS), "ab") as errors:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "remote_agent.supervisor", run_dir],
+            supervisor_argv(run_dir, scope_prefix if plan == "scope" else []),
             cwd=agent_root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
             start_new_session=True, close_fds=True,  # its own session: a hangup on the link never reaches it
             pass_fds=(tree_fd,) if tree_fd is not None and request.get("tree") is not None else (),
+            env=logind.user_bus_env() if plan == "scope" else None,  # where systemd-run finds the user's manager
         )
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
@@ -97,6 +99,12 @@ def last_error_line(run_dir: str) -> str:
     except OSError:
         lines = []
     return f"{lines[-1]} (see {path})" if lines else f"it said nothing (see {run_dir})"
+
+
+def supervisor_argv(run_dir: str, launcher: list) -> list:
+    """The supervisor's command, behind `launcher` (logind.SCOPE_PREFIX, or nothing): systemd-run execs it in
+    place, so it keeps its pid, its new session and the tree lock's inherited fd."""
+    return [*launcher, sys.executable, "-m", "remote_agent.supervisor", run_dir]
 
 
 def job_tree(tree: dict | None, cwd: str, tree_fd: int | None, keep: bool) -> dict | None:
