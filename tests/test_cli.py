@@ -65,7 +65,8 @@ def test_an_env_no_job_can_start_with_is_refused_at_load(offload_home, sshd, pro
     register_host(offload_home, sshd, env={"OK": "1", **env})
     hosts_file = offload_home.path / "hosts.yaml"
     name = next(iter(env))
-    line = next(number for number, text in enumerate(hosts_file.read_text().splitlines(), 1) if text.lstrip().startswith(name))
+    yaml_lines = hosts_file.read_text().splitlines()
+    line = next(number for number, text in enumerate(yaml_lines, 1) if text.lstrip().startswith(name))
     result = run_offload("run", "report.py", cwd=project)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = [text for text in result.stderr.splitlines() if text.strip()]
