@@ -5,8 +5,9 @@ from . import agent as agents
 from . import ssh
 from .errors import AuthFailed, HostKeyError, HostUnreachable, OffloadError
 from .ignore import human_size
+from .logout_survival import COLUMN as LOGOUT, describe as describe_logout
 
-COLUMNS = ("host", "reachable", "auth", "python", "torch", "cuda", "gpus", "cpu", "peak TFLOPS", "free disk")
+COLUMNS = ("host", "reachable", "auth", "python", "torch", "cuda", "gpus", "cpu", "peak TFLOPS", "free disk", LOGOUT)
 MEASURED = "measured TFLOPS"  # the extra column of `hosts check --bench`
 
 
@@ -111,6 +112,7 @@ def fill_from_agent(row: dict, start_agent, name: str, workdir: str, override, b
     row["peak TFLOPS"] = describe_peaks(facts, override)
     free = facts.get("workdir_free_bytes")
     row["free disk"] = f"{'?' if free is None else human_size(free)} in {workdir}"
+    row[LOGOUT] = describe_logout(facts)
     if measured is not None:
         row[MEASURED] = describe_measured(measured)
         if "error" not in measured:

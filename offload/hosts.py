@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -31,6 +32,10 @@ FIELDS = {
 }
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what a shell and execve(2) take as a variable name
+ONE_LINE = ("hostname", "user", "identity_file", "proxy_jump", "python", "workdir", "rdzv_host")  # `setup` may span lines
+HEADER = "# offload hosts; every key is described in hosts.example.yaml\n"
+YAML_KINDS = {bool: "yes/no", int: "a number", float: "a number", type(None): "empty", list: "a list", dict: "a mapping"}
 
 
 class Registry:
@@ -50,11 +55,33 @@ class Registry:
         return self.hosts[name]
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         text = yaml.safe_dump({"hosts": self.hosts}, sort_keys=False, default_flow_style=False)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("# offload hosts; every key is described in hosts.example.yaml\n" + text)
-        os.replace(tmp, self.path)
+        write_privately(self.path, HEADER + text)
+
+
+def write_privately(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable by its owner only (hosts.yaml's `env` often holds API tokens): a
+    temporary file of this save's own beside it, made durable, then renamed over it. A reader, a crash or a
+    second save at the same moment sees the old file or the new one, whole; a world-readable file becomes 0600."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
 
 
 def load(path: Path | None = None) -> Registry:
@@ -78,7 +105,10 @@ def load_yaml(text: str, filename: str, hint: str) -> tuple:
         mark = getattr(exc, "problem_mark", None)
         if mark and mark.line >= len(text.splitlines()):  # "but got <stream end>": where the open bracket was
             mark = getattr(exc, "context_mark", None) or mark
-        where = f"{filename}:{mark.line + 1}" if mark else filename
+        line = mark.line + 1 if mark else None
+        if line is None and isinstance(getattr(exc, "position", None), int):  # a NUL or control byte: no mark
+            line = text.count("\n", 0, exc.position) + 1
+        where = f"{filename}:{line}" if line else filename
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise OffloadError(f"{where}: not valid YAML: {problem}", hint=hint) from None
 
@@ -112,7 +142,11 @@ def parse(text: str, filename: str) -> dict:
         for key, value in entry.items():
             problem = check_field(key, value)
             if problem:
-                fail(key_node(entry_node, key), f"host {name}: {problem}")
+                node = key_node(entry_node, key)
+                bad_env = first_bad_env(value) if key == "env" and isinstance(value, dict) else None
+                if bad_env is not None:  # the variable's own line, not env's
+                    node = key_node(child(entry_node, "env"), bad_env[0])
+                fail(node, f"host {name}: {problem}")
     return hosts
 
 
@@ -132,10 +166,34 @@ def check_field(key: str, value) -> str | None:
     if key == "peak_tflops" and not all(
             k in PRECISIONS and positive_number(v) for k, v in (value.items() if isinstance(value, dict) else [("fp32", value)])):
         return f"peak_tflops must be {description}, with precisions from {', '.join(PRECISIONS)} and numbers above 0"
-    if key == "env" and not all(isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in value.items()):
-        return "env must map names to strings"
+    if key == "env":
+        bad_env = first_bad_env(value)
+        return bad_env[1] if bad_env else None
+    if isinstance(value, str):
+        if "\0" in value:
+            return f"{key} contains a NUL character: remove it"
+        if key in ONE_LINE and ("\n" in value or "\r" in value):
+            return f"{key} must be one line, not {value!r}"
     if key in ("python", "workdir") and value.startswith("~") and not (value == "~" or value.startswith("~/")):
         return f"{key}: only ~/ is understood, not {value!r}"
+    return None
+
+
+def first_bad_env(env: dict) -> tuple | None:
+    """(name, what is wrong) for the first variable that is not a NAME: 'text' pair, or None. A name with `=` or
+    a NUL in it would stop the job's supervisor on the host, and a number or `yes` would reach the job changed
+    (1.0, True): all are caught here, with the line."""
+    for name, value in env.items():
+        if not isinstance(name, str):
+            return name, f"env name {name!r} is not text to YAML: put it in quotes"
+        if not ENV_NAME_PATTERN.fullmatch(name):
+            return name, (f"env name {name!r} is not a variable name: use letters, digits and '_', "
+                          "not starting with a digit")
+        if not isinstance(value, str):  # the value is not shown: env often holds tokens
+            kind = YAML_KINDS.get(type(value), "not text")
+            return name, f"env.{name} must be a string (quote it): YAML reads it as {kind}"
+        if "\0" in value:
+            return name, f"env.{name} contains a NUL character: remove it"
     return None
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from . import agent as agents
 from . import hoststate, launch, runs, ssh, stream
 from .errors import HostUnreachable, OffloadError
+from .logout_survival import detach_warning
 from .resolve import resolve
 from .setup import run_setup
 from .watch import Link, follow_run, say
@@ -217,6 +218,11 @@ def run(options, root: Path, script: str, selection, registry) -> int:
         if differing:  # the peak below is node 0's device times the nodes: say so rather than mislead
             say(f"{', '.join(f'{node.label} has {device_name(all_facts[node.rank])}' for node in differing)}, "
                 f"node0 {device_name(facts)}: MFU counts every node as node 0")
+        if options.detach:  # a host's logind may end the run as we disconnect
+            for node, node_facts in zip(nodes, all_facts):
+                warning = detach_warning(node_facts, node.target.name)
+                if warning:
+                    say(warning)
         measurement = RunMeasurement(facts, options.args, nproc, first.target.peak_tflops,
                                      hoststate.get(first.target.name).get("ceiling"), nodes=len(nodes))
         argvs = [launch.plan_node_launch(node.link.agent.hello["python"], script, options.args, nproc, len(nodes),

@@ -81,6 +81,10 @@ def parse_size(value) -> int | None:
 
 def check_field(key, value) -> str | None:
     """What is wrong with one setting, or None."""
+    texts = value if isinstance(value, list) else [value]
+    nul = next((text for text in texts if isinstance(text, str) and "\0" in text), None)
+    if key in ("setup", "setup_inputs", "include") and nul is not None:  # it would stop the job's supervisor
+        return f"{key}: {nul!r} contains a NUL character: remove it"
     if key == "setup":
         if not isinstance(value, str) or not value.strip():
             return f"setup must be a shell command (text), not {value!r}"

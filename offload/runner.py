@@ -17,6 +17,7 @@ from pathlib import Path
 from . import agent as agents
 from . import hoststate, hosts, launch, runs, ssh, stream
 from .errors import HostUnreachable, OffloadError, RemoteError
+from .logout_survival import detach_warning
 from .resolve import resolve
 from .setup import run_setup
 from .watch import Link, follow_run
@@ -247,6 +248,9 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
                   args=plan.args, fallback=target is None, project_dir=plan.cwd, run_dir=run_dir,
                   **measurement.start_meta())
     report_busy_gpus(facts.get("compute_apps"), host_name)
+    warning = detach_warning(facts, host_name) if options.detach and target else None
+    if warning:  # logind on the host would end the run as this SSH session closes
+        say(warning)
     lock = f"{target.workdir.rstrip('/')}/{HOST_LOCK}" if target else None  # one job per host; none on the laptop
     started = agent.request("start", run_dir=run_dir, cwd=plan.cwd, argv=argv, env=launch.job_env(plan.host_env, run_id),
                             lock=lock, wait=not options.no_wait, run_id=run_id, laptop=socket.gethostname(),

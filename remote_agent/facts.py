@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+from . import logind
 from .probe import run_json
 
 NVIDIA_SMI_QUERY = "name,memory.total,driver_version,compute_cap"
@@ -292,8 +293,10 @@ def to_int(text: str | None) -> int | None:
 
 
 def device_facts(workdir: str | None = None) -> dict:
-    """What the job will compute on, cheaply (no torch import): asked for at the start of every run."""
-    return {"gpus": nvidia_gpus(), "cpu": cpu_facts(), "compute_apps": compute_apps()}
+    """What the job will compute on, cheaply (no torch import), and whether it outlives a logout (logind.py):
+    asked for at the start of every run."""
+    return {"gpus": nvidia_gpus(), "cpu": cpu_facts(), "compute_apps": compute_apps(),
+            "logout_survival": logind.logout_survival()}
 
 
 def free_bytes(path: str) -> int | None:
@@ -314,4 +317,5 @@ def collect(workdir: str) -> dict:
         "gpus": nvidia_gpus(),
         "cpu": cpu_facts(),
         "workdir_free_bytes": free_bytes(workdir),
+        "logout_survival": logind.logout_survival(),
     }

@@ -14,12 +14,13 @@ import subprocess
 import sys
 import time
 
-from . import durable, protocol
+from . import durable, logind, protocol
 from .receiving import RequestError
 
 STATUS = "status.json"
 LOG = "output.log"
 JOB = "job.json"
+SUPERVISOR_ERRORS = "supervisor.err"  # the supervisor's stderr (and systemd-run's): why one died before its job began
 METRICS = "metrics.jsonl"  # written by the job itself (see lib/offload_metrics.py), when it wants to
 LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")  # offload_metrics, importable by jobs
 START_DEADLINE_S = 15.0
@@ -49,27 +50,61 @@ def start(request: dict, tree_fd: int | None = None) -> dict:
         if not isinstance(lock, str) or not lock:
             raise RequestError("bad_request", f"lock must be a path on the host, not {lock!r}")
         lock = os.path.abspath(os.path.join(cwd, os.path.expanduser(lock)))
+    env = job_env(checked_env(request.get("env", {})), run_dir)
     os.makedirs(run_dir)
-    env = job_env(request.get("env", {}), run_dir)
     write_json(os.path.join(run_dir, JOB), {
         "argv": request["argv"], "cwd": cwd, "env": env, "lock": lock, "wait": bool(request.get("wait", True)),
         "run_id": request.get("run_id") or os.path.basename(run_dir), "laptop": request.get("laptop"),
         "tree": job_tree(request.get("tree"), cwd, tree_fd, bool(request.get("keep_tree"))),
     })
     agent_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.Popen(
-        [sys.executable, "-m", "remote_agent.supervisor", run_dir],
-        cwd=agent_root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True,  # its own session: a hangup on the link never reaches it
-        pass_fds=(tree_fd,) if tree_fd is not None and request.get("tree") is not None else (),
-    )
+    plan, scope_prefix = logind.plan_survival(logind.read_facts())  # where logind would end it at logout: a scope
+    with open(os.path.join(run_dir, SUPERVISOR_ERRORS), "ab") as errors:
+        supervisor = subprocess.Popen(
+            supervisor_argv(run_dir, scope_prefix if plan == "scope" else []),
+            cwd=agent_root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+            start_new_session=True, close_fds=True,  # its own session: a hangup on the link never reaches it
+            pass_fds=(tree_fd,) if tree_fd is not None and request.get("tree") is not None else (),
+            env=logind.user_bus_env() if plan == "scope" else None,  # where systemd-run finds the user's manager
+        )
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
+        gone = supervisor.poll() is not None  # before the status: one written just before it exited is seen
         status = read_status(run_dir)
         if status["state"] != "starting":
             return status
+        if gone:
+            raise RequestError("spawn_failed", f"the job's supervisor exited with code {supervisor.returncode} before "
+                                               f"the job started: {last_error_line(run_dir)}")
         time.sleep(POLL_S)
     raise RequestError("spawn_failed", f"the job did not start within {START_DEADLINE_S:.0f} s (see {run_dir})")
+
+
+def checked_env(env) -> dict:
+    """The job's env from the laptop, refused here, in one line, where execve(2) would refuse it in the supervisor."""
+    if not isinstance(env, dict):
+        raise RequestError("bad_request", f"env must be a mapping of names to strings, not {env!r}")
+    for name, value in env.items():
+        if not (isinstance(name, str) and isinstance(value, str)) or not name or "=" in name or "\0" in name + value:
+            raise RequestError("bad_request", f"env {name!r} cannot reach a job: a name is text without '=' or NUL, "
+                                              "and its value (not shown: it may be a token) a string without NUL")
+    return env
+
+
+def last_error_line(run_dir: str) -> str:
+    path = os.path.join(run_dir, SUPERVISOR_ERRORS)
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        lines = []
+    return f"{lines[-1]} (see {path})" if lines else f"it said nothing (see {run_dir})"
+
+
+def supervisor_argv(run_dir: str, launcher: list) -> list:
+    """The supervisor's command, behind `launcher` (logind.SCOPE_PREFIX, or nothing): systemd-run execs it in
+    place, so it keeps its pid, its new session and the tree lock's inherited fd."""
+    return [*launcher, sys.executable, "-m", "remote_agent.supervisor", run_dir]
 
 
 def job_tree(tree: dict | None, cwd: str, tree_fd: int | None, keep: bool) -> dict | None:

@@ -5,7 +5,9 @@ import shutil
 import subprocess
 import sys
 
-from conftest import run_offload
+import pytest
+
+from conftest import register_host, run_offload
 
 
 def imported_modules(*args: str) -> str:
@@ -51,3 +53,22 @@ def test_script_excluded_by_ignore_rules_is_refused_before_connecting(box, proje
     result = run_offload("run", "report.py", cwd=project)
     assert result.returncode == 1
     assert "would not be synced" in result.stderr and ".gitignore:1" in result.stderr
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({"A=B": "x"}, "env name 'A=B' is not a variable name"),
+    ({"TOKEN": "ab\0c"}, "env.TOKEN contains a NUL character"),
+])
+def test_an_env_no_job_can_start_with_is_refused_at_load(offload_home, sshd, project, env, problem):
+    """Such a variable once reached the host, where the job's supervisor died of it (execve takes neither) and
+    the run waited for a job that never started. Now it is one line naming hosts.yaml's line, and nothing runs."""
+    register_host(offload_home, sshd, env={"OK": "1", **env})
+    hosts_file = offload_home.path / "hosts.yaml"
+    name = next(iter(env))
+    yaml_lines = hosts_file.read_text().splitlines()
+    line = next(number for number, text in enumerate(yaml_lines, 1) if text.lstrip().startswith(name))
+    result = run_offload("run", "report.py", cwd=project)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = [text for text in result.stderr.splitlines() if text.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"offload: error: {hosts_file}:{line}: host box: {problem}"), lines
+    assert not (project / ".offload").exists()

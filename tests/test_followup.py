@@ -30,6 +30,7 @@ def test_detach_returns_once_started_and_status_logs_follow(box, project):
     assert detached.returncode == 0 and time.monotonic() - started < 10
     (meta,) = load_runs(project)
     assert f"offload logs {meta['run_id']} -f" in detached.stderr and meta["detached"] is True
+    assert "warning" not in detached.stderr  # nothing here ends a run at logout (see test_logout_survival)
     status = run_offload("status", meta["run_id"][:-2], cwd=project)  # a unique prefix names it
     assert status.returncode == 0 and f"{meta['run_id']} on box: running (pid" in status.stdout
     followed = run_offload("logs", "last", "-f", cwd=project)

@@ -148,6 +148,7 @@ def test_hosts_check_reports_each_host_and_fails_when_one_is_unhealthy(offload_h
     assert box["python"].startswith(f"{platform.python_version()} (") and box["python"].endswith(sys.executable)
     assert re.fullmatch(r"2\.\d+\.\d+.*", box["torch"]), box["torch"]
     assert re.fullmatch(r"\d+(\.\d)? [kMGT]?B in ~/w", box["free disk"]), box["free disk"]
+    assert box["survives logout"] == "yes"  # no logind session under the test sshd (UsePAM no); see test_logout_survival
 
     assert rows["down"]["reachable"] == "no: connection refused"
     assert rows["locked"]["reachable"] == "yes" and rows["locked"]["auth"].startswith("failed: authentication")

@@ -4,6 +4,7 @@ Bad input of every kind ends in one line on stderr and a non-zero exit, never a 
 """
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import register_host, run_offload
+from procs import alive, stop_by_pid
 from sshd_server import closed_port
 from test_host_facts import table_rows
 
@@ -167,6 +169,20 @@ MALFORMED = [
     ("host:\n  box:\n    hostname: a\n", 1, "unknown key 'host' (only `hosts:`)"),
     ("hosts:\n  box: 192.168.1.5\n", 2, "host box: expected a mapping of settings"),
     ("- box\n", 1, "expected a mapping `hosts:`"),
+    # env, and settings that become a path or an argument: what would stop the supervisor, or reach the job changed
+    ("hosts:\n  box:\n    env:\n      OK: a\n      A=B: x\n", 5, "host box: env name 'A=B' is not a variable name"),
+    ('hosts:\n  box:\n    env:\n      "": x\n', 4, "host box: env name '' is not a variable name"),
+    ('hosts:\n  box:\n    env:\n      "A\\0B": x\n', 4, "host box: env name 'A\\x00B' is not a variable name"),
+    ("hosts:\n  box:\n    env:\n      TOKEN: 123\n", 4, "host box: env.TOKEN must be a string (quote it): YAML reads it as a number"),
+    ("hosts:\n  box:\n    env:\n      DEBUG: yes\n", 4, "host box: env.DEBUG must be a string (quote it): YAML reads it as yes/no"),
+    ("hosts:\n  box:\n    env:\n      TOKEN:\n", 4, "host box: env.TOKEN must be a string (quote it): YAML reads it as empty"),
+    ('hosts:\n  box:\n    env:\n      TOKEN: "ab\\0c"\n', 4, "host box: env.TOKEN contains a NUL character"),
+    ("hosts:\n  box:\n    env:\n      1: x\n", 4, "host box: env name 1 is not text to YAML: put it in quotes"),
+    ('hosts:\n  box:\n    hostname: a\n    python: "/usr/bin/python3\\n"\n', 4, "host box: python must be one line"),
+    ("hosts:\n  box:\n    workdir: |\n      /scratch/w\n", 3, "host box: workdir must be one line, not '/scratch/w\\n'"),
+    ('hosts:\n  box:\n    hostname: "a\\nb"\n', 3, "host box: hostname must be one line"),
+    ('hosts:\n  box:\n    user: "al\\0ice"\n', 3, "host box: user contains a NUL character"),
+    ("hosts:\n  box:\n    hostname: a\n    user: al\0ice\n", 4, "not valid YAML: unacceptable character #x0000"),
 ]
 
 
@@ -236,3 +252,67 @@ def test_hosts_check_says_which_reader_read_ssh_config(offload_home, sshd, tmp_p
     rows = table_rows(without_ssh.stdout)
     assert (rows["direct"]["host"], rows["direct"]["auth"]) == (f"direct ({sshd.user}@{sshd.host}:{sshd.port})", "ok")
     assert rows["inc"]["reachable"] == "no: name not resolved", rows["inc"]
+
+
+# --- hosts.yaml as written: its owner's only, and whole --------------------------------------------
+
+def test_hosts_add_writes_hosts_yaml_for_its_owner_only(offload_home):
+    result = run_offload("hosts", "add", "later", f"alice@127.0.0.1:{closed_port()}", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((offload_home.path / "hosts.yaml").stat().st_mode) == 0o600  # its env often holds tokens
+    assert [p.name for p in offload_home.path.iterdir()] == ["hosts.yaml"]  # no temporary file left beside it
+
+
+def test_a_world_readable_hosts_yaml_becomes_0600_on_the_next_save(offload_home, sshd):
+    register_host(offload_home, sshd, name="first", env={"HF_TOKEN": "hf_secret"})
+    register_host(offload_home, sshd, name="second")
+    hosts_file = offload_home.path / "hosts.yaml"
+    hosts_file.chmod(0o644)
+    inode_before = hosts_file.stat().st_ino
+    result = run_offload("hosts", "remove", "second")
+    assert result.returncode == 0, result.stderr
+    after = hosts_file.stat()
+    assert stat.S_IMODE(after.st_mode) == 0o600
+    assert after.st_ino != inode_before  # a new file renamed over the old one, never the old one rewritten
+    kept = read_hosts(offload_home)
+    assert list(kept) == ["first"] and kept["first"]["env"] == {"HF_TOKEN": "hf_secret"}
+
+
+SAVES = 150
+SAVER = """
+import sys
+from pathlib import Path
+from offload import hosts
+path, tag = Path(sys.argv[1]), sys.argv[2]
+for round_number in range(int(sys.argv[3])):
+    entries = {f"{tag}{i}": {"hostname": f"10.0.{i}.{round_number % 250}", "env": {"TOKEN": tag * 200}} for i in range(3)}
+    hosts.Registry(path, entries).save()
+"""
+
+
+def test_saves_at_the_same_moment_never_leave_part_of_a_file(offload_home):
+    """Two processes save over and over while this one reads: each save writes a temporary file of its own and
+    renames it over hosts.yaml, so a reader (or a crash) only ever finds one whole registry or the other."""
+    hosts_file = offload_home.path / "hosts.yaml"
+    savers = [subprocess.Popen([sys.executable, "-c", SAVER, str(hosts_file), tag, str(SAVES)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for tag in ("a", "b")]
+    partial = []
+    try:
+        while any(saver.poll() is None for saver in savers):
+            try:
+                text = hosts_file.read_text()
+            except FileNotFoundError:  # before the first save
+                continue
+            if text.count("hostname:") != 3 or not text.endswith("\n"):
+                partial.append(text)
+        errors = [saver.stderr.read().decode() for saver in savers]
+    finally:
+        for saver in savers:
+            stop_by_pid(saver.pid)
+            saver.wait(timeout=10)
+            assert not alive(saver.pid)
+    assert [saver.returncode for saver in savers] == [0, 0], errors
+    assert not partial, partial[:3]
+    assert len(read_hosts(offload_home)) == 3
+    assert stat.S_IMODE(hosts_file.stat().st_mode) == 0o600
+    assert [p.name for p in offload_home.path.iterdir()] == ["hosts.yaml"]

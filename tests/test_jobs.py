@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from offload.agent import start_local
+from offload.errors import RemoteError
 from procs import alive, group_members
 from sshd_server import wait_for
 
@@ -67,3 +68,25 @@ def test_a_command_that_cannot_start_exits_127_with_the_reason_in_the_log(agent,
     run_dir, started = start(agent, tmp_path, "/nonexistent/python", "train.py")
     assert started["state"] == "exited" and started["exit_code"] == 127
     assert "cannot start /nonexistent/python" in (run_dir / "output.log").read_text()
+
+
+def test_an_env_no_job_could_start_with_is_refused_before_anything_starts(agent, tmp_path):
+    """execve(2) takes no '=' in a name and no NUL: the supervisor would have died of it, the laptop waiting 15 s."""
+    for env in ({"A=B": "x"}, {"TOKEN": "ab\0c"}, {"N": 1}):
+        started = time.monotonic()
+        with pytest.raises(RemoteError, match="cannot reach a job") as refused:
+            agent.request("start", run_dir=str(tmp_path / "run"), cwd=str(tmp_path), argv=["true"], env=env)
+        assert refused.value.code == "bad_request" and time.monotonic() - started < 5
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_supervisor_that_dies_before_its_job_is_reported_at_once_with_its_last_words(agent, tmp_path):
+    """An argv with a NUL in it (no laptop sends one) makes the supervisor's Popen raise: said in one line, at once,
+    rather than a start that waits 15 s for a status nobody will write."""
+    started = time.monotonic()
+    with pytest.raises(RemoteError) as failed:
+        agent.request("start", run_dir=str(tmp_path / "run"), cwd=str(tmp_path), argv=["sh", "-c", "a\0b"], env={})
+    assert failed.value.code == "spawn_failed" and time.monotonic() - started < 10
+    assert "the job's supervisor exited with code 1 before the job started: ValueError: embedded null byte" in str(
+        failed.value)
+    assert (tmp_path / "run" / "supervisor.err").read_text().startswith("Traceback")

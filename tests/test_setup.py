@@ -93,6 +93,7 @@ def test_a_failing_setup_stops_the_run_and_is_tried_again(offload_home, sshd, pr
 @pytest.mark.parametrize("text, line, problem", [
     ("setup: echo hi\nsetup_input: [a.txt]\n", 2, "unknown key 'setup_input'"),
     ("setup:\n  - pip install -r requirements.txt\n", 1, "setup must be a shell command"),
+    ('setup: "echo hi\\0"\n', 1, "setup: 'echo hi\\x00' contains a NUL character"),  # the supervisor died of it
 ])
 def test_a_bad_offload_yaml_is_one_line_with_file_and_line(box, project, text, line, problem):
     (project / "offload.yaml").write_text(text)
