@@ -252,6 +252,8 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
                             lock=lock, wait=not options.no_wait, run_id=run_id, laptop=socket.gethostname(),
                             tree=plan.tree)
     where = target.name if target else "this machine"
+    if started["state"] == "failed":  # its supervisor failed before the job could start
+        return finish(record, started)
     if started["state"] == "busy":
         record.end(state="busy", exit_code=BUSY_EXIT)
         say(f"{where} is busy: {describe_holder(started.get('holder'))}; not waiting (--no-wait)")
@@ -367,7 +369,10 @@ def describe_stop(run_id: str, host: str, stopped: dict) -> str:
 def finish(record, finished: dict) -> int:
     code = stream.exit_code_of(finished)
     record.end(exit_code=code, signal=finished.get("signal"), state=finished.get("state"))
-    if finished.get("state") == "lost":
+    if finished.get("state") == "failed":
+        say(f"run {record.run_id} failed on {record.meta.get('host', 'the host')}: {finished.get('error')} "
+            "(fix that, then run again)")
+    elif finished.get("state") == "lost":
         say(f"run {record.run_id} was lost: its supervisor died without recording an exit")
     elif finished.get("signal"):
         say(f"run {record.run_id} was killed by {finished['signal']}")

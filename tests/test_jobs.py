@@ -1,8 +1,10 @@
 """The agent's job control through a real agent process: detached start, status, stop, lost."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,3 +69,33 @@ def test_a_command_that_cannot_start_exits_127_with_the_reason_in_the_log(agent,
     run_dir, started = start(agent, tmp_path, "/nonexistent/python", "train.py")
     assert started["state"] == "exited" and started["exit_code"] == 127
     assert "cannot start /nonexistent/python" in (run_dir / "output.log").read_text()
+
+
+def test_stop_of_a_lost_run_ends_its_jobs_whole_group(agent, tmp_path):
+    run_dir, started = start(agent, tmp_path, "sh", "-c", "sleep 300 & sleep 300; wait")
+    assert wait_for(lambda: len(group_members(started["pgid"])) == 3, 10)
+    os.kill(started["supervisor_pid"], signal.SIGKILL)
+    assert wait_for(lambda: agent.request("status", run_dir=str(run_dir))["state"] == "lost", 10)
+    assert len(group_members(started["pgid"])) == 3  # the job runs on, unsupervised
+
+    stopped = agent.request("stop", run_dir=str(run_dir), grace=1)
+    assert (stopped["state"], stopped["signalled"]) == ("lost", "SIGTERM")
+    assert wait_for(lambda: group_members(started["pgid"]) == [], 5)
+
+
+def test_stop_of_a_lost_run_never_signals_a_group_that_is_not_its_job(agent, tmp_path):
+    run_dir, started = start(agent, tmp_path, "sleep", "300")
+    os.kill(started["supervisor_pid"], signal.SIGKILL)
+    os.killpg(started["pgid"], signal.SIGKILL)
+    assert wait_for(lambda: group_members(started["pgid"]) == [], 5)
+    # as if the kernel had given the run's pgid to another process group since: a sleep in a session of its own
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        status_file = run_dir / "status.json"
+        status_file.write_text(json.dumps({**json.loads(status_file.read_text()), "pgid": stranger.pid}))
+        stopped = agent.request("stop", run_dir=str(run_dir), grace=1)
+        assert (stopped["state"], stopped["signalled"]) == ("lost", None)
+        assert alive(stranger.pid)
+    finally:
+        stranger.kill()
+        stranger.wait(timeout=5)

@@ -12,11 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import register_host, run_offload, start_offload
+from conftest import fill_disk, register_host, run_offload, small_disk_at, start_offload
 from offload import agent as agents
 from offload import runner, ssh
 from offload.hosts import load
 from offload.resolve import resolve
+from offload.runs import load_runs
+from procs import alive, processes_mentioning
 from sshd_server import wait_for
 
 NASTY_ARGS = ["a b", "", "'single'", '"double"', "$(touch /tmp/offload-pwned)", "; rm -rf x", "*", "~", "\\",
@@ -266,3 +268,54 @@ def test_an_outage_of_some_seconds_is_ridden_out_with_backoff(offload_home, fres
     (reconnected,) = [line for line in stderr.splitlines() if "reconnected to box after" in line]
     assert float(reconnected.split("after ")[1].split(" s")[0]) >= 2.5
     assert (run_records(project)[-1] / "output.log").read_bytes() == host_log(project)
+
+
+# Holds the host until the file named by its argument appears (or two minutes pass).
+HOLD = ("import os, sys, time\n"
+        "print('holding', flush=True)\n"
+        "deadline = time.time() + 120\n"
+        "while not os.path.exists(sys.argv[1]) and time.time() < deadline:\n"
+        "    time.sleep(0.05)\n")
+
+
+def host_project_dir(workdir: str, project: Path) -> Path:
+    (project_dir,) = [p for p in Path(workdir).iterdir() if p.name.startswith(f"{project.name}-")]
+    return project_dir
+
+
+def test_a_supervisor_that_cannot_record_its_run_fails_it_in_one_line(box, project, tmp_path):
+    holder_project = tmp_path / "holder"
+    holder_project.mkdir()
+    (holder_project / "hold.py").write_text(HOLD)
+    release = tmp_path / "release"
+    (project / "job.py").write_text("import time\ntime.sleep(300)\n")
+    token = f"job-{tmp_path.name}"
+    assert run_offload("sync", cwd=project).returncode == 0
+    runs_dir = host_project_dir(box["workdir"], project) / ".offload" / "runs"
+    waiting = None
+    with small_disk_at(runs_dir, "256k"):  # the run's directory on the host is on a disk about to be full
+        try:
+            assert run_offload("run", "--detach", "hold.py", str(release), cwd=holder_project).returncode == 0
+            waiting = start_offload("run", "job.py", token, cwd=project)
+            assert wait_for(lambda: any(json.loads(status.read_text()).get("state") == "waiting"
+                                        for status in runs_dir.glob("*/status.json")), 30)
+            fill_disk(runs_dir)
+            release.touch()  # the holder ends: the waiting run takes the host and cannot record that it runs
+            assert waiting.wait(timeout=60) == 1
+            assert wait_for(lambda: processes_mentioning(token) == [], 10)  # stopped, not left running unlocked
+            stderr = waiting.stderr.read().decode()
+            status = run_offload("status", "last", cwd=project)
+        finally:
+            release.touch()
+            if waiting is not None:
+                waiting.kill()
+                waiting.wait()
+            for pid in processes_mentioning(token):
+                os.kill(pid, signal.SIGKILL)
+    (run_id,) = [meta["run_id"] for meta in load_runs(project)]
+    error = (f"the supervisor failed: cannot record the run's status: No space left on device "
+             f"({host_project_dir(box['workdir'], project)}/.offload/runs/{run_id}/status.json); its job was stopped")
+    assert f"offload: run {run_id} failed on box: {error} (fix that, then run again)\n" in stderr, stderr
+    assert "Traceback" not in stderr
+    assert status.stdout == f"{run_id} on box: failed: {error}\n"
+    assert load_runs(project)[0]["exit_code"] == 1
