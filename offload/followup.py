@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import stream
 from .attach import find_run, link_for, node_metas, record_of
-from .runner import describe_stop, finish, project_root_of, say
+from .runner import describe_failed, describe_stop, finish, project_root_of, say
 from .watch import follow_run
 
 ENDED = ("exited", "lost", "failed")  # a run in one of these states will not change any more
@@ -64,6 +64,8 @@ def logs_command(project, reference: str, follow: bool, reconnect_for: float) ->
             return 130
         finally:
             sink.close()
+    if ended.get("state") == "failed" and meta.get("exit_code") is not None:  # else record_end says it
+        say(describe_failed(meta["run_id"], meta["host"], ended))
     record_end(root, meta, ended)
     return 0
 

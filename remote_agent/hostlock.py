@@ -5,6 +5,9 @@ starts. The job inherits the supervisor's descriptor, and a flock belongs to tha
 lock is held while either of them lives: a supervisor killed with -9 leaves it with its job, and the kernel drops
 it once both are gone (SIGKILL and the OOM killer included). There is no stale lock to guess about.
 
+There is one lock per host account, HOST_LOCK in its home (the agent expands `~`), whatever workdir a
+registration of the box names: two registrations of one box with two workdirs still run one job at a time.
+
 `<lock>.json` names the holder (run id, run directory, since when, host user, laptop and, once it has started,
 the job's process group) so a waiter can say whom it waits for. It is only a note, never the lock: a waiter
 believes it only while the supervisor it names or that run's job is alive. Never delete the lock file itself
@@ -21,6 +24,7 @@ import pwd
 from .jobs import alive, now, run_group_alive, write_json
 
 SUPERVISOR_MODULE = b"remote_agent.supervisor"
+HOST_LOCK = "~/.offload/gpu.lock"  # what the laptop asks for: one lock per host account
 
 
 class HostLock:
