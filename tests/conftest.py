@@ -114,6 +114,13 @@ def register_host(offload_home: OffloadHome, server: SshServer, name: str = "box
     return data["hosts"][name]
 
 
+# Holds the host until the file named by its argument appears (or two minutes pass).
+HOLD = ("import os, sys, time\n"
+        "deadline = time.time() + 120\n"
+        "while not os.path.exists(sys.argv[1]) and time.time() < deadline:\n"
+        "    time.sleep(0.05)\n")
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A small project directory with a script that reports what it received."""

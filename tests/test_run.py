@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import fill_disk, register_host, run_offload, small_disk_at, start_offload
+from conftest import HOLD, fill_disk, register_host, run_offload, small_disk_at, start_offload
 from offload import agent as agents
 from offload import runner, ssh
 from offload.hosts import load
@@ -268,14 +268,6 @@ def test_an_outage_of_some_seconds_is_ridden_out_with_backoff(offload_home, fres
     (reconnected,) = [line for line in stderr.splitlines() if "reconnected to box after" in line]
     assert float(reconnected.split("after ")[1].split(" s")[0]) >= 2.5
     assert (run_records(project)[-1] / "output.log").read_bytes() == host_log(project)
-
-
-# Holds the host until the file named by its argument appears (or two minutes pass).
-HOLD = ("import os, sys, time\n"
-        "print('holding', flush=True)\n"
-        "deadline = time.time() + 120\n"
-        "while not os.path.exists(sys.argv[1]) and time.time() < deadline:\n"
-        "    time.sleep(0.05)\n")
 
 
 def host_project_dir(workdir: str, project: Path) -> Path:
