@@ -256,14 +256,16 @@ def run_group_alive(pgid: int, run_dir: str) -> bool:
     if not signal_reaches(os.killpg, pgid):
         return False
     own_metrics = f"OFFLOAD_METRICS={os.path.join(run_dir, METRICS)}".encode()
-    for pid in group_members(pgid):
+
+    def runs_the_job(pid: int) -> bool:
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
-                if own_metrics in f.read().split(b"\0") and alive(pid):
-                    return True
+                return own_metrics in f.read().split(b"\0") and alive(pid)
         except OSError:
-            continue
-    return False
+            return False
+
+    # The leader (pid == pgid) first: waiters ask this often, and a scan of /proc is only for a leader gone.
+    return runs_the_job(pgid) or any(runs_the_job(pid) for pid in group_members(pgid) if pid != pgid)
 
 
 def group_members(pgid: int) -> list:
