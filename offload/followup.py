@@ -7,8 +7,10 @@ from pathlib import Path
 
 from . import stream
 from .attach import find_run, link_for, node_metas, record_of
-from .runner import describe_stop, finish, project_root_of, say
+from .runner import describe_failed, describe_stop, finish, project_root_of, say
 from .watch import follow_run
+
+ENDED = ("exited", "lost", "failed")  # a run in one of these states will not change any more
 
 
 def describe_status(status: dict) -> str:
@@ -24,12 +26,14 @@ def describe_status(status: dict) -> str:
         return f"exited {status.get('exit_code')}"
     if state == "lost":
         return "lost (its supervisor died without recording an exit)"
+    if state == "failed":
+        return f"failed: {status.get('error')}"
     return state or "unknown"
 
 
 def record_end(project_root: Path, meta: dict, status: dict) -> None:
     """Write an ended run's exit into meta.json, if the laptop has not recorded it yet."""
-    if status.get("state") in ("exited", "lost") and meta.get("exit_code") is None and not meta.get("stopped"):
+    if status.get("state") in ENDED and meta.get("exit_code") is None and not meta.get("stopped"):
         finish(record_of(project_root, meta), status)
 
 
@@ -60,6 +64,8 @@ def logs_command(project, reference: str, follow: bool, reconnect_for: float) ->
             return 130
         finally:
             sink.close()
+    if ended.get("state") == "failed" and meta.get("exit_code") is not None:  # else record_end says it
+        say(describe_failed(meta["run_id"], meta["host"], ended))
     record_end(root, meta, ended)
     return 0
 
@@ -90,7 +96,7 @@ def status_command(project, reference: str) -> int:
             statuses.append(link.agent.request("status", run_dir=node["run_dir"]))
         where = f"node{rank} {node['host']}" if meta.get("nodes") else node["host"]
         print(f"{meta['run_id']} on {where}: {describe_status(statuses[-1])}")
-    if all(status.get("state") in ("exited", "lost") for status in statuses):
+    if all(status.get("state") in ENDED for status in statuses):
         record_end(root, meta, run_end_status(statuses))
     return 0
 

@@ -237,10 +237,9 @@ def run(options, root: Path, script: str, selection, registry) -> int:
                       **measurement.start_meta())
 
         def start_node(node: Node) -> dict:
-            lock = f"{node.target.workdir.rstrip('/')}/{HOST_LOCK}"
             return node.link.agent.request(
                 "start", run_dir=node.run_dir, cwd=node.project_dir, argv=argvs[node.rank],
-                env=launch.job_env(node.target.env, run_id), lock=lock, wait=not options.no_wait, run_id=run_id,
+                env=launch.job_env(node.target.env, run_id), lock=HOST_LOCK, wait=not options.no_wait, run_id=run_id,
                 laptop=socket.gethostname(), tree=node.tree)
 
         started = in_parallel(nodes, start_node)

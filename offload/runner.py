@@ -14,6 +14,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from remote_agent.hostlock import HOST_LOCK
+
 from . import agent as agents
 from . import hoststate, hosts, launch, runs, ssh, stream
 from .errors import HostUnreachable, OffloadError, RemoteError
@@ -23,7 +25,6 @@ from .setup import run_setup
 from .watch import Link, follow_run
 
 LOCAL = "local"
-HOST_LOCK = ".offload-host.lock"  # in the host's workdir: every laptop using that workdir sees it
 BUSY_EXIT = 75  # EX_TEMPFAIL: the host is busy, try again later
 
 
@@ -251,11 +252,13 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
     warning = detach_warning(facts, host_name) if options.detach and target else None
     if warning:  # logind on the host would end the run as this SSH session closes
         say(warning)
-    lock = f"{target.workdir.rstrip('/')}/{HOST_LOCK}" if target else None  # one job per host; none on the laptop
+    lock = HOST_LOCK if target else None  # one job per host account, whatever the workdir; none on the laptop
     started = agent.request("start", run_dir=run_dir, cwd=plan.cwd, argv=argv, env=launch.job_env(plan.host_env, run_id),
                             lock=lock, wait=not options.no_wait, run_id=run_id, laptop=socket.gethostname(),
                             tree=plan.tree)
     where = target.name if target else "this machine"
+    if started["state"] == "failed":  # its supervisor failed before the job could start
+        return finish(record, started)
     if started["state"] == "busy":
         record.end(state="busy", exit_code=BUSY_EXIT)
         say(f"{where} is busy: {describe_holder(started.get('holder'))}; not waiting (--no-wait)")
@@ -368,10 +371,17 @@ def describe_stop(run_id: str, host: str, stopped: dict) -> str:
     return f"sent SIGTERM to run {run_id}'s process group on {host}; it has ended"
 
 
+def describe_failed(run_id: str, host: str, status: dict) -> str:
+    """A run whose supervisor failed (see remote_agent/supervisor_error.py), in one line."""
+    return f"run {run_id} failed on {host}: {status.get('error')} (fix that, then run again)"
+
+
 def finish(record, finished: dict) -> int:
     code = stream.exit_code_of(finished)
     record.end(exit_code=code, signal=finished.get("signal"), state=finished.get("state"))
-    if finished.get("state") == "lost":
+    if finished.get("state") == "failed":
+        say(describe_failed(record.run_id, record.meta.get("host", "the host"), finished))
+    elif finished.get("state") == "lost":
         say(f"run {record.run_id} was lost: its supervisor died without recording an exit")
     elif finished.get("signal"):
         say(f"run {record.run_id} was killed by {finished['signal']}")

@@ -168,7 +168,7 @@ def follow_setup(link, target, plan: SetupPlan, project_dir: str, run_dir: str, 
 
     env = {**target.env, "PYTHONUNBUFFERED": "1", "OFFLOAD_PYTHON": plan.python}
     started = link.agent.request("start", run_dir=run_dir, cwd=project_dir, argv=[*SHELL, plan.text], env=env,
-                                 lock=f"{target.workdir.rstrip('/')}/{HOST_LOCK}", wait=True,
+                                 lock=HOST_LOCK, wait=True,
                                  run_id=f"setup-{plan.key[:12]}", laptop=socket.gethostname(),
                                  tree=tree, keep_tree=True)  # the run that follows takes the tree over
     if started["state"] == "waiting":

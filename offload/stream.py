@@ -119,7 +119,7 @@ def exit_code_of(exit_message: dict) -> int:
     """The shell's convention: the job's exit code, or 128 + signal number when a signal ended it."""
     import signal
 
-    if exit_message.get("state") == "lost":
+    if exit_message.get("state") in ("lost", "failed"):  # failed: the supervisor, not the job (see its error)
         return 1
     if exit_message.get("signal"):
         return 128 + int(signal.Signals[exit_message["signal"]])

@@ -1,12 +1,17 @@
 """One job per GPU host: a lock on the host that every laptop's runs go through.
 
 The lock is the kernel's: an exclusive flock(2) on the lock file, taken by a job's supervisor before the job
-starts and held until it has ended. The kernel drops it when the supervisor exits for any reason, SIGKILL and
-the OOM killer included, so a lock whose run has died is free at once: there is no stale lock to guess about.
+starts. The job inherits the supervisor's descriptor, and a flock belongs to that open file description, so the
+lock is held while either of them lives: a supervisor killed with -9 leaves it with its job, and the kernel drops
+it once both are gone (SIGKILL and the OOM killer included). There is no stale lock to guess about.
 
-`<lock>.json` names the holder (run id, run directory, since when, host user, laptop) so a waiter can say whom
-it waits for. It is only a note, never the lock: a waiter believes it only while the supervisor it names is
-alive. Never delete the lock file itself while runs use it: a new file would be a second, separate lock.
+There is one lock per host account, HOST_LOCK in its home (the agent expands `~`), whatever workdir a
+registration of the box names: two registrations of one box with two workdirs still run one job at a time.
+
+`<lock>.json` names the holder (run id, run directory, since when, host user, laptop and, once it has started,
+the job's process group) so a waiter can say whom it waits for. It is only a note, never the lock: a waiter
+believes it only while the supervisor it names or that run's job is alive. Never delete the lock file itself
+while runs use it: a new file would be a second, separate lock.
 """
 from __future__ import annotations
 
@@ -16,9 +21,10 @@ import json
 import os
 import pwd
 
-from .jobs import alive, now, write_json
+from .jobs import alive, now, run_group_alive, write_json
 
 SUPERVISOR_MODULE = b"remote_agent.supervisor"
+HOST_LOCK = "~/.offload/gpu.lock"  # what the laptop asks for: one lock per host account
 
 
 class HostLock:
@@ -61,14 +67,18 @@ class HostLock:
 
     def holder(self) -> dict | None:
         """Who holds the lock, as its holder wrote it; None while that is unknown (not written yet, or
-        written by a holder that has since died)."""
+        written by a run whose supervisor and job have both died)."""
         details = read_details(self.details_path)
         if details is None or not isinstance(details.get("supervisor_pid"), int):
             return None
-        pid = details["supervisor_pid"]
-        if pid == os.getpid() or not is_supervisor(pid):
+        pid, pgid = details["supervisor_pid"], details.get("pgid")
+        if pid == os.getpid():
             return None
-        return details
+        if is_supervisor(pid):
+            return details
+        if isinstance(pgid, int) and run_group_alive(pgid, str(details.get("run_dir"))):
+            return details  # its supervisor was killed, but the job it started holds the lock still
+        return None
 
 
 def open_lock_file(path: str) -> int:
@@ -105,7 +115,7 @@ def is_supervisor(pid: int) -> bool:
 def holder_details(run_id: str, run_dir: str, laptop: str | None, argv: list) -> dict:
     """What `<lock>.json` says about the run that holds the lock."""
     return {"run_id": run_id, "run_dir": run_dir, "since": now(), "user": host_user(), "laptop": laptop,
-            "argv": argv, "supervisor_pid": os.getpid()}
+            "argv": argv, "supervisor_pid": os.getpid(), "pgid": None}
 
 
 def host_user() -> str:

@@ -14,13 +14,14 @@ import subprocess
 import sys
 import time
 
-from . import durable, logind, protocol
+from . import durable, logind, protocol, supervisor_error
 from .receiving import RequestError
 
 STATUS = "status.json"
 LOG = "output.log"
 JOB = "job.json"
-SUPERVISOR_ERRORS = "supervisor.err"  # the supervisor's stderr (and systemd-run's): why one died before its job began
+SUPERVISOR_STDERR = "supervisor-stderr.log"  # the supervisor's stderr (and systemd-run's): why one died before its job began;
+#                                              its own one-line failure note is supervisor_error.py's supervisor.err
 METRICS = "metrics.jsonl"  # written by the job itself (see lib/offload_metrics.py), when it wants to
 LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")  # offload_metrics, importable by jobs
 START_DEADLINE_S = 15.0
@@ -59,7 +60,7 @@ def start(request: dict, tree_fd: int | None = None) -> dict:
     })
     agent_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     plan, scope_prefix = logind.plan_survival(logind.read_facts())  # where logind would end it at logout: a scope
-    with open(os.path.join(run_dir, SUPERVISOR_ERRORS), "ab") as errors:
+    with open(os.path.join(run_dir, SUPERVISOR_STDERR), "ab") as errors:
         supervisor = subprocess.Popen(
             supervisor_argv(run_dir, scope_prefix if plan == "scope" else []),
             cwd=agent_root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
@@ -92,7 +93,7 @@ def checked_env(env) -> dict:
 
 
 def last_error_line(run_dir: str) -> str:
-    path = os.path.join(run_dir, SUPERVISOR_ERRORS)
+    path = os.path.join(run_dir, SUPERVISOR_STDERR)
     try:
         with open(path, errors="replace") as f:
             lines = [line.strip() for line in f if line.strip()]
@@ -161,14 +162,19 @@ def read_status(run_dir: str) -> dict:
         with open(os.path.join(run_dir, STATUS)) as f:
             status = json.load(f)
     except (FileNotFoundError, ValueError):
-        return {"state": "starting", "run_dir": run_dir}
+        status = {"state": "starting"}
     if status["state"] in ("running", "waiting") and not alive(status["supervisor_pid"]):
         status["state"] = "lost"  # the supervisor was killed: nobody will record an exit code
+    if status["state"] not in ENDED_STATES:  # the supervisor failed before it could record an end
+        error = supervisor_error.read(run_dir)
+        if error is not None:
+            status.update(state="failed", error=error)
     status["run_dir"] = run_dir
     return status
 
 
 LIVE_STATES = ("starting", "waiting", "running")  # waiting: for the host's GPU lock (see supervisor.py)
+ENDED_STATES = ("exited", "busy")  # recorded by the supervisor itself; "lost" and "failed" are inferred
 
 
 def follow(run_dir: str, offset: int, send, out, metrics_offset: int = 0, until_now: bool = False) -> None:
@@ -232,14 +238,17 @@ def laptop_spoke(timeout: float) -> bool:
 
 
 def stop(run_dir: str, grace: float) -> dict:
-    """SIGTERM to the job's whole process group, SIGKILL to what is left after `grace` seconds. A run still
-    waiting for the GPU lock has no job yet: its supervisor takes SIGTERM as "give up" and records the exit."""
+    """SIGTERM to the job's whole process group, SIGKILL to what is left after `grace` seconds; of a lost run
+    too, while its recorded group is still its job. A run still waiting for the GPU lock has no job yet: its
+    supervisor takes SIGTERM as "give up" and records the exit."""
     status = read_status(run_dir)
     if status["state"] == "waiting":
         status = stop_waiting(run_dir, status)
         if status["state"] != "running":  # else it took the lock as we asked: stop its job as any other
             return {"state": status["state"], "signalled": "SIGTERM" if status["state"] == "exited" else None}
-    if status["state"] != "running":
+    orphaned = status["state"] == "lost" and bool(status.get("pgid")) and \
+        run_group_alive(status["pgid"], status["run_dir"])  # its supervisor was killed, not its job
+    if status["state"] != "running" and not orphaned:
         return {"state": status["state"], "signalled": None}
     pgid = status["pgid"]
     sent = "SIGTERM"
@@ -275,6 +284,24 @@ def stop_waiting(run_dir: str, status: dict) -> dict:
 
 def group_alive(pgid: int) -> bool:
     return signal_reaches(os.killpg, pgid) and any(alive(pid) for pid in group_members(pgid))
+
+
+def run_group_alive(pgid: int, run_dir: str) -> bool:
+    """Whether the process group a run recorded still runs that run's job: a member lives whose environment
+    names the run's metrics file (job_env), so a pgid the kernel has since given to others never counts."""
+    if not signal_reaches(os.killpg, pgid):
+        return False
+    own_metrics = f"OFFLOAD_METRICS={os.path.join(run_dir, METRICS)}".encode()
+
+    def runs_the_job(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                return own_metrics in f.read().split(b"\0") and alive(pid)
+        except OSError:
+            return False
+
+    # The leader (pid == pgid) first: waiters ask this often, and a scan of /proc is only for a leader gone.
+    return runs_the_job(pgid) or any(runs_the_job(pid) for pid in group_members(pgid) if pid != pgid)
 
 
 def group_members(pgid: int) -> list:

@@ -3,10 +3,15 @@
 It starts the job (in a process group of its own, so `stop` can signal the job and everything it spawned),
 sends stdout and stderr, in order, to output.log, and records pid, start, end and exit in status.json.
 
-With a `lock` in job.json it first takes the host's GPU lock (see hostlock.py) and holds it for the job's whole
-life: while another run holds it the state is "waiting" (with that run as `holder`), or, told not to wait,
-"busy", and the job never starts. SIGTERM means stop: before the job has started, give up waiting; after, pass
-it on to the job and record how it ended, once the files it wrote are recorded (see outputs.py).
+With a `lock` in job.json it first takes the host's GPU lock (see hostlock.py) and the job inherits it, so the
+lock lasts as long as the job, even if the supervisor is killed: while another run holds it the state is
+"waiting" (with that run as `holder`), or, told not to wait, "busy", and the job never starts. SIGTERM means
+stop: before the job has started, give up waiting; after, pass it on to the job and record how it ended, once
+the files it wrote are recorded (see outputs.py).
+
+Whatever else ends the supervisor (a full disk refusing status.json, a bug) is written to supervisor.err (see
+supervisor_error.py), which the laptop is shown as the run's state, `failed`; a job the supervisor can no longer
+record is stopped first, never left running with nobody to say so.
 """
 from __future__ import annotations
 
@@ -17,12 +22,13 @@ import subprocess
 import sys
 import time
 
-from . import files, hostlock, outputs, tree
+from . import files, hostlock, outputs, supervisor_error, tree
 from .fence import OutsideProject
 from .jobs import JOB, LOG, STATUS, now, write_json
 
 LOCK_POLL_S = 0.1  # how soon a freed lock is taken; the kernel frees it the moment its holder exits
 HOLDER_GRACE_S = 2.0  # how long to wait for a new holder to write who it is before reporting it unknown
+FAILED_JOB_GRACE_S = 5.0  # SIGTERM to SIGKILL, for a job stopped because its supervisor failed
 
 
 class Supervisor:
@@ -34,6 +40,9 @@ class Supervisor:
         self.stop_signal = None
         self.job_pgid = None
         self.tree_fd = None
+        self.lock = None  # the GPU lock, once held
+        self.holder_note = None  # what <lock>.json says of this run
+        self.job_end = None  # how the job ended, for a failure of the supervisor after it started
 
     def on_stop(self, signum, frame) -> None:
         self.stop_signal = signum
@@ -45,7 +54,10 @@ class Supervisor:
 
     def record(self, **fields) -> None:
         self.status.update(fields)
-        write_json(self.status_path, self.status)
+        try:
+            write_json(self.status_path, self.status)
+        except OSError as exc:  # named, for supervisor.err: the temporary file that failed means nothing to users
+            raise OSError(exc.errno, f"cannot record the run's status: {exc.strerror}", self.status_path) from exc
 
     def run(self) -> int:
         open(os.path.join(self.run_dir, LOG), "ab").close()  # there to follow from the first status on, job or not
@@ -66,6 +78,7 @@ class Supervisor:
                     return 1
                 if not taken:
                     self.drop_stage()
+                self.lock = lock if taken else None
                 return self.run_in_tree() if taken else 0
             finally:
                 lock.release()  # after the exit is recorded: whoever waits starts only once this run has ended
@@ -143,8 +156,9 @@ class Supervisor:
         if self.stop_signal is not None:  # stopped just as the lock came free
             self.record_stopped_while_waiting()
             return False
-        lock.announce(hostlock.holder_details(self.job.get("run_id") or os.path.basename(self.run_dir),
-                                              self.run_dir, self.job.get("laptop"), self.job["argv"]))
+        self.holder_note = hostlock.holder_details(self.job.get("run_id") or os.path.basename(self.run_dir),
+                                                   self.run_dir, self.job.get("laptop"), self.job["argv"])
+        lock.announce(self.holder_note)
         return True
 
     def record_stopped_while_waiting(self) -> None:
@@ -155,25 +169,39 @@ class Supervisor:
         job = self.job
         env = dict(os.environ)
         env.update(job["env"])
+        # The job holds its tree and the GPU lock too, so both last as long as it does, supervisor or not.
+        held = tuple(fd for fd in (self.tree_fd, self.lock.fd if self.lock else None) if fd is not None)
         with open(os.path.join(self.run_dir, LOG), "ab") as log:
             before = outputs.snapshot(job["cwd"])  # what the project's out*/ held, so the run's record is its own
             try:
                 proc = subprocess.Popen(
                     job["argv"], cwd=job["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, preexec_fn=os.setpgrp, close_fds=True,
-                    pass_fds=(self.tree_fd,) if self.tree_fd is not None else (),  # the job holds its tree too
+                    stderr=subprocess.STDOUT, preexec_fn=os.setpgrp, close_fds=True, pass_fds=held,
                 )
             except OSError as exc:
                 log.write(f"offload: cannot start {job['argv'][0]}: {exc.strerror}\n".encode())
+                log.flush()  # in the log before the status says it exited: whoever reads it then finds the line
                 self.record(state="exited", started_at=now(), ended_at=now(), exit_code=127, signal=None,
                             error=f"cannot start {job['argv'][0]}: {exc.strerror}")
                 return 127
         self.job_pgid = proc.pid
+        try:
+            return self.supervise(proc, before)
+        except BaseException:
+            self.end_failed_job(proc)
+            raise
+
+    def supervise(self, proc, before: dict) -> int:
+        job = self.job
         if self.stop_signal is not None:  # a stop that came while the job was being started
             self.on_stop(self.stop_signal, None)
+        if self.lock is not None:  # a waiter believes the note while this group lives, even once we are gone
+            self.lock.announce({**self.holder_note, "pgid": proc.pid})
         waited_s = round(time.time() - self.status["queued_at"], 3)
         self.record(state="running", started_at=now(), pid=proc.pid, pgid=proc.pid, waited_s=waited_s)
         returncode = proc.wait()
+        self.job_end = f"its job had exited with code {returncode}" if returncode >= 0 else \
+            f"its job had been killed by {signal.Signals(-returncode).name}"
         try:
             outputs.record(self.run_dir, job.get("run_id") or os.path.basename(self.run_dir), before)  # then "exited"
         except Exception:  # noqa: BLE001 - the exit must be recorded whatever; fetch then says the versions are unknown
@@ -182,19 +210,51 @@ class Supervisor:
                     signal=signal.Signals(-returncode).name if returncode < 0 else None)
         return 0
 
+    def end_failed_job(self, proc) -> None:
+        """The supervisor failed while its job runs: nobody could record it, so it must not run on."""
+        if proc.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL also takes what the job left in its group
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=FAILED_JOB_GRACE_S)
+            except subprocess.TimeoutExpired:
+                continue
+        self.job_end = "its job was stopped"
+
 
 def same_run(a: dict | None, b: dict | None) -> bool:
     return a is not None and b is not None and (a.get("run_dir"), a.get("supervisor_pid")) == \
         (b.get("run_dir"), b.get("supervisor_pid"))
 
 
+def describe_failure(exc: BaseException, supervisor: Supervisor | None) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        what = exc.strerror + (f" ({exc.filename})" if exc.filename else "")
+    else:
+        what = f"{type(exc).__name__}: {exc}"
+    job_end = supervisor.job_end if supervisor is not None else None
+    return f"the supervisor failed: {what}" + (f"; {job_end}" if job_end else "")
+
+
 def main(run_dir: str) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    with open(os.path.join(run_dir, JOB)) as f:
-        job = json.load(f)
-    supervisor = Supervisor(run_dir, job)
-    signal.signal(signal.SIGTERM, supervisor.on_stop)  # before any status is written: `stop` reads it first
-    return supervisor.run()
+    error_note = supervisor_error.ErrorNote(run_dir)  # its room taken before anything can fill the disk
+    supervisor = None
+    try:
+        with open(os.path.join(run_dir, JOB)) as f:
+            job = json.load(f)
+        supervisor = Supervisor(run_dir, job)
+        signal.signal(signal.SIGTERM, supervisor.on_stop)  # before any status is written: `stop` reads it first
+        code = supervisor.run()
+    except BaseException as exc:  # noqa: BLE001 - whatever ends the supervisor must reach the laptop
+        error_note.write(describe_failure(exc, supervisor))
+        return 1
+    error_note.discard()
+    return code
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +114,13 @@ def register_host(offload_home: OffloadHome, server: SshServer, name: str = "box
     return data["hosts"][name]
 
 
+# Holds the host until the file named by its argument appears (or two minutes pass).
+HOLD = ("import os, sys, time\n"
+        "deadline = time.time() + 120\n"
+        "while not os.path.exists(sys.argv[1]) and time.time() < deadline:\n"
+        "    time.sleep(0.05)\n")
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A small project directory with a script that reports what it received."""
@@ -151,3 +160,27 @@ def link(offload_home, sshd):
     yield agent, target.workdir
     agent.close()
     client.close()
+
+
+# --- a small real filesystem, for what a full disk does ---------------------------------------------
+
+@contextmanager
+def small_disk_at(mount_point: Path, size: str = "1m") -> Iterator[Path]:
+    """A real filesystem of `size` at mount_point (a tmpfs of the test's own: CI runs as root, which may mount
+    one), unmounted afterwards."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], check=True, timeout=10)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True, timeout=10)
+
+
+def fill_disk(directory: Path) -> None:
+    """Write zeros into directory until its filesystem is full."""
+    with open(directory / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc

@@ -43,6 +43,19 @@ def live_pids() -> list:
     return [int(name) for name in os.listdir("/proc") if name.isdigit() and alive(int(name))]
 
 
+def processes_mentioning(text: str) -> list:
+    """Live processes (other than this one) whose command line holds text."""
+    found = []
+    for pid in live_pids():
+        if pid != os.getpid():
+            try:
+                if text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                continue
+    return found
+
+
 def group_members(pgid: int) -> list:
     """Live processes of a process group."""
     return [pid for pid in live_pids() if (stat_fields(pid) or [None, None, None])[2] == str(pgid)]

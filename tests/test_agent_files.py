@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import small_disk_at
 from procs import alive, local_agent  # noqa: F401  (local_agent: the fixture)
 from sshd_server import wait_for
 
@@ -217,13 +218,8 @@ def test_a_file_that_keeps_changing_is_reported_and_never_synced(agent, tmp_path
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs of this test's own, unmounted at the end."""
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], check=True, timeout=10)
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=True, timeout=10)
+    with small_disk_at(tmp_path / "small") as mount_point:
+        yield mount_point
 
 
 def test_a_full_disk_while_writing_is_reported_and_leaves_nothing_half_written(agent, tmp_path, small_disk):

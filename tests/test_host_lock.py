@@ -18,9 +18,10 @@ import pytest
 
 from offload import stream
 from offload.agent import start_local
-from remote_agent import facts, hostlock, supervisor
+from remote_agent import facts, hostlock, supervisor, supervisor_error
 from remote_agent.facts import parse_compute_apps
-from procs import alive
+from conftest import fill_disk, small_disk_at
+from procs import alive, processes_mentioning
 from sshd_server import wait_for
 
 RECORDED = Path(__file__).parent / "data" / "nvidia-smi-apps"
@@ -102,18 +103,6 @@ def timeline(host: Path) -> dict:
         name, event, at = line.split()
         times.setdefault(name, {})[event] = float(at)
     return times
-
-
-def processes_mentioning(text: str) -> list:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and proc.name != str(os.getpid()):
-            try:
-                if text.encode() in (proc / "cmdline").read_bytes() and alive(int(proc.name)):
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
 
 
 # --- the lock ----------------------------------------------------------------------------------------------
@@ -224,6 +213,53 @@ def test_the_lock_of_a_killed_supervisor_is_taken_at_once(laptops, host):
     wait_exited(laptops[1], next_dir)
 
 
+def test_a_job_whose_supervisor_was_killed_keeps_the_gpu_until_it_ends(laptops, host):
+    first_dir, first = start(laptops[0], host, "run-a", 3.0)
+    os.kill(first["supervisor_pid"], signal.SIGKILL)
+    assert wait_for(lambda: not alive(first["supervisor_pid"]), 5)
+    assert alive(first["pid"]) and status_of(laptops[0], first_dir)["state"] == "lost"
+    note = json.loads(Path(f"{lock_of(host)}.json").read_text())
+    assert (note["run_id"], note["pgid"]) == ("run-a", first["pgid"])  # the note names the job, which lives on
+
+    second_dir, second = start(laptops[1], host, "run-b", 0.1)
+    assert second["state"] == "waiting"
+    assert (second["holder"] or {}).get("run_id") == "run-a"  # believed: its supervisor is gone, its job is not
+    (ran,) = wait_exited(laptops[1], second_dir)
+    assert ran["exit_code"] == 0 and ran["holder"]["run_id"] == "run-a"
+    times = timeline(host)
+    assert times["run-a"]["end"] <= times["run-b"]["start"]  # the job itself ended first, unsupervised
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    with small_disk_at(tmp_path / "small-disk", "256k") as mount_point:
+        yield mount_point
+
+
+def test_a_supervisor_that_cannot_write_its_status_stops_its_job_and_says_why(laptops, host, small_disk):
+    holder_dir, _ = start(laptops[0], host, "run-a", 1.0)
+    run_dir = small_disk / "run-b"  # the waiting run's directory is on the small disk, its lock is not
+    token = f"job-of-{run_dir}"
+    started = laptops[1].request("start", run_dir=str(run_dir), cwd=str(host / "project"), env={}, run_id="run-b",
+                                 argv=[sys.executable, "-c", "import time; time.sleep(300)", token],
+                                 lock=str(lock_of(host)))
+    try:
+        assert started["state"] == "waiting"
+        fill_disk(small_disk)  # then run-a ends: run-b takes the lock, starts its job, and cannot record it
+        wait_exited(laptops[0], holder_dir)
+        assert wait_for(lambda: status_of(laptops[1], run_dir)["state"] == "failed", 15), status_of(laptops[1], run_dir)
+        error = status_of(laptops[1], run_dir)["error"]
+        assert error == ("the supervisor failed: cannot record the run's status: No space left on device "
+                         f"({run_dir / 'status.json'}); its job was stopped")
+        assert wait_for(lambda: processes_mentioning(token) == [], 10)  # nothing runs on, locked or not
+        free_dir, free = start(laptops[0], host, "run-c", 0.1, wait=False)
+        assert free["state"] == "running"  # and the lock is free
+        wait_exited(laptops[0], free_dir)
+    finally:
+        for pid in processes_mentioning(token):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_stopping_a_waiting_run_leaves_no_process_and_never_starts_it(laptops, host):
     holder_dir, _ = start(laptops[0], host, "run-a", 1.0)
     waiting_dir, waiting = start(laptops[1], host, "run-b", 0.1)
@@ -259,7 +295,7 @@ def test_a_lock_given_as_a_relative_path_is_under_the_project(laptops, host):
 
 
 def test_host_side_stays_python_38_and_standard_library_only():
-    for module in (hostlock, supervisor):
+    for module in (hostlock, supervisor, supervisor_error):
         tree = ast.parse(Path(module.__file__).read_text(), feature_version=(3, 8))
         imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                     for alias in node.names}

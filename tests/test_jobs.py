@@ -1,8 +1,10 @@
 """The agent's job control through a real agent process: detached start, status, stop, lost."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -89,4 +91,34 @@ def test_a_supervisor_that_dies_before_its_job_is_reported_at_once_with_its_last
     assert failed.value.code == "spawn_failed" and time.monotonic() - started < 10
     assert "the job's supervisor exited with code 1 before the job started: ValueError: embedded null byte" in str(
         failed.value)
-    assert (tmp_path / "run" / "supervisor.err").read_text().startswith("Traceback")
+    assert (tmp_path / "run" / "supervisor-stderr.log").read_text().startswith("Traceback")
+
+
+def test_stop_of_a_lost_run_ends_its_jobs_whole_group(agent, tmp_path):
+    run_dir, started = start(agent, tmp_path, "sh", "-c", "sleep 300 & sleep 300; wait")
+    assert wait_for(lambda: len(group_members(started["pgid"])) == 3, 10)
+    os.kill(started["supervisor_pid"], signal.SIGKILL)
+    assert wait_for(lambda: agent.request("status", run_dir=str(run_dir))["state"] == "lost", 10)
+    assert len(group_members(started["pgid"])) == 3  # the job runs on, unsupervised
+
+    stopped = agent.request("stop", run_dir=str(run_dir), grace=1)
+    assert (stopped["state"], stopped["signalled"]) == ("lost", "SIGTERM")
+    assert wait_for(lambda: group_members(started["pgid"]) == [], 5)
+
+
+def test_stop_of_a_lost_run_never_signals_a_group_that_is_not_its_job(agent, tmp_path):
+    run_dir, started = start(agent, tmp_path, "sleep", "300")
+    os.kill(started["supervisor_pid"], signal.SIGKILL)
+    os.killpg(started["pgid"], signal.SIGKILL)
+    assert wait_for(lambda: group_members(started["pgid"]) == [], 5)
+    # as if the kernel had given the run's pgid to another process group since: a sleep in a session of its own
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        status_file = run_dir / "status.json"
+        status_file.write_text(json.dumps({**json.loads(status_file.read_text()), "pgid": stranger.pid}))
+        stopped = agent.request("stop", run_dir=str(run_dir), grace=1)
+        assert (stopped["state"], stopped["signalled"]) == ("lost", None)
+        assert alive(stranger.pid)
+    finally:
+        stranger.kill()
+        stranger.wait(timeout=5)

@@ -12,11 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import register_host, run_offload, start_offload
+from conftest import HOLD, fill_disk, register_host, run_offload, small_disk_at, start_offload
 from offload import agent as agents
 from offload import runner, ssh
 from offload.hosts import load
 from offload.resolve import resolve
+from offload.runs import load_runs
+from procs import alive, processes_mentioning
 from sshd_server import wait_for
 
 NASTY_ARGS = ["a b", "", "'single'", '"double"', "$(touch /tmp/offload-pwned)", "; rm -rf x", "*", "~", "\\",
@@ -266,3 +268,103 @@ def test_an_outage_of_some_seconds_is_ridden_out_with_backoff(offload_home, fres
     (reconnected,) = [line for line in stderr.splitlines() if "reconnected to box after" in line]
     assert float(reconnected.split("after ")[1].split(" s")[0]) >= 2.5
     assert (run_records(project)[-1] / "output.log").read_bytes() == host_log(project)
+
+
+def host_project_dir(workdir: str, project: Path) -> Path:
+    (project_dir,) = [p for p in Path(workdir).iterdir() if p.name.startswith(f"{project.name}-")]
+    return project_dir
+
+
+def wait_host_exited(meta: dict) -> None:
+    status_file = Path(meta["run_dir"]) / "status.json"
+    assert wait_for(lambda: json.loads(status_file.read_text()).get("state") == "exited", 30)
+
+
+def test_two_registrations_of_one_box_with_two_workdirs_run_one_job_at_a_time(offload_home, sshd, project, tmp_path):
+    first = register_host(offload_home, sshd, "box-a")
+    second = register_host(offload_home, sshd, "box-b")  # the same account on the same box, another workdir
+    assert first["workdir"] != second["workdir"]
+    (project / "hold.py").write_text(HOLD)
+    release = tmp_path / "release"
+    try:
+        assert run_offload("run", "--host", "box-a", "--detach", "hold.py", str(release), cwd=project).returncode == 0
+        holder = load_runs(project)[-1]
+        busy = run_offload("run", "--host", "box-b", "--no-wait", "report.py", cwd=project)
+        assert busy.returncode == 75, busy.stderr
+        assert f"box-b is busy: run {holder['run_id']}" in busy.stderr and busy.stdout == ""
+    finally:
+        release.touch()
+    wait_host_exited(holder)
+    assert run_offload("run", "--host", "box-b", "--no-wait", "report.py", cwd=project).returncode == 0  # free again
+
+
+def test_a_job_whose_supervisor_was_killed_holds_the_host_until_offload_stop_ends_it(box, project, tmp_path):
+    (project / "hold.py").write_text(HOLD)
+    release = tmp_path / "release"
+    other = tmp_path / "other"  # another project: only the host's lock stands between its run and the job
+    other.mkdir()
+    (other / "report.py").write_text((project / "report.py").read_text())
+    try:
+        assert run_offload("run", "--detach", "hold.py", str(release), cwd=project).returncode == 0
+        (meta,) = load_runs(project)
+        status = json.loads((Path(meta["run_dir"]) / "status.json").read_text())
+        os.kill(status["supervisor_pid"], signal.SIGKILL)
+        assert wait_for(lambda: not alive(status["supervisor_pid"]), 5) and alive(status["pid"])
+
+        busy = run_offload("run", "--no-wait", "report.py", cwd=other)
+        assert busy.returncode == 75, busy.stderr
+        assert f"box is busy: run {meta['run_id']}" in busy.stderr
+        assert run_offload("status", "last", cwd=project).stdout == \
+            f"{meta['run_id']} on box: lost (its supervisor died without recording an exit)\n"
+
+        stopped = run_offload("stop", "last", "--grace", "2", cwd=project)
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"sent SIGTERM to run {meta['run_id']}'s process group on box; it has ended" in stopped.stderr
+        assert wait_for(lambda: not alive(status["pid"]), 5)
+        assert run_offload("run", "--no-wait", "report.py", cwd=other).returncode == 0  # the host is free
+    finally:
+        release.touch()
+        for meta in load_runs(project):  # whatever failed, the job goes, by its recorded group
+            status = json.loads((Path(meta["run_dir"]) / "status.json").read_text())
+            if status.get("pgid") and alive(status["pgid"]):
+                os.killpg(status["pgid"], signal.SIGKILL)
+
+
+def test_a_supervisor_that_cannot_record_its_run_fails_it_in_one_line(box, project, tmp_path):
+    holder_project = tmp_path / "holder"
+    holder_project.mkdir()
+    (holder_project / "hold.py").write_text(HOLD)
+    release = tmp_path / "release"
+    (project / "job.py").write_text("import time\ntime.sleep(300)\n")
+    token = f"job-{tmp_path.name}"
+    assert run_offload("sync", cwd=project).returncode == 0
+    runs_dir = host_project_dir(box["workdir"], project) / ".offload" / "runs"
+    waiting = None
+    with small_disk_at(runs_dir, "256k"):  # the run's directory on the host is on a disk about to be full
+        try:
+            assert run_offload("run", "--detach", "hold.py", str(release), cwd=holder_project).returncode == 0
+            waiting = start_offload("run", "job.py", token, cwd=project)
+            assert wait_for(lambda: any(json.loads(status.read_text()).get("state") == "waiting"
+                                        for status in runs_dir.glob("*/status.json")), 30)
+            fill_disk(runs_dir)
+            release.touch()  # the holder ends: the waiting run takes the host and cannot record that it runs
+            assert waiting.wait(timeout=60) == 1
+            assert wait_for(lambda: processes_mentioning(token) == [], 10)  # stopped, not left running unlocked
+            stderr = waiting.stderr.read().decode()
+            status = run_offload("status", "last", cwd=project)
+            logs = run_offload("logs", "last", cwd=project)
+        finally:
+            release.touch()
+            if waiting is not None:
+                waiting.kill()
+                waiting.wait()
+            for pid in processes_mentioning(token):
+                os.kill(pid, signal.SIGKILL)
+    (run_id,) = [meta["run_id"] for meta in load_runs(project)]
+    error = (f"the supervisor failed: cannot record the run's status: No space left on device "
+             f"({host_project_dir(box['workdir'], project)}/.offload/runs/{run_id}/status.json); its job was stopped")
+    said = f"offload: run {run_id} failed on box: {error} (fix that, then run again)\n"
+    assert said in stderr and "Traceback" not in stderr, stderr
+    assert status.stdout == f"{run_id} on box: failed: {error}\n"
+    assert logs.returncode == 0 and logs.stderr == said
+    assert load_runs(project)[0]["exit_code"] == 1

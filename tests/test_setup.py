@@ -3,14 +3,17 @@ its inputs changed, is skipped when they did not, and a failing setup stops the 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import register_host, run_offload
+from conftest import HOLD, register_host, run_offload, start_offload
 from offload.errors import OffloadError
 from offload.project_config import parse
+from offload.runs import load_runs
 from offload.setup import SetupPlan, setup_text, why_run
+from sshd_server import wait_for
 
 
 def reports(result) -> list:
@@ -88,6 +91,65 @@ def test_a_failing_setup_stops_the_run_and_is_tried_again(offload_home, sshd, pr
         assert "it has not succeeded in this project directory yet" in result.stderr
         assert "Traceback" not in result.stderr
     assert not (project / ".offload" / "runs").exists()  # no run was recorded either
+
+
+def test_a_failing_first_line_fails_the_setup_though_the_last_succeeds(offload_home, sshd, project):
+    box = register_host(offload_home, sshd, setup="false\necho ran anyway >> after-false.txt")
+    result = run_offload("run", "report.py", cwd=project)
+    assert result.returncode == 1, result.stderr  # sh -e: the first failing command ends the script
+    assert "offload: error: setup on box failed with exit code 1" in result.stderr
+    assert not reports(result) and not (host_project_dir(box) / "after-false.txt").exists()
+
+
+def test_setup_uses_the_hosts_python_as_offload_python(offload_home, sshd, project):
+    box = register_host(offload_home, sshd,
+                        setup="$OFFLOAD_PYTHON -c 'import sys; open(\"python-used.txt\", \"w\").write(sys.executable)'")
+    run_ok(project)
+    assert (host_project_dir(box) / "python-used.txt").read_text() == box["python"]
+
+
+def test_another_python_on_the_host_runs_the_setup_again(offload_home, sshd, project):
+    box = register_host(offload_home, sshd, setup="echo ran >> setup-marker.txt")
+    run_ok(project)
+    other_python = str(Path(sys.executable).with_name("python3"))  # the same venv, by another path
+    assert other_python != box["python"]
+    register_host(offload_home, sshd, setup="echo ran >> setup-marker.txt", python=other_python)
+    again = run_ok(project)
+    assert f"setup on box runs: the python changed to {other_python}" in again.stderr
+    assert (host_project_dir(box) / "setup-marker.txt").read_text() == "ran\nran\n"
+
+
+def setup_statuses(box: dict) -> list:
+    """status.json of each setup that started in the project's directory on the host."""
+    setup_dirs = Path(box["workdir"]).glob("proj-*/.offload/setup/*")
+    return [json.loads(f.read_text()) for f in (d / "status.json" for d in setup_dirs) if f.exists()]
+
+
+def test_setup_waits_for_the_host_while_another_run_holds_it(offload_home, sshd, project, tmp_path):
+    box = register_host(offload_home, sshd, setup="echo set up >> setup-marker.txt")
+    holder_project = tmp_path / "holder"  # another project: only the host's lock stands between the two
+    holder_project.mkdir()
+    (holder_project / "hold.py").write_text(HOLD)
+    release = tmp_path / "release"
+    running = None
+    try:
+        assert run_offload("run", "--detach", "hold.py", str(release), cwd=holder_project).returncode == 0
+        (holder,) = load_runs(holder_project)
+        running = start_offload("run", "report.py", cwd=project)
+        assert wait_for(lambda: [status.get("state") for status in setup_statuses(box)] == ["waiting"], 30), \
+            setup_statuses(box)
+        assert setup_statuses(box)[0]["holder"]["run_id"] == holder["run_id"]
+        assert not (host_project_dir(box) / "setup-marker.txt").exists()  # it has not run meanwhile
+        release.touch()
+        assert running.wait(timeout=60) == 0
+        stderr = running.stderr.read().decode()
+    finally:
+        release.touch()
+        if running is not None:
+            running.kill()
+            running.wait()
+    assert f"box is busy: run {holder['run_id']}" in stderr and "setup waits for it" in stderr
+    assert (host_project_dir(box) / "setup-marker.txt").read_text() == "set up\n"
 
 
 @pytest.mark.parametrize("text, line, problem", [
