@@ -57,7 +57,7 @@ def test_each_node_gets_torchrun_with_c10d_rendezvous_at_node_0():
     argv = plan_node_launch("/venv/bin/python", "train.py", ["--x=1"], 2, 3, 1, "10.0.0.2:29400", "RUN1", "10.0.0.3")
     assert argv == ["/venv/bin/python", "-m", "torch.distributed.run", "--nnodes=3", "--node_rank=1",
                     "--nproc_per_node=2", "--rdzv_backend=c10d", "--rdzv_endpoint=10.0.0.2:29400", "--rdzv_id=RUN1",
-                    "--rdzv_conf=is_host=0", "--local_addr=10.0.0.3", "train.py", "--x=1"]
+                    "--rdzv_conf=is_host=0", "--local_addr=10.0.0.3", "--", "train.py", "--x=1"]
     assert "--rdzv_conf=is_host=1" in plan_node_launch("python", "t.py", [], 1, 2, 0, "h:1", "R", "h")
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import register_host, run_offload, start_offload
@@ -149,12 +149,19 @@ def test_nproc_per_node_flag_overrides_the_hosts_gpus(offload_home, sshd, projec
     assert meta["argv"][1:] == ["report.py"]
 
 
+RANK_REPORT = (  # each torchrun rank writes its own file: the ranks share one output log
+    "import json, os, sys\n"
+    "with open(f\"argv-{os.environ['OFFLOAD_RUN_ID']}-rank{os.environ['RANK']}.json\", 'w') as f:\n"
+    "    json.dump({'rank': int(os.environ['RANK']), 'argv': sys.argv[1:]}, f)\n")
+
+
 @pytest.fixture
 def open_link(box, project):
-    """One connection and one agent for many runs (the hypothesis test below)."""
+    """One connection and one agent for many runs (the hypothesis tests below)."""
     from offload.sync import sync_project
     from offload.watch import Link
 
+    (project / "rank_report.py").write_text(RANK_REPORT)
     target = resolve("box", load().get("box"))
     client = ssh.connect(target, 10)
     link = Link(target, client, agents.start_remote(client, target))
@@ -162,16 +169,38 @@ def open_link(box, project):
     link.close()
 
 
+ARGV_LISTS = st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))),
+                      max_size=6)
+
+
+def launch_once(link, project: Path, remote_project_dir: str, script: str, args: list, nproc: int) -> Path:
+    """One job through the real launch path; its new run record."""
+    before = set(run_records(project)) if (project / ".offload" / "runs").exists() else set()
+    plan = runner.JobPlan(project, remote_project_dir, script, args, nproc, {})
+    assert runner.launch_and_follow(link, plan, runner.RunOptions(script=script)) == 0
+    (record,) = set(run_records(project)) - before
+    return record
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))), max_size=6))
+@given(ARGV_LISTS)
 def test_random_argv_arrives_exactly(open_link, project, args):
     link, remote_project_dir = open_link
-    before = set(run_records(project)) if (project / ".offload" / "runs").exists() else set()
-    plan = runner.JobPlan(project, remote_project_dir, "report.py", args, 1, {})
-    assert runner.launch_and_follow(link, plan, runner.RunOptions(script="report.py")) == 0
-    (record,) = set(run_records(project)) - before
+    record = launch_once(link, project, remote_project_dir, "report.py", args, 1)
     report = json.loads((record / "output.log").read_text())
     assert report["argv"] == args
+
+
+# torchrun starts in ~2 s on a busy CPU: a few examples, plus the arguments torchrun's own parser could take
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ARGV_LISTS)
+@example(["--", "--nproc_per_node=3", "-m", "x y", ""])  # argparse drops a `--` first after torchrun's script
+def test_random_argv_arrives_exactly_at_every_torchrun_rank(open_link, project, args):
+    link, remote_project_dir = open_link
+    record = launch_once(link, project, remote_project_dir, "rank_report.py", args, 2)
+    assert json.loads((record / "meta.json").read_text())["argv"][1:3] == ["-m", "torch.distributed.run"]
+    reports = sorted(Path(remote_project_dir).glob(f"argv-{record.name}-rank*.json"))
+    assert [json.loads(path.read_text()) for path in reports] == [{"rank": 0, "argv": args}, {"rank": 1, "argv": args}]
 
 
 def test_ctrl_c_detaches_and_the_remote_run_goes_on(box, project, tmp_path):
