@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import register_host, run_offload
-from netns_hosts import two_hosts  # noqa: F401  (the fixture)
+from netns_hosts import ip, two_hosts  # noqa: F401  (the fixture)
 from offload.launch import plan_node_launch
-from sshd_server import wait_for
+from sshd_server import is_sshd, read_proc, wait_for
 
 TESTS_DIR = Path(__file__).resolve().parent
 DDP_SCRIPT = (TESTS_DIR / "data" / "ddp_tiny.py").read_text()
@@ -180,3 +181,29 @@ def test_errors_before_anything_starts(two_boxes, tmp_path, offload_home):
     for result in (twice, unknown, resumed):
         assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (project / ".offload" / "runs").exists()
+
+
+def non_sshd_processes(namespace: str) -> list:
+    """What runs in a host's namespace besides its sshd and the sessions it serves: an agent, a job."""
+    procs = [read_proc(int(pid)) for pid in ip("netns", "pids", namespace).split()]
+    return [f"{proc.pid} {proc.comm}" for proc in procs if proc is not None and proc.state != "Z" and not is_sshd(proc)]
+
+
+def test_an_unreachable_node_fails_the_run_before_anything_starts_on_the_reachable_one(two_boxes, tmp_path,
+                                                                                        offload_home):
+    two_boxes.servers[1].stop()  # b's address is up, nothing listens on its SSH port: refused
+    project = project_with(tmp_path, "writes.py", WRITES_FILE)
+    result = run_offload("run", "--host", "a", "--host", "b", "--connect-timeout", "5", "writes.py", "600",
+                         cwd=project)
+    workdir_a = Path(yaml.safe_load((offload_home.path / "hosts.yaml").read_text())["hosts"]["a"]["workdir"])
+    assert not list(workdir_a.glob("proj-*")), "the project was synced to a, for a run that cannot happen"
+    # a ran an agent for the connection check; once the laptop is gone, only sshd is left there
+    assert wait_for(lambda: not non_sshd_processes(two_boxes.namespaces[0]), 15), \
+        non_sshd_processes(two_boxes.namespaces[0])
+    assert not (project / ".offload" / "runs").exists()
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    b = two_boxes.servers[1]
+    assert result.stderr.startswith(f"offload: error: host b ({b.user}@{b.host}:{b.port}) is unreachable: "
+                                    "connection refused"), result.stderr
+    assert "a multi-node run needs every host" in result.stderr
