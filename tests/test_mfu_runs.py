@@ -54,7 +54,7 @@ def counted_flops_per_step(vocab_size: int) -> int:
 
 
 def test_mfu_of_the_example_on_the_host_agrees_with_flops_counted_here(box, example):
-    result = run_offload("run", "train.py", *SHORT, cwd=example, timeout=300)
+    result = run_offload("run", "train.py", *SHORT, cwd=example, timeout=150)
     assert result.returncode == 0, result.stderr[-2000:]
     meta = last_meta(example)
     assert meta["mfu_source"] == "metrics" and meta["dtype"] == "fp32" and meta["device_kind"] == "cpu"
@@ -109,7 +109,7 @@ def test_a_run_without_iterations_says_why_mfu_is_not_available(box, project):
 
 def test_measured_ceiling_is_kept_and_shown_with_runs(offload_home, sshd, project):
     register_host(offload_home, sshd)
-    checked = run_offload("hosts", "check", "box", "--bench", "--bench-seconds", "2", timeout=200)
+    checked = run_offload("hosts", "check", "box", "--bench", "--bench-seconds", "2", timeout=150)
     assert checked.returncode == 0, checked.stderr
     ceiling = json.loads((offload_home.path / "host-state.json").read_text())["box"]["ceiling"]
     assert ceiling["device"] == "cpu" and ceiling["fp32"] > 0
