@@ -8,6 +8,7 @@ from pathlib import Path
 
 from conftest import register_host, run_offload, start_offload
 from procs import alive, descendants, group_members
+from terminal import read_terminal
 from offload.runs import load_runs
 from sshd_server import wait_for
 
@@ -86,26 +87,16 @@ def test_ctrl_c_in_a_terminal_asks_and_y_stops_the_run(box, project):
     proc = start_offload("run", "sleeper.py", cwd=project, stdin=follower, stdout=follower, stderr=follower,
                          start_new_session=True)
     os.close(follower)
-    seen = b""
     try:
-        while b"up" not in seen:
-            seen += os.read(leader, 4096)
+        seen = read_terminal(leader, 60, until=b"up")
         os.killpg(proc.pid, 2)  # Ctrl-C, as the terminal sends it
-        while b"[y/N]" not in seen:
-            seen += os.read(leader, 4096)
+        seen = read_terminal(leader, 30, seen, until=b"[y/N]")
         os.write(leader, b"y\n")
         assert proc.wait(timeout=30) == 130
-        try:
-            while True:
-                chunk = os.read(leader, 4096)
-                if not chunk:
-                    break
-                seen += chunk
-        except OSError:
-            pass
+        seen = read_terminal(leader, 30, seen)
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=10)
         os.close(leader)
     assert b"stop the run on box too? [y/N]" in seen and b"process group on box" in seen
     (meta,) = load_runs(project)
@@ -179,7 +170,7 @@ def test_two_runs_on_one_host_never_overlap(box, project, tmp_path):
         assert first.wait(timeout=60) == 0
     finally:
         first.kill()
-        first.wait()
+        first.wait(timeout=10)
     assert second.returncode == 0, second.stderr
     first_id = load_runs(project)[0]["run_id"]
     assert f"box is busy: run {first_id}" in second.stderr and "waits for it" in second.stderr

@@ -317,11 +317,15 @@ def test_two_syncs_of_one_project_at_once_both_succeed_and_leave_the_laptops_tre
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **NO_KEEPER})
                 for _ in range(2)]
     try:
-        results = [(proc.wait(timeout=120), proc.stderr.read().decode()) for proc in commands]
+        results = []
+        for proc in commands:  # communicate: both pipes read, so neither sync blocks on a full one
+            _, stderr = proc.communicate(timeout=120)
+            results.append((proc.returncode, stderr.decode()))
     finally:
         for proc in commands:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait(timeout=10)
     assert [code for code, _ in results] == [0, 0], results
     remote = host_dir(box, project)
     for index in range(400):

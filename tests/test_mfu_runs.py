@@ -15,6 +15,7 @@ from offload.mfu import A100_BF16_PEAK_TFLOPS, METRICS_WARMUP_STEPS
 from offload.peaks import cpu_peak
 from offload.runs import load_runs
 from remote_agent.facts import cpu_facts
+from terminal import read_terminal
 from test_example import EXAMPLE, SHORT, example  # noqa: F401  (the fixture, a fresh copy of the example)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -165,20 +166,12 @@ def test_the_status_line_shows_iteration_loss_and_mfu_on_a_terminal(box, project
     leader, follower = pty.openpty()
     proc = start_offload("run", "nano.py", cwd=project, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
     os.close(follower)
-    seen = b""
     try:
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the pty closed: the process is done
-                break
-            if not chunk:
-                break
-            seen += chunk
+        seen = read_terminal(leader, 60)  # until the process has closed the pty
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=10)
         os.close(leader)
     assert re.search(rb"\r\x1b\[Kiter 11 \| loss 2\.9000 \| 409\.6k tok/s \| MFU \d+\.\d%", seen), seen[-2000:]
 
