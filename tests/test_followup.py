@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from conftest import register_host, run_offload, start_offload
@@ -24,15 +23,19 @@ def host_status(meta: dict) -> dict:
     return json.loads((Path(meta["run_dir"]) / "status.json").read_text())
 
 
-def test_detach_returns_once_started_and_status_logs_follow(box, project):
-    (project / "sleeper.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(1.5)\nprint('done')\n")
-    started = time.monotonic()
-    detached = run_offload("run", "--detach", "sleeper.py", cwd=project)
-    assert detached.returncode == 0 and time.monotonic() - started < 10
-    (meta,) = load_runs(project)
-    assert f"offload logs {meta['run_id']} -f" in detached.stderr and meta["detached"] is True
-    status = run_offload("status", meta["run_id"][:-2], cwd=project)  # a unique prefix names it
-    assert status.returncode == 0 and f"{meta['run_id']} on box: running (pid" in status.stdout
+def test_detach_returns_once_started_and_status_logs_follow(box, project, tmp_path):
+    go = tmp_path / "go"  # the job ends only when the test says so: detach must return while it runs
+    (project / "sleeper.py").write_text("import os, time\nprint('up', flush=True)\n"
+                                        f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\nprint('done')\n")
+    try:
+        detached = run_offload("run", "--detach", "sleeper.py", cwd=project, timeout=60)
+        assert detached.returncode == 0, detached.stderr
+        (meta,) = load_runs(project)
+        assert f"offload logs {meta['run_id']} -f" in detached.stderr and meta["detached"] is True
+        status = run_offload("status", meta["run_id"][:-2], cwd=project)  # a unique prefix names it
+        assert status.returncode == 0 and f"{meta['run_id']} on box: running (pid" in status.stdout
+    finally:
+        go.touch()
     followed = run_offload("logs", "last", "-f", cwd=project)
     assert followed.stdout == "up\ndone\n"
     assert (project / ".offload" / "runs" / meta["run_id"] / "output.log").read_text() == "up\ndone\n"

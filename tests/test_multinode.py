@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -103,15 +102,16 @@ def test_two_nodes_of_one_process_train_exactly_as_one_node_of_two(two_boxes, tm
 def test_the_first_node_to_fail_is_named_and_the_others_are_stopped_within_seconds(offload_home, two_hosts, tmp_path):
     register_both(offload_home, two_hosts, FAIL_HERE="1")
     project = project_with(tmp_path, "ddp_tiny.py", DDP_SCRIPT)
-    began = time.monotonic()
     result = run_offload("run", "--host", "a", "--host", "b", "ddp_tiny.py", cwd=project)
-    took = time.monotonic() - began
     assert result.returncode == 1, result.stderr  # torchrun's own exit code when its worker fails
     assert "offload: node1 b (" in result.stderr, result.stderr
     assert "failed with exit code 1; the other nodes were stopped" in result.stderr
     assert "[node1 b] this node fails on purpose" in result.stdout
-    assert took < 45, f"node a waited {took:.0f} s in the rendezvous instead of being stopped"
     meta = only_meta(project)
+    # timed on the hosts, from b's end to a's, so neither Python's nor torchrun's start-up is counted
+    ended_a, ended_b = (json.loads((Path(node["run_dir"]) / "status.json").read_text())["ended_at"]
+                        for node in meta["nodes"])
+    assert ended_a - ended_b < 30, f"node a went on {ended_a - ended_b:.0f} s after b failed instead of being stopped"
     assert meta["failed_host"] == "b" and meta["node_exits"][1] == 1 and meta["node_exits"][0] != 0
     status = run_offload("status", "last", cwd=project)
     assert "running" not in status.stdout and "waiting" not in status.stdout, status.stdout
