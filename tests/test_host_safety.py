@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -197,7 +196,7 @@ READER = """\
 import hashlib, os, sys, time
 import numpy as np
 versions = dict(line.split() for line in open('versions.txt'))
-seen = {}
+seen, after_sync, READS_AFTER_SYNC = {}, 0, 20
 os.makedirs('out', exist_ok=True)
 open('out/reading', 'w').close()
 deadline = time.monotonic() + float(sys.argv[1])
@@ -207,6 +206,10 @@ while time.monotonic() < deadline and not os.path.exists('stop-reading'):
     del data
     name = versions.get(digest, 'MIXED')
     seen[name] = seen.get(name, 0) + 1
+    if os.path.exists('synced'):  # the test's word that the delta sync has returned
+        after_sync += 1
+        if after_sync == READS_AFTER_SYNC:
+            open('out/read-after-sync', 'w').close()
     time.sleep(0.002)
 print('seen', sorted(seen.items()), flush=True)
 """
@@ -233,7 +236,9 @@ def test_a_delta_sync_while_a_job_rereads_a_memmapped_file_never_changes_it_unde
     write(project / "train.bin", version_b)
     synced = sync(project)
     assert "by delta" in synced.stderr and "staged" in synced.stderr
-    time.sleep(1.5)  # the job goes on reading, dozens of times, while the sync's tree waits
+    (remote / "synced").touch()
+    # the job goes on reading while the sync's tree waits: 20 reads after the sync, then it stops
+    assert wait_for(lambda: (remote / "out" / "read-after-sync").exists(), 60), "the job stopped reading"
     (remote / "stop-reading").touch()
     followed = run_offload("logs", "last", "-f", cwd=project)
 
