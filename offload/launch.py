@@ -3,10 +3,12 @@ from __future__ import annotations
 
 
 def plan_launch(python: str, script: str, args: list, nproc_per_node: int) -> list:
-    """argv for the job. One process runs as nanoGPT's README runs one GPU; more go through torchrun."""
+    """argv for the job. One process runs as nanoGPT's README runs one GPU; more go through torchrun.
+    torchrun's argparse drops a `--` that comes first after the script; one `--` before the script ends
+    torchrun's own options there, so every argument after it reaches the script as given."""
     if nproc_per_node > 1:
         return [python, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc_per_node}", script, *args]
+                f"--nproc_per_node={nproc_per_node}", "--", script, *args]
     return [python, script, *args]
 
 
@@ -19,7 +21,7 @@ def plan_node_launch(python: str, script: str, args: list, nproc_per_node: int, 
     return [python, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--node_rank={node_rank}",
             f"--nproc_per_node={nproc_per_node}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
             f"--rdzv_id={run_id}", f"--rdzv_conf=is_host={1 if node_rank == 0 else 0}", f"--local_addr={local_addr}",
-            script, *args]
+            "--", script, *args]  # `--`: as in plan_launch
 
 
 def job_env(host_env: dict, run_id: str) -> dict:

@@ -3,7 +3,7 @@
 Every host gets the project (synced in parallel, from one scan) and runs
 
     <python> -m torch.distributed.run --nnodes=K --node_rank=i --nproc_per_node=N --rdzv_backend=c10d
-        --rdzv_endpoint=<node 0's address>:<a free port there> --rdzv_id=<run id> SCRIPT ARGS
+        --rdzv_endpoint=<node 0's address>:<a free port there> --rdzv_id=<run id> ... -- SCRIPT ARGS
 
 under its own supervisor, as a single-host run does. Output from every node streams back with the node in
 front of each line; metrics and MFU come from rank 0 (on whichever node c10d put it) against the peak of

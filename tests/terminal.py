@@ -40,3 +40,27 @@ def run_in_terminal(args: list, answer: bytes, prompt: bytes, cwd: Path | None =
             process.kill()
             process.wait(timeout=5)
         os.close(controller)
+
+
+def read_terminal(controller: int, deadline_s: float, shown: bytes = b"", until: bytes | None = None) -> bytes:
+    """What the pty shows, added to `shown`, until `until` is among it or (without `until`) every process has
+    closed the terminal; the test fails when neither happens within deadline_s."""
+    deadline = time.monotonic() + deadline_s
+    while until is None or until not in shown:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"the terminal showed no {until!r} within {deadline_s:.0f} s" if until else
+                                 f"the terminal stayed open {deadline_s:.0f} s")
+        ready, _, _ = select.select([controller], [], [], min(left, 0.5))
+        if not ready:
+            continue
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: every process has closed the terminal
+            chunk = b""
+        if not chunk:
+            if until is not None:
+                raise AssertionError(f"the terminal closed before it showed {until!r}: {shown[-500:]!r}")
+            break
+        shown += chunk
+    return shown

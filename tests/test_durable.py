@@ -178,14 +178,21 @@ def test_a_sync_of_many_files_killed_at_random_points_leaves_each_file_old_or_ne
     started = time.monotonic()
     assert run_offload("sync", "--project", str(root)).returncode == 0  # through the link keeper, as those below
     sync_s = time.monotonic() - started
+    arriving = lambda: any(host_dir.rglob("*.offload-part"))  # noqa: E731 - files received, not yet renamed
+    kills_mid_sync = 0
     for attempt in range(3):
         new = write_version(root, names, rng)
         proc = subprocess.Popen([sys.executable, "-m", "offload", "sync", "--project", str(root)], cwd=REPO_ROOT,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(rng.uniform(0.1, sync_s))
+            if attempt:  # any moment: before, between or inside batches, or after
+                time.sleep(rng.uniform(0.1, sync_s))
+            else:  # while files arrive: a kill only before or after the sync would prove nothing
+                assert wait_for(lambda: arriving() or proc.poll() is not None, 60)
+                time.sleep(rng.uniform(0, 0.05))
             for pid in agent_pids(fresh_sshd) if victim == "agent" else [proc.pid]:
                 os.kill(pid, signal.SIGKILL)
+            kills_mid_sync += proc.poll() is None and arriving()  # parts left unrenamed: cut off mid-sync
         finally:
             if proc.poll() is None and victim == "laptop":
                 os.kill(proc.pid, signal.SIGKILL)
@@ -202,6 +209,8 @@ def test_a_sync_of_many_files_killed_at_random_points_leaves_each_file_old_or_ne
             assert digest((host_dir / name).read_bytes()) == new[name]
         assert not list(host_dir.rglob("*.offload-part")), f"attempt {attempt}: a part file stayed"
         old = new
+    print(f"\n{kills_mid_sync} of 3 kills landed mid-sync")
+    assert kills_mid_sync >= 1, "no kill landed while files were arriving"
 
 
 # --- journals and markers that are not whole ---------------------------------------------------------------

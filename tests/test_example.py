@@ -27,7 +27,7 @@ def losses(stdout: str) -> list:
 
 
 def test_example_trains_on_the_host(box, example):
-    result = run_offload("run", "train.py", *SHORT, cwd=example, timeout=300)
+    result = run_offload("run", "train.py", *SHORT, cwd=example, timeout=150)
     assert result.returncode == 0, result.stderr[-2000:]
     found = losses(result.stdout)
     assert len(found) >= 5 and found[-1] < found[0] - 0.3, found
@@ -38,7 +38,7 @@ def test_example_trains_on_the_host(box, example):
 
 
 def test_example_falls_back_to_a_local_run(offload_home, example):
-    result = run_offload("run", "train.py", *SHORT, "--out_dir=local-out", cwd=example, timeout=300)
+    result = run_offload("run", "train.py", *SHORT, "--out_dir=local-out", cwd=example, timeout=150)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "running locally" in result.stderr
     found = losses(result.stdout)

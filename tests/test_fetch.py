@@ -140,7 +140,7 @@ def test_kill_9_mid_fetch_resumes_and_never_leaves_a_partial_file_under_the_fina
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+                proc.wait(timeout=10)
         assert not final.exists() or sha256(final) == expected  # never anything but the whole, verified file
         now = part_size()
         if part.exists():

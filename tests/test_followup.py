@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from conftest import register_host, run_offload, start_offload
 from procs import alive, descendants, group_members
+from terminal import read_terminal
 from offload.runs import load_runs
 from sshd_server import wait_for
 
@@ -23,16 +23,20 @@ def host_status(meta: dict) -> dict:
     return json.loads((Path(meta["run_dir"]) / "status.json").read_text())
 
 
-def test_detach_returns_once_started_and_status_logs_follow(box, project):
-    (project / "sleeper.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(1.5)\nprint('done')\n")
-    started = time.monotonic()
-    detached = run_offload("run", "--detach", "sleeper.py", cwd=project)
-    assert detached.returncode == 0 and time.monotonic() - started < 10
-    (meta,) = load_runs(project)
-    assert f"offload logs {meta['run_id']} -f" in detached.stderr and meta["detached"] is True
-    assert "warning" not in detached.stderr  # nothing here ends a run at logout (see test_logout_survival)
-    status = run_offload("status", meta["run_id"][:-2], cwd=project)  # a unique prefix names it
-    assert status.returncode == 0 and f"{meta['run_id']} on box: running (pid" in status.stdout
+def test_detach_returns_once_started_and_status_logs_follow(box, project, tmp_path):
+    go = tmp_path / "go"  # the job ends only when the test says so: detach must return while it runs
+    (project / "sleeper.py").write_text("import os, time\nprint('up', flush=True)\n"
+                                        f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\nprint('done')\n")
+    try:
+        detached = run_offload("run", "--detach", "sleeper.py", cwd=project, timeout=60)
+        assert detached.returncode == 0, detached.stderr
+        (meta,) = load_runs(project)
+        assert f"offload logs {meta['run_id']} -f" in detached.stderr and meta["detached"] is True
+        assert "warning" not in detached.stderr  # nothing here ends a run at logout (see test_logout_survival)
+        status = run_offload("status", meta["run_id"][:-2], cwd=project)  # a unique prefix names it
+        assert status.returncode == 0 and f"{meta['run_id']} on box: running (pid" in status.stdout
+    finally:
+        go.touch()
     followed = run_offload("logs", "last", "-f", cwd=project)
     assert followed.stdout == "up\ndone\n"
     assert (project / ".offload" / "runs" / meta["run_id"] / "output.log").read_text() == "up\ndone\n"
@@ -87,26 +91,16 @@ def test_ctrl_c_in_a_terminal_asks_and_y_stops_the_run(box, project):
     proc = start_offload("run", "sleeper.py", cwd=project, stdin=follower, stdout=follower, stderr=follower,
                          start_new_session=True)
     os.close(follower)
-    seen = b""
     try:
-        while b"up" not in seen:
-            seen += os.read(leader, 4096)
+        seen = read_terminal(leader, 60, until=b"up")
         os.killpg(proc.pid, 2)  # Ctrl-C, as the terminal sends it
-        while b"[y/N]" not in seen:
-            seen += os.read(leader, 4096)
+        seen = read_terminal(leader, 30, seen, until=b"[y/N]")
         os.write(leader, b"y\n")
         assert proc.wait(timeout=30) == 130
-        try:
-            while True:
-                chunk = os.read(leader, 4096)
-                if not chunk:
-                    break
-                seen += chunk
-        except OSError:
-            pass
+        seen = read_terminal(leader, 30, seen)
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=10)
         os.close(leader)
     assert b"stop the run on box too? [y/N]" in seen and b"process group on box" in seen
     (meta,) = load_runs(project)
@@ -180,7 +174,7 @@ def test_two_runs_on_one_host_never_overlap(box, project, tmp_path):
         assert first.wait(timeout=60) == 0
     finally:
         first.kill()
-        first.wait()
+        first.wait(timeout=10)
     assert second.returncode == 0, second.stderr
     first_id = load_runs(project)[0]["run_id"]
     assert f"box is busy: run {first_id}" in second.stderr and "waits for it" in second.stderr

@@ -205,9 +205,8 @@ def test_the_lock_of_a_killed_supervisor_is_taken_at_once(laptops, host):
     assert wait_for(lambda: not alive(dead["pid"]) and not alive(dead["supervisor_pid"]), 5)
     assert json.loads(Path(f"{lock_of(host)}.json").read_text())["run_id"] == "run-a"  # its note outlives it
 
-    asked = time.monotonic()
     next_dir, taken = start(laptops[1], host, "run-b", 0.1)
-    assert taken["state"] == "running" and time.monotonic() - asked < 2
+    assert taken["state"] == "running" and taken["waited_s"] < 2  # the supervisor's own wait, not its start-up
     assert json.loads(Path(f"{lock_of(host)}.json").read_text())["run_id"] == "run-b"
     assert status_of(laptops[0], dead_dir)["state"] == "lost"
     wait_exited(laptops[1], next_dir)

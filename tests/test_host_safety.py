@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -197,7 +196,7 @@ READER = """\
 import hashlib, os, sys, time
 import numpy as np
 versions = dict(line.split() for line in open('versions.txt'))
-seen = {}
+seen, after_sync, READS_AFTER_SYNC = {}, 0, 20
 os.makedirs('out', exist_ok=True)
 open('out/reading', 'w').close()
 deadline = time.monotonic() + float(sys.argv[1])
@@ -207,6 +206,10 @@ while time.monotonic() < deadline and not os.path.exists('stop-reading'):
     del data
     name = versions.get(digest, 'MIXED')
     seen[name] = seen.get(name, 0) + 1
+    if os.path.exists('synced'):  # the test's word that the delta sync has returned
+        after_sync += 1
+        if after_sync == READS_AFTER_SYNC:
+            open('out/read-after-sync', 'w').close()
     time.sleep(0.002)
 print('seen', sorted(seen.items()), flush=True)
 """
@@ -233,7 +236,9 @@ def test_a_delta_sync_while_a_job_rereads_a_memmapped_file_never_changes_it_unde
     write(project / "train.bin", version_b)
     synced = sync(project)
     assert "by delta" in synced.stderr and "staged" in synced.stderr
-    time.sleep(1.5)  # the job goes on reading, dozens of times, while the sync's tree waits
+    (remote / "synced").touch()
+    # the job goes on reading while the sync's tree waits: 20 reads after the sync, then it stops
+    assert wait_for(lambda: (remote / "out" / "read-after-sync").exists(), 60), "the job stopped reading"
     (remote / "stop-reading").touch()
     followed = run_offload("logs", "last", "-f", cwd=project)
 
@@ -317,11 +322,15 @@ def test_two_syncs_of_one_project_at_once_both_succeed_and_leave_the_laptops_tre
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **NO_KEEPER})
                 for _ in range(2)]
     try:
-        results = [(proc.wait(timeout=120), proc.stderr.read().decode()) for proc in commands]
+        results = []
+        for proc in commands:  # communicate: both pipes read, so neither sync blocks on a full one
+            _, stderr = proc.communicate(timeout=120)
+            results.append((proc.returncode, stderr.decode()))
     finally:
         for proc in commands:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait(timeout=10)
     assert [code for code, _ in results] == [0, 0], results
     remote = host_dir(box, project)
     for index in range(400):

@@ -15,6 +15,7 @@ from offload.mfu import A100_BF16_PEAK_TFLOPS, METRICS_WARMUP_STEPS
 from offload.peaks import cpu_peak
 from offload.runs import load_runs
 from remote_agent.facts import cpu_facts
+from terminal import read_terminal
 from test_example import EXAMPLE, SHORT, example  # noqa: F401  (the fixture, a fresh copy of the example)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +55,7 @@ def counted_flops_per_step(vocab_size: int) -> int:
 
 
 def test_mfu_of_the_example_on_the_host_agrees_with_flops_counted_here(box, example):
-    result = run_offload("run", "train.py", *SHORT, cwd=example, timeout=300)
+    result = run_offload("run", "train.py", *SHORT, cwd=example, timeout=150)
     assert result.returncode == 0, result.stderr[-2000:]
     meta = last_meta(example)
     assert meta["mfu_source"] == "metrics" and meta["dtype"] == "fp32" and meta["device_kind"] == "cpu"
@@ -109,7 +110,7 @@ def test_a_run_without_iterations_says_why_mfu_is_not_available(box, project):
 
 def test_measured_ceiling_is_kept_and_shown_with_runs(offload_home, sshd, project):
     register_host(offload_home, sshd)
-    checked = run_offload("hosts", "check", "box", "--bench", "--bench-seconds", "2", timeout=200)
+    checked = run_offload("hosts", "check", "box", "--bench", "--bench-seconds", "2", timeout=150)
     assert checked.returncode == 0, checked.stderr
     ceiling = json.loads((offload_home.path / "host-state.json").read_text())["box"]["ceiling"]
     assert ceiling["device"] == "cpu" and ceiling["fp32"] > 0
@@ -165,20 +166,12 @@ def test_the_status_line_shows_iteration_loss_and_mfu_on_a_terminal(box, project
     leader, follower = pty.openpty()
     proc = start_offload("run", "nano.py", cwd=project, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
     os.close(follower)
-    seen = b""
     try:
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the pty closed: the process is done
-                break
-            if not chunk:
-                break
-            seen += chunk
+        seen = read_terminal(leader, 60)  # until the process has closed the pty
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=10)
         os.close(leader)
     assert re.search(rb"\r\x1b\[Kiter 11 \| loss 2\.9000 \| 409\.6k tok/s \| MFU \d+\.\d%", seen), seen[-2000:]
 

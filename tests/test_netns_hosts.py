@@ -13,6 +13,7 @@ import paramiko
 
 from conftest import register_host, run_offload
 from netns_hosts import IFACE, forward_rule_needed, ip, netns_exec, netns_hosts, two_hosts  # noqa: F401
+from pipe_reads import read_line_within
 from sshd_server import SshServer, descendants, read_banner, read_proc, still_running, wait_for
 
 TEN_SLASH_8 = ipaddress.IPv4Network("10.0.0.0/8")
@@ -95,7 +96,7 @@ def test_namespace_a_reaches_a_listener_in_namespace_b(two_hosts):
     listener = subprocess.Popen(netns_exec(ns_b, [sys.executable, "-c", LISTENER, address_b, "7000"]),
                                 stdout=subprocess.PIPE, text=True)
     try:
-        assert listener.stdout.readline() == "listening\n"
+        assert read_line_within(listener.stdout) == "listening\n"
         connector = subprocess.run(netns_exec(ns_a, [sys.executable, "-c", CONNECTOR, address_b, "7000"]),
                                    capture_output=True, text=True, timeout=20)
         assert connector.stdout == f"hello {address_a}\n", connector.stderr

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import HOLD, fill_disk, register_host, run_offload, small_disk_at, start_offload
@@ -18,6 +18,7 @@ from offload import runner, ssh
 from offload.hosts import load
 from offload.resolve import resolve
 from offload.runs import load_runs
+from pipe_reads import read_line_within, read_rest_within
 from procs import alive, processes_mentioning
 from sshd_server import wait_for
 
@@ -117,17 +118,15 @@ def test_output_streams_live(box, project, tmp_path):
         f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\nprint('second line')\n")
     proc = start_offload("run", "wait.py", cwd=project, stderr=subprocess.DEVNULL)
     try:
-        started = time.monotonic()
-        assert proc.stdout.readline() == b"first line\n"
-        assert time.monotonic() - started < 20
+        assert read_line_within(proc.stdout) == b"first line\n"
         assert proc.poll() is None  # the job is still waiting for us: the line came live
         go.touch()
-        assert proc.stdout.read() == b"second line\n"
+        assert read_rest_within(proc.stdout) == b"second line\n"
         assert proc.wait(timeout=20) == 0
     finally:
         go.touch()  # whatever failed, the detached job on the host gets to finish
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=10)
 
 
 def test_several_processes_launch_through_torchrun(offload_home, sshd, project):
@@ -151,12 +150,19 @@ def test_nproc_per_node_flag_overrides_the_hosts_gpus(offload_home, sshd, projec
     assert meta["argv"][1:] == ["report.py"]
 
 
+RANK_REPORT = (  # each torchrun rank writes its own file: the ranks share one output log
+    "import json, os, sys\n"
+    "with open(f\"argv-{os.environ['OFFLOAD_RUN_ID']}-rank{os.environ['RANK']}.json\", 'w') as f:\n"
+    "    json.dump({'rank': int(os.environ['RANK']), 'argv': sys.argv[1:]}, f)\n")
+
+
 @pytest.fixture
 def open_link(box, project):
-    """One connection and one agent for many runs (the hypothesis test below)."""
+    """One connection and one agent for many runs (the hypothesis tests below)."""
     from offload.sync import sync_project
     from offload.watch import Link
 
+    (project / "rank_report.py").write_text(RANK_REPORT)
     target = resolve("box", load().get("box"))
     client = ssh.connect(target, 10)
     link = Link(target, client, agents.start_remote(client, target))
@@ -164,29 +170,51 @@ def open_link(box, project):
     link.close()
 
 
+ARGV_LISTS = st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))),
+                      max_size=6)
+
+
+def launch_once(link, project: Path, remote_project_dir: str, script: str, args: list, nproc: int) -> Path:
+    """One job through the real launch path; its new run record."""
+    before = set(run_records(project)) if (project / ".offload" / "runs").exists() else set()
+    plan = runner.JobPlan(project, remote_project_dir, script, args, nproc, {})
+    assert runner.launch_and_follow(link, plan, runner.RunOptions(script=script)) == 0
+    (record,) = set(run_records(project)) - before
+    return record
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))), max_size=6))
+@given(ARGV_LISTS)
 def test_random_argv_arrives_exactly(open_link, project, args):
     link, remote_project_dir = open_link
-    before = set(run_records(project)) if (project / ".offload" / "runs").exists() else set()
-    plan = runner.JobPlan(project, remote_project_dir, "report.py", args, 1, {})
-    assert runner.launch_and_follow(link, plan, runner.RunOptions(script="report.py")) == 0
-    (record,) = set(run_records(project)) - before
+    record = launch_once(link, project, remote_project_dir, "report.py", args, 1)
     report = json.loads((record / "output.log").read_text())
     assert report["argv"] == args
+
+
+# torchrun starts in ~2 s on a busy CPU: a few examples, plus the arguments torchrun's own parser could take
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ARGV_LISTS)
+@example(["--", "--nproc_per_node=3", "-m", "x y", ""])  # argparse drops a `--` first after torchrun's script
+def test_random_argv_arrives_exactly_at_every_torchrun_rank(open_link, project, args):
+    link, remote_project_dir = open_link
+    record = launch_once(link, project, remote_project_dir, "rank_report.py", args, 2)
+    assert json.loads((record / "meta.json").read_text())["argv"][1:3] == ["-m", "torch.distributed.run"]
+    reports = sorted(Path(remote_project_dir).glob(f"argv-{record.name}-rank*.json"))
+    assert [json.loads(path.read_text()) for path in reports] == [{"rank": 0, "argv": args}, {"rank": 1, "argv": args}]
 
 
 def test_ctrl_c_detaches_and_the_remote_run_goes_on(box, project, tmp_path):
     (project / "slow.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(2)\nprint('finished')\n")
     proc = start_offload("run", "slow.py", cwd=project)
     try:
-        assert proc.stdout.readline() == b"started\n"
+        assert read_line_within(proc.stdout) == b"started\n"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 130
-        assert b"detached" in proc.stderr.read()
+        assert b"detached" in read_rest_within(proc.stderr)
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=10)
     assert host_log(project) == b"started\nfinished\n"  # the run went on, exited 0, and its log is whole
 
 
@@ -194,12 +222,12 @@ def test_ctrl_c_stops_a_local_run(offload_home, project):
     (project / "forever.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(600)\n")
     proc = start_offload("run", "forever.py", cwd=project)
     try:
-        assert proc.stdout.readline() == b"started\n"
+        assert read_line_within(proc.stdout) == b"started\n"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 128 + signal.SIGTERM
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=10)
         stop_leftover_jobs(project)
     record = run_records(project)[-1]
     status = json.loads((record / "job" / "status.json").read_text())
@@ -212,13 +240,13 @@ def test_a_dropped_link_is_reconnected_and_the_log_ends_byte_identical(offload_h
     (project / "steady.py").write_text(STEADY)
     proc = start_offload("run", "steady.py", cwd=project)
     try:
-        assert proc.stdout.readline() == b"tick 0\n"
+        assert read_line_within(proc.stdout) == b"tick 0\n"
         assert fresh_sshd.kill_connections()  # the sshd process serving the laptop dies: the link drops
         assert proc.wait(timeout=60) == 0
-        stderr = proc.stderr.read().decode()
+        stderr = read_rest_within(proc.stderr).decode()
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=10)
     assert stderr.count("lost the link to box") == 1 and stderr.count("reconnected to box") == 1, stderr
     local = (run_records(project)[-1] / "output.log").read_bytes()
     assert local == host_log(project)
@@ -230,13 +258,13 @@ def test_when_reconnecting_gives_up_logs_f_picks_the_run_up_again(offload_home, 
     (project / "steady.py").write_text(STEADY)
     proc = start_offload("run", "--reconnect-for", "0", "steady.py", cwd=project)
     try:
-        assert proc.stdout.readline() == b"tick 0\n"
+        assert read_line_within(proc.stdout) == b"tick 0\n"
         assert fresh_sshd.kill_connections()
         assert proc.wait(timeout=30) != 0
-        assert b"lost the link" in proc.stderr.read()
+        assert b"lost the link" in read_rest_within(proc.stderr)
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=10)
     followed = run_offload("logs", "last", "-f", cwd=project, timeout=60)
     assert followed.returncode == 0, followed.stderr
     local = (run_records(project)[-1] / "output.log").read_bytes()
@@ -251,7 +279,7 @@ def test_an_outage_of_some_seconds_is_ridden_out_with_backoff(offload_home, fres
     (project / "steady.py").write_text(STEADY)
     proc = start_offload("run", "--connect-timeout", "1", "steady.py", cwd=project)
     try:
-        assert proc.stdout.readline() == b"tick 0\n"
+        assert read_line_within(proc.stdout) == b"tick 0\n"
         os.kill(fresh_sshd.pid, signal.SIGSTOP)
         try:
             assert fresh_sshd.kill_connections()
@@ -259,11 +287,11 @@ def test_an_outage_of_some_seconds_is_ridden_out_with_backoff(offload_home, fres
         finally:
             os.kill(fresh_sshd.pid, signal.SIGCONT)
         code = proc.wait(timeout=60)
-        stderr = proc.stderr.read().decode()
+        stderr = read_rest_within(proc.stderr).decode()
         assert code == 0, stderr
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=10)
     assert stderr.count("lost the link to box") == 1, stderr
     (reconnected,) = [line for line in stderr.splitlines() if "reconnected to box after" in line]
     assert float(reconnected.split("after ")[1].split(" s")[0]) >= 2.5

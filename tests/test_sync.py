@@ -15,6 +15,7 @@ from pathlib import Path
 
 from conftest import run_offload, register_host
 from sshd_server import wait_for
+from terminal import read_terminal
 
 from offload.ignore import LocalEntry, scan_project
 from offload.sync import plan_sync, project_dir_name, up_to_date
@@ -268,16 +269,8 @@ def test_a_terminal_gets_a_progress_bar_for_a_large_transfer(box, project):
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal,
                             env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"})
     os.close(terminal)
-    shown = b""
     try:
-        while True:  # read until the child closes the terminal: a full pty would block it
-            try:
-                piece = os.read(controller, 65536)
-            except OSError:  # EIO: every writer is gone
-                break
-            if not piece:
-                break
-            shown += piece
+        shown = read_terminal(controller, 60)  # until the child closes the terminal: a full pty would block it
         assert proc.wait(timeout=60) == 0, shown
     finally:
         if proc.poll() is None:

@@ -220,6 +220,16 @@ def patch_message(delta, content: bytes) -> tuple:
     return message, digests + data + b"\1"
 
 
+def poll_until(condition, timeout_s: float) -> bool:
+    """wait_for at 1 ms: a patch of a few MiB arrives in tens of milliseconds on loopback."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
 def test_a_client_killed_during_delta_syncs_leaves_the_old_or_the_new_file_whole(offload_home, fresh_sshd, tmp_path):
     host = register_host(offload_home, fresh_sshd)
     rng = random.Random(20261123)
@@ -228,6 +238,7 @@ def test_a_client_killed_during_delta_syncs_leaves_the_old_or_the_new_file_whole
     local = root / "train.bin"
     local.write_bytes(rng.randbytes(24 * MiB))
     host_file = Path(host["workdir"]) / project_dir_name(root) / "train.bin"
+    arriving_patch = host_file.with_name(f".train.bin{patching.PART_SUFFIX}")  # the journal, while its blocks come
     assert run_offload("sync", "--project", str(root)).returncode == 0
     started = time.monotonic()
     with open(local, "r+b") as f:
@@ -235,7 +246,8 @@ def test_a_client_killed_during_delta_syncs_leaves_the_old_or_the_new_file_whole
         f.write(rng.randbytes(MiB))
     assert run_offload("sync", "--project", str(root)).returncode == 0
     delta_sync_s = time.monotonic() - started
-    for attempt in range(3):
+    kills_mid_patch = 0
+    for attempt in range(4):
         old = sha256(host_file.read_bytes())
         with open(local, "r+b") as f:
             for _ in range(3):
@@ -245,16 +257,23 @@ def test_a_client_killed_during_delta_syncs_leaves_the_old_or_the_new_file_whole
         proc = subprocess.Popen([sys.executable, "-m", "offload", "sync", "--project", str(root)], cwd=REPO_ROOT,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(rng.uniform(0.1, delta_sync_s))
+            if attempt % 2:  # any moment of the sync: before, during or after its patch
+                time.sleep(rng.uniform(0.1, delta_sync_s))
+            else:  # while the patch arrives: a kill only before or after it would prove nothing
+                assert poll_until(lambda: arriving_patch.exists() or proc.poll() is not None, 60)
+                time.sleep(rng.uniform(0, 0.002))
         finally:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
+                kills_mid_patch += arriving_patch.exists()  # still arriving after the kill: cut off mid-patch
             proc.wait(timeout=10)
         assert wait_for(lambda: leftovers(host_file.parent) == [], 10), f"attempt {attempt}: a temporary file stayed"
         assert sha256(host_file.read_bytes()) in (old, new), f"attempt {attempt}: a mix of versions"
         result = run_offload("sync", "--project", str(root))
         assert result.returncode == 0, result.stderr
         assert sha256(host_file.read_bytes()) == new
+    print(f"\n{kills_mid_patch} of 4 kills landed mid-patch")
+    assert kills_mid_patch >= 1, "no kill landed while a patch was arriving"
 
 
 def test_a_file_that_changes_while_it_is_hashed_or_sent_is_resent_or_reported_never_synced_wrong(link, tmp_path):
