@@ -97,12 +97,28 @@ def connect_all(registry, names: list, timeout: float) -> list:
 
     try:
         in_parallel(nodes, open_node)
+        refuse_one_account_twice(nodes)
     except BaseException:
         for node in nodes:
             if node.link is not None:
                 node.link.close()
         raise
     return nodes
+
+
+def refuse_one_account_twice(nodes: list) -> None:
+    """Two registrations of one host account would each wait for the other's GPU lock (one job per account)."""
+    seen = {}
+    for node in nodes:
+        hello = node.link.agent.hello or {}
+        account = (hello.get("machine_id") or hello.get("hostname"), hello.get("home"))
+        if None in account:
+            continue  # an agent that does not say: nothing to compare
+        if account in seen:
+            raise OffloadError(f"hosts {seen[account].target.name} and {node.target.name} are one host account "
+                               f"({account[1]} on {hello.get('hostname')}): it runs one job at a time",
+                               hint="name each machine once; --nproc-per-node runs several processes on one")
+        seen[account] = node
 
 
 class LinePrefixer:

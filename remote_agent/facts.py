@@ -34,7 +34,8 @@ def hello() -> dict:
         "python_env": python_env(),
         "has_torch": importlib.util.find_spec("torch") is not None,
         "hostname": socket.gethostname(),
-        "home": os.path.expanduser("~"),
+        "home": os.path.expanduser("~"),  # with machine_id: the host account, whose GPU lock is one (hostlock.py)
+        "machine_id": (read_text("/etc/machine-id") or "").strip() or None,
         "pid": os.getpid(),
     }
 

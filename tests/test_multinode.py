@@ -183,6 +183,21 @@ def test_errors_before_anything_starts(two_boxes, tmp_path, offload_home):
     assert not (project / ".offload" / "runs").exists()
 
 
+def test_two_registrations_of_one_host_account_are_refused_before_anything_starts(two_boxes, tmp_path, offload_home):
+    """One account has one GPU lock: its two nodes would each wait for the other's job."""
+    hosts_file = offload_home.path / "hosts.yaml"
+    registry = yaml.safe_load(hosts_file.read_text())
+    registry["hosts"]["a-again"] = dict(registry["hosts"]["a"])
+    hosts_file.write_text(yaml.safe_dump(registry))
+    project = project_with(tmp_path, "writes.py", WRITES_FILE)
+    result = run_offload("run", "--host", "a", "--host", "a-again", "writes.py", "600", cwd=project)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("offload: error: hosts a and a-again are one host account"), result.stderr
+    assert len(result.stderr.splitlines()) <= 2 and "Traceback" not in result.stderr  # the line and its hint
+    workdir_a = Path(registry["hosts"]["a"]["workdir"])
+    assert not list(workdir_a.glob("proj-*")) and not (project / ".offload" / "runs").exists()
+
+
 def non_sshd_processes(namespace: str) -> list:
     """What runs in a host's namespace besides its sshd and the sessions it serves: an agent, a job."""
     procs = [read_proc(int(pid)) for pid in ip("netns", "pids", namespace).split()]
