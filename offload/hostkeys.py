@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from pathlib import Path
 
 from . import home
 from .errors import HostKeyError, RevokedHostKey
@@ -51,13 +52,18 @@ def add_known_hosts(host_keys, path) -> None:
                 host_keys.add(hostname, entry.key.get_name(), entry.key)
 
 
-def refuse_if_revoked(target, key) -> None:
-    """Raise RevokedHostKey when a `@revoked` line of any known_hosts file names this key for this host.
+# OpenSSH's GlobalKnownHostsFile: an administrator's @revoked there holds for every user's ssh, so for offload too
+GLOBAL_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), Path("/etc/ssh/ssh_known_hosts2"))
+
+
+def refuse_if_revoked(target, key, files=None) -> None:
+    """Raise RevokedHostKey when a `@revoked` line of any known_hosts file (the user's, offload's, the
+    system's) names this key for this host.
 
     paramiko's parser skips marker lines, so they are read here: `@revoked PATTERNS KEYTYPE BASE64`, the
     patterns matched as OpenSSH matches them (hashed names, `*` and `?`, `!` negation)."""
     blob = key.asbytes()
-    for path in known_hosts_files():
+    for path in files if files is not None else (*known_hosts_files(), *GLOBAL_KNOWN_HOSTS):
         if not path.is_file():
             continue
         with open(path, errors="replace") as f:

@@ -231,3 +231,21 @@ def test_a_revoked_line_for_other_hosts_revokes_nothing_here(offload_home, sshd,
         f"@revoked * {generate_keypair(tmp_path / 'some_other_key')}\n")
     result = run_offload("run", "report.py", cwd=project)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_revoked_line_in_the_systems_known_hosts_counts_too(tmp_path):
+    """OpenSSH's GlobalKnownHostsFile (/etc/ssh/ssh_known_hosts) is read for @revoked as the user's files are."""
+    from offload.errors import RevokedHostKey
+    from offload.hostkeys import GLOBAL_KNOWN_HOSTS, refuse_if_revoked
+    from offload.resolve import resolve
+
+    assert Path("/etc/ssh/ssh_known_hosts") in GLOBAL_KNOWN_HOSTS
+    key_line = generate_keypair(tmp_path / "host_key")  # "ssh-ed25519 AAAA..."
+    key = paramiko.PKey.from_type_string(key_line.split()[0], base64.b64decode(key_line.split()[1]))
+    system_file = tmp_path / "ssh_known_hosts"
+    system_file.write_text(f"box.example ssh-rsa AAAAB3NzaC1yc2E=\n@revoked box.example {key_line}\n")
+    target = resolve("box", {"hostname": "box.example", "port": 22}, ssh_config={})
+    with pytest.raises(RevokedHostKey, match=f"{system_file}:2"):
+        refuse_if_revoked(target, key, files=(system_file,))
+    refuse_if_revoked(resolve("other", {"hostname": "other.example", "port": 22}, ssh_config={}), key,
+                      files=(system_file,))  # another host's revocation revokes nothing here
