@@ -166,9 +166,10 @@ def test_cpu_facts_without_lscpu_still_read_cpuinfo(monkeypatch, tmp_path):
     assert here["mhz_source"] in ("cpufreq", "cpuinfo")
 
 
-def test_device_facts_are_the_gpus_and_the_cpu():
+def test_device_facts_are_the_gpus_the_cpu_and_whether_a_run_survives_logout():
     device = facts.device_facts()
-    assert sorted(device) == ["compute_apps", "cpu", "gpus"]
+    assert sorted(device) == ["compute_apps", "cpu", "gpus", "logout_survival"]
+    assert device["logout_survival"] == {"plan": "fine", "message": None}  # no logind here (see test_logout_survival)
     assert device["gpus"] == facts.nvidia_gpus()
     cpu_now = facts.cpu_facts()
     assert {k: v for k, v in device["cpu"].items() if k != "max_mhz"} == \
