@@ -30,26 +30,34 @@ class Agent:
     def serve(self) -> None:
         self.send("hello", agent=AGENT_VERSION, **facts.hello())
         while True:
-            message = protocol.read_message(self.inp)
+            try:
+                message = protocol.read_message(self.inp)
+            except protocol.ProtocolError as exc:  # not a message: the laptop hears why before the channel closes
+                self.say_last("protocol", str(exc))
+                raise
             if message is None or message["t"] == "bye":
                 return
             try:
                 self.handle(message)
             except RequestError as exc:
-                self.send("error", code=exc.code, message=str(exc))
+                self.say(exc.code, str(exc))
             except OSError as exc:
-                self.send("error", code=error_code(exc), message=describe_os_error(exc))
+                self.say(error_code(exc), describe_os_error(exc))
             except OutsideProject as exc:
-                self.send("error", code="refused", message=str(exc))
+                self.say("refused", str(exc))
             except protocol.ProtocolError as exc:  # where the next message starts is lost: say so, then go
                 self.say_last("protocol", str(exc))
                 raise
             except Exception as exc:  # a bug, or a request no check foresaw: one line, and serve on
-                self.send("error", code="internal", message=one_line(f"{type(exc).__name__}: {exc}"))
+                self.say("internal", f"{type(exc).__name__}: {exc}")
+
+    def say(self, code: str, text: str) -> None:
+        """An error, on one line: a path the laptop sent may hold a line break, and the user reads this."""
+        self.send("error", code=code, message=one_line(text))
 
     def say_last(self, code: str, text: str) -> None:
         try:
-            self.send("error", code=code, message=one_line(text))
+            self.say(code, text)
         except OSError:
             pass  # the laptop is gone already
 

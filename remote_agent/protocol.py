@@ -46,7 +46,7 @@ def read_message(stream, noise=None) -> dict | None:
                 raise ProtocolError("message line truncated")
             try:
                 message = json.loads(line[len(PREFIX):])
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: brackets nested past the decoder's depth
                 raise ProtocolError(f"unreadable message: {exc}") from None
             if not isinstance(message, dict) or "t" not in message:
                 raise ProtocolError("message without a type")

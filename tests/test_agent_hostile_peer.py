@@ -1,0 +1,76 @@
+"""The agent survives a hostile or broken peer (issue 11, point 7): a real agent in a sandbox
+(sandboxed_agent.py, which checks every property) fed fixed examples, a regression test for each bug
+found, and a few of them through the real sshd."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sandboxed_agent import PREPARE, Message, Nested, Outcome, Raw, Stream, survives
+
+from offload.errors import LinkLost, RemoteError
+from remote_agent import protocol
+
+
+@pytest.fixture(scope="module")
+def sandboxes(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("hostile-peer")
+
+
+# --- fixed examples: lines too long for hypothesis, and one regression test for each bug the fuzzing found ----
+
+def ping() -> Message:
+    return Message({"t": "ping"})
+
+
+def kinds(outcome: Outcome) -> list:
+    return [message["t"] if message["t"] != "error" else f"error:{message['code']}" for message in outcome.replies]
+
+
+def test_a_message_line_longer_than_max_line_is_one_error_then_a_close(sandboxes):
+    outcome = survives(Stream([PREPARE, Raw(protocol.PREFIX + b"x" * protocol.MAX_LINE + b"\n"), ping()]), sandboxes)
+    assert kinds(outcome) == ["hello", "prepared", "error:protocol"]
+    assert outcome.replies[-1]["message"] == "message line truncated"
+
+
+def test_noise_longer_than_max_line_is_skipped_and_the_agent_serves_on(sandboxes):
+    outcome = survives(Stream([Raw(b"n" * (protocol.MAX_LINE + 100) + b"\n"), ping()]), sandboxes)
+    assert kinds(outcome) == ["hello", "pong"]
+
+
+def test_brackets_nested_past_the_decoders_depth_are_one_error_never_a_traceback(sandboxes):
+    outcome = survives(Stream([PREPARE, Nested(100_000), ping()]), sandboxes)
+    assert kinds(outcome) == ["hello", "prepared", "error:protocol"]
+    assert outcome.replies[-1]["message"].startswith("unreadable message: maximum recursion depth exceeded")
+
+
+def test_an_error_naming_a_path_with_a_line_break_is_still_one_line(sandboxes):
+    read = Message({"t": "read_file", "project_dir": "{project_dir}", "path": "no\nsuch.txt", "offset": 0})
+    outcome = survives(Stream([read, ping()]), sandboxes)
+    assert kinds(outcome) == ["hello", "error:os_error", "pong"]
+    assert outcome.replies[1]["message"].startswith("No such file or directory (") and "no such.txt" in \
+        outcome.replies[1]["message"]
+
+
+# --- the same through the real sshd -----------------------------------------------------------------------
+
+def test_through_ssh_noise_other_versions_and_unknown_requests_leave_the_agent_serving(link):
+    agent, _ = link
+    agent.write(b"a motd\n\x00\xff\n@offload/2 {\"t\":\"ping\"}\n@offload/0 {}\n", flush=True)
+    with pytest.raises(RemoteError) as excinfo:
+        agent.request("frobnicate", path="../x")
+    assert excinfo.value.code == "bad_request" and excinfo.value.detail == "unknown request 'frobnicate'"
+    assert agent.request("ping")["t"] == "pong"
+
+
+def test_through_ssh_a_line_that_is_no_message_is_one_error_then_a_closed_channel(link):
+    agent, _ = link
+    agent.write(protocol.PREFIX + b"[" * 100_000 + b"\n", flush=True)
+    with pytest.raises(RemoteError) as excinfo:
+        agent.recv(timeout=10)
+    assert excinfo.value.code == "protocol" and excinfo.value.detail.startswith("unreadable message: ")
+    with pytest.raises(LinkLost):  # the agent left: the next request is a lost link at once, not a timeout
+        agent.request("ping", timeout=10)
+
