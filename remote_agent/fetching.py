@@ -13,7 +13,7 @@ import os
 import stat
 import time
 
-from . import outputs, protocol
+from . import host_dirs, outputs, protocol
 from .receiving import PART_SUFFIX, RequestError
 from .hashes import HashCache
 from .jobs import send_blob
@@ -40,7 +40,7 @@ def pattern_parts(pattern: str) -> list:
 
 
 def project_root(project_dir: str) -> str:
-    root = os.path.realpath(os.path.expanduser(project_dir))
+    root = os.path.realpath(host_dirs.absolute(project_dir, "the run's project directory"))
     if not os.path.isdir(root):
         raise RequestError("no_project", f"the run's project directory {project_dir} is not on the host (any more)")
     return root
@@ -178,7 +178,7 @@ def list_files(project_dir: str, patterns: list, send, run_dir: str | None = Non
 
 def only_the_runs_own(reply: dict, run_dir: str, parsed: list) -> dict:
     """The listing cut to run_dir's own versions (see outputs.py); as it is, marked so, when the run has no record."""
-    record_path = os.path.join(os.path.abspath(os.path.expanduser(run_dir)), outputs.OUTPUTS)
+    record_path = os.path.join(host_dirs.absolute(run_dir, "a run directory"), outputs.OUTPUTS)
     run = outputs.load(record_path)
     if run is None:
         return {**reply, "own_versions": False}

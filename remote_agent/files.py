@@ -14,7 +14,7 @@ import os
 import shutil
 import stat
 
-from . import patching, tree
+from . import host_dirs, patching, tree
 from .fence import Fence, OutsideProject
 from .receiving import Receiving, RequestError, with_parents
 from .records import Records, identity, identity_of, kind_of, matches
@@ -26,13 +26,21 @@ def project_dir_of(workdir: str, project: str) -> str:
 
 def prepare(workdir: str, project: str) -> dict:
     """Create the project directory and prove it is writable before anything is sent."""
-    project_dir = project_dir_of(workdir, project)
+    project_dir = project_dir_of(workdir, checked_project_name(project))
     os.makedirs(os.path.join(project_dir, ".offload"), exist_ok=True)
     probe = os.path.join(project_dir, ".offload", f"write-probe.{os.getpid()}")  # two agents may probe at once
     with open(probe, "wb") as f:
         f.write(b"ok")
     os.unlink(probe)
     return {"project_dir": project_dir, "free_bytes": shutil.disk_usage(project_dir).free}
+
+
+def checked_project_name(project: str) -> str:
+    """A project is one directory in the workdir: a name that climbs out of it or names a deeper or an absolute
+    path would have the sync write there."""
+    if not isinstance(project, str) or project in ("", ".", "..") or "/" in project or "\0" in project:
+        raise RequestError("bad_request", f"a project is one directory name in the workdir, not {project!r}")
+    return project
 
 
 def checked_relpath(relpath: str) -> str:
@@ -119,9 +127,9 @@ class Receiver:
             tree.unlock(self.held_trees.pop(held, None))
 
     def target(self, project_dir: str) -> Target:
-        found = self.targets.get(project_dir)
+        found = self.targets.get(project_dir) if isinstance(project_dir, str) else None
         if found is None:  # a request without a prepare first (a test's raw agent): the live tree, unlocked
-            project_dir = os.path.abspath(os.path.expanduser(project_dir))
+            project_dir = host_dirs.project_dir(project_dir)
             found = self.targets[project_dir] = Target(project_dir, project_dir, Records.load(project_dir))
         return found
 

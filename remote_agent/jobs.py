@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from . import durable, logind, protocol, supervisor_error
+from . import durable, host_dirs, logind, protocol, supervisor_error
 from .receiving import RequestError
 
 STATUS = "status.json"
@@ -42,8 +42,8 @@ def start(request: dict, tree_fd: int | None = None) -> dict:
     """Start the job's supervisor. With `tree` in the request the job runs in a synced project tree it owns
     for its whole life (tree.py): tree_fd is the tree lock the sync took for it, passed on to the
     supervisor; without one, the supervisor takes the lock itself and switches in the run's staged tree."""
-    run_dir = os.path.abspath(os.path.expanduser(request["run_dir"]))
-    cwd = os.path.abspath(os.path.expanduser(request["cwd"]))
+    run_dir = host_dirs.absolute(request["run_dir"], "a run directory")
+    cwd = host_dirs.absolute(request["cwd"], "a job's working directory")
     if not os.path.isdir(cwd):
         raise RequestError("bad_request", f"project directory {cwd} does not exist on the host")
     lock = request.get("lock")  # the host's GPU lock (see hostlock.py); None: run at once, as local runs do
@@ -155,7 +155,7 @@ def alive(pid: int) -> bool:
 
 
 def read_status(run_dir: str) -> dict:
-    run_dir = os.path.abspath(os.path.expanduser(run_dir))
+    run_dir = host_dirs.absolute(run_dir, "a run directory")
     if not os.path.isdir(run_dir):
         raise RequestError("no_such_run", f"no run directory {run_dir} on the host")
     try:
@@ -180,7 +180,7 @@ ENDED_STATES = ("exited", "busy")  # recorded by the supervisor itself; "lost" a
 def follow(run_dir: str, offset: int, send, out, metrics_offset: int = 0, until_now: bool = False) -> None:
     """Send the log from `offset` (and whole new metrics lines) as they grow, then the exit; with
     until_now, only what is there now, then an `eof` with the status. Returns early if the laptop speaks."""
-    run_dir = os.path.abspath(os.path.expanduser(run_dir))
+    run_dir = host_dirs.absolute(run_dir, "a run directory")
     status = read_status(run_dir)
     last_sent = time.monotonic()
     with open(os.path.join(run_dir, LOG), "rb") as log:

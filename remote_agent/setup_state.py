@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 
+from . import host_dirs
 from .receiving import RequestError
 from .jobs import write_json
 
@@ -15,10 +16,7 @@ STATE = os.path.join(".offload", "setup.json")
 
 
 def state_path(project_dir: str) -> str:
-    project_dir = os.path.abspath(os.path.expanduser(project_dir))
-    if not os.path.isdir(project_dir):
-        raise RequestError("bad_request", f"project directory {project_dir} does not exist on the host")
-    return os.path.join(project_dir, STATE)
+    return os.path.join(host_dirs.project_dir(project_dir), STATE)
 
 
 def get(project_dir: str) -> dict:

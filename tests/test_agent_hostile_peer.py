@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxed_agent import PREPARE, Message, Nested, Outcome, Raw, Stream, survives
+from sandboxed_agent import PREPARE, PROJECT, Message, Nested, Outcome, Raw, Stream, survives
 
 from offload.errors import LinkLost, RemoteError
 from remote_agent import protocol
@@ -54,6 +54,38 @@ def test_an_error_naming_a_path_with_a_line_break_is_still_one_line(sandboxes):
         outcome.replies[1]["message"]
 
 
+@pytest.mark.parametrize("name", ["../escaped", "{outside}/abs-project", "", ".", "..", "a/b", "up/" + PROJECT])
+def test_a_project_name_that_is_a_path_is_refused_and_nothing_is_made(name, sandboxes):
+    outcome = survives(Stream([Message({"t": "prepare", "workdir": "{work}", "project": name}), ping()]), sandboxes)
+    assert kinds(outcome) == ["hello", "error:bad_request", "pong"]
+    assert "a project is one directory name in the workdir" in outcome.replies[1]["message"]
+
+
+@pytest.mark.parametrize("project_dir", ["", "relative/dir", "{work}/never-prepared"])
+def test_a_sync_to_a_project_directory_that_is_not_one_is_refused_and_nothing_is_written(project_dir, sandboxes):
+    apply = Message({"t": "apply", "project_dir": project_dir, "delete": [], "forget": []})
+    put_new_file = Message({"t": "put", "path": "new.txt", "kind": "file", "mode": 0o644, "mtime_ns": 1, "size": 3},
+                           b"ab\1")
+    outcome = survives(Stream([apply, put_new_file, Message({"t": "end"}), ping()]), sandboxes)  # "": the agent's ~
+    assert kinds(outcome) == ["hello", "error:bad_request", "pong"]
+    assert not (outcome.sandbox.work / "never-prepared").exists()
+
+
+@pytest.mark.parametrize("request_fields", [
+    {"t": "setup_state", "project_dir": "", "state": {"key": "k"}},
+    {"t": "list_files", "project_dir": "", "patterns": ["**"]},
+    {"t": "read_file", "project_dir": "relative", "path": "x.txt"},
+    {"t": "start", "run_dir": "run", "cwd": "{project_dir}", "argv": ["{python}", "-c", "pass"]},
+    {"t": "start", "run_dir": "{project_dir}/.offload/runs/r1", "cwd": "", "argv": ["{python}", "-c", "pass"]},
+    {"t": "status", "run_dir": ""}, {"t": "stop", "run_dir": ""}, {"t": "follow", "run_dir": "."},
+])
+def test_a_directory_the_laptop_names_by_a_relative_path_is_refused_not_taken_from_the_home(request_fields,
+                                                                                              sandboxes):
+    outcome = survives(Stream([Message(request_fields), ping()]), sandboxes)  # HOME, in the sandbox, stays as it was
+    assert kinds(outcome) == ["hello", "error:bad_request", "pong"]
+    assert "must be an absolute path on the host" in outcome.replies[1]["message"]
+
+
 # --- the same through the real sshd -----------------------------------------------------------------------
 
 def test_through_ssh_noise_other_versions_and_unknown_requests_leave_the_agent_serving(link):
@@ -73,4 +105,13 @@ def test_through_ssh_a_line_that_is_no_message_is_one_error_then_a_closed_channe
     assert excinfo.value.code == "protocol" and excinfo.value.detail.startswith("unreadable message: ")
     with pytest.raises(LinkLost):  # the agent left: the next request is a lost link at once, not a timeout
         agent.request("ping", timeout=10)
+
+
+def test_through_ssh_a_project_name_that_climbs_out_of_the_workdir_is_refused(link):
+    agent, workdir = link
+    with pytest.raises(RemoteError) as excinfo:
+        agent.request("prepare", workdir=workdir, project="../escaped")
+    assert excinfo.value.code == "bad_request"
+    assert not (Path(workdir).parent / "escaped").exists()
+    assert agent.request("ping")["t"] == "pong"
 
