@@ -70,7 +70,7 @@ class Agent:
         elif kind == "device":
             self.send("device", **facts.device_facts())
         elif kind == "bench":
-            self.send("bench", **ceiling.measure(float(message.get("seconds", 10))))
+            self.send("bench", **ceiling.measure(message.get("seconds", 10)))
         elif kind == "prepare":  # a sync begins: it takes the project's sync lock, waiting for another sync
             prepared = files.prepare(message["workdir"], message["project"])
             prepared.update(self.receiver.begin(prepared["project_dir"], bool(message.get("for_run")),

@@ -86,6 +86,13 @@ def test_a_directory_the_laptop_names_by_a_relative_path_is_refused_not_taken_fr
     assert "must be an absolute path on the host" in outcome.replies[1]["message"]
 
 
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1, 0, 10 ** 6, True, "10", None])
+def test_a_benchmark_of_no_sensible_length_is_refused_at_once(seconds, sandboxes):
+    outcome = survives(Stream([Message({"t": "bench", "seconds": seconds})]), sandboxes)
+    assert kinds(outcome) == ["hello", "error:bad_request"]
+    assert "a benchmark runs for more than 0 and at most 3600 seconds" in outcome.replies[1]["message"]
+
+
 # --- the same through the real sshd -----------------------------------------------------------------------
 
 def test_through_ssh_noise_other_versions_and_unknown_requests_leave_the_agent_serving(link):
@@ -114,4 +121,3 @@ def test_through_ssh_a_project_name_that_climbs_out_of_the_workdir_is_refused(li
     assert excinfo.value.code == "bad_request"
     assert not (Path(workdir).parent / "escaped").exists()
     assert agent.request("ping")["t"] == "pong"
-
