@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sandboxed_agent import PREPARE, PROJECT, Message, Nested, Outcome, Raw, Stream, survives
+from sandboxed_agent import PREPARE, PROJECT, WELL_FRAMED_BYTES, Message, Nested, Outcome, Raw, Stream, survives
+from test_agent_errors import put, start_apply
 
 from offload.errors import LinkLost, RemoteError
 from remote_agent import protocol
@@ -93,6 +94,19 @@ def test_a_benchmark_of_no_sensible_length_is_refused_at_once(seconds, sandboxes
     assert "a benchmark runs for more than 0 and at most 3600 seconds" in outcome.replies[1]["message"]
 
 
+@pytest.mark.parametrize("path", ["records/planted.txt", "records/synced.json", "itself/.offload/planted.txt",
+                                  "itself/.offload", "itself/records/planted.txt"])
+def test_a_link_into_the_projects_own_records_is_not_followed(path, sandboxes):
+    put_new_file = Message({"t": "put", "path": path, "kind": "file", "mode": 0o644, "mtime_ns": 1,
+                            "size": len(WELL_FRAMED_BYTES) + 1}, WELL_FRAMED_BYTES + b"\1")
+    apply = Message({"t": "apply", "project_dir": "{project_dir}", "delete": [], "forget": [], "force": True})
+    outcome = survives(Stream([PREPARE, apply, put_new_file, Message({"t": "end"})]), sandboxes)
+    assert kinds(outcome) == ["hello", "prepared", "applied"]
+    assert outcome.replies[-1]["written"] == 0
+    [(kept, why)] = outcome.replies[-1]["kept"]
+    assert kept == path and "is offload's own records (.offload/) through a symlink" in why
+
+
 # --- the same through the real sshd -----------------------------------------------------------------------
 
 def test_through_ssh_noise_other_versions_and_unknown_requests_leave_the_agent_serving(link):
@@ -121,3 +135,18 @@ def test_through_ssh_a_project_name_that_climbs_out_of_the_workdir_is_refused(li
     assert excinfo.value.code == "bad_request"
     assert not (Path(workdir).parent / "escaped").exists()
     assert agent.request("ping")["t"] == "pong"
+
+
+def test_through_ssh_a_sync_never_writes_through_a_link_into_the_projects_records(link):
+    agent, workdir = link
+    project_dir = Path(start_apply(agent, workdir, "records-link"))
+    agent.write(protocol.encode("put", path="records", kind="link", target=".offload", mode=0o777, mtime_ns=1,
+                                size=0), flush=True)
+    agent.send("end")
+    assert agent.recv()["written"] == 1
+    agent.send("apply", project_dir=str(project_dir), delete=[], forget=[], force=True)
+    agent.write(put("records/planted.txt", b"the laptop's"), flush=True)
+    agent.send("end")
+    applied = agent.recv()
+    assert applied["written"] == 0 and [kept for kept, _ in applied["kept"]] == ["records/planted.txt"]
+    assert not (project_dir / ".offload" / "planted.txt").exists()
