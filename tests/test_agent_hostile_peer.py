@@ -1,13 +1,15 @@
-"""The agent survives a hostile or broken peer (issue 11, point 7): a real agent in a sandbox
-(sandboxed_agent.py, which checks every property) fed fixed examples, a regression test for each bug
-found, and a few of them through the real sshd."""
+"""The agent survives a hostile or broken peer (issue 11, point 7): hypothesis streams (peer_streams.py) against
+a real agent in a sandbox (sandboxed_agent.py, which checks every property), fixed examples too long for
+hypothesis, a regression test for each bug the fuzzing found, and a few of them through the real sshd."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+from peer_streams import hostile_path_applies, request_runs, streams
 from sandboxed_agent import PREPARE, PROJECT, WELL_FRAMED_BYTES, Message, Nested, Outcome, Raw, Stream, survives
 from test_agent_errors import put, start_apply
 
@@ -18,6 +20,24 @@ from remote_agent import protocol
 @pytest.fixture(scope="module")
 def sandboxes(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("hostile-peer")
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(stream=streams())
+def test_any_stream_gets_messages_and_a_clean_exit_and_nothing_outside_the_project_changes(stream, sandboxes):
+    survives(stream, sandboxes)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=request_runs())
+def test_every_request_with_any_fields_is_answered_at_once(stream, sandboxes):
+    survives(stream, sandboxes)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=hostile_path_applies())
+def test_no_path_a_sync_names_reaches_outside_the_project(stream, sandboxes):
+    survives(stream, sandboxes)
 
 
 # --- fixed examples: lines too long for hypothesis, and one regression test for each bug the fuzzing found ----
