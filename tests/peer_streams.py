@@ -95,7 +95,7 @@ def prepare_request(draw) -> Message:
     return Message(fields)
 
 
-NOT_EXECUTABLE = {  # what no supervisor can start: each is refused before a run directory is made
+NOT_EXECUTABLE = {  # what no supervisor can start: answered at once, refused or as a failed start
     "argv": [[], [""], "{python}", [1], ["a\0b"], None],
     "env": [{"A": 1}, {"A=B": "c"}, {"": "x"}, {"A": "b\0"}, []],
     "lock": ["", 0],

@@ -18,7 +18,7 @@ import pytest
 
 from offload import stream
 from offload.agent import start_local
-from remote_agent import facts, hostlock, supervisor, supervisor_error
+from remote_agent import facts, host_dirs, hostlock, supervisor, supervisor_error
 from remote_agent.facts import parse_compute_apps
 from conftest import fill_disk, small_disk_at
 from procs import alive, processes_mentioning
@@ -294,7 +294,7 @@ def test_a_lock_given_as_a_relative_path_is_under_the_project(laptops, host):
 
 
 def test_host_side_stays_python_38_and_standard_library_only():
-    for module in (hostlock, supervisor, supervisor_error):
+    for module in (hostlock, supervisor, supervisor_error, host_dirs):
         tree = ast.parse(Path(module.__file__).read_text(), feature_version=(3, 8))
         imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                     for alias in node.names}
