@@ -270,8 +270,10 @@ def test_stopping_a_waiting_run_leaves_no_process_and_never_starts_it(laptops, h
     assert status["signal"] == "SIGTERM" and status["exit_code"] is None and "waiting" in status["note"]
     assert wait_for(lambda: processes_mentioning(str(waiting_dir)) == [], 5)
     wait_exited(laptops[0], holder_dir)
-    time.sleep(3 * supervisor.LOCK_POLL_S)  # time enough for a waiter that survived to take the free lock
+    after_dir, _ = start(laptops[0], host, "run-c", 0.1)  # the free lock taken and given back once more:
+    wait_exited(laptops[0], after_dir)  # a waiter that survived would have run by now, or still be waiting
     assert "run-b" not in timeline(host) and status_of(laptops[1], waiting_dir)["state"] == "exited"
+    assert processes_mentioning(str(waiting_dir)) == []
 
 
 def test_stopping_the_holder_lets_the_waiter_run(laptops, host):

@@ -5,16 +5,17 @@ by pid when the test ends (the offload_home fixture), and tests that stop it the
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import offload
 
 from conftest import register_host, run_offload
 from procs import alive
+from remote_agent.tree import SYNC_LOCK
 from sshd_server import wait_for
 from test_sync import host_project_dir, kill_sync_when_in_flight, sha256, sync
 
@@ -134,12 +135,23 @@ def test_a_client_killed_mid_sync_aborts_only_its_sync(offload_home, fresh_sshd,
     in_flight, _ = kill_sync_when_in_flight(project, part)
     assert in_flight, "the sync ended before the big file was in flight"
     assert wait_for(lambda: not part.exists(), 10), "the keeper did not abort the sync"
-    size_then = (host_dir / "weights.bin").stat().st_size
-    time.sleep(0.5)
-    assert sha256(host_dir / "weights.bin") == old_sha and size_then == 1000  # nothing went on after the kill
+    # the host's sync lock free again: the aborted sync is over there, so nothing more can land
+    assert wait_for(lambda: sync_lock_is_free(host_dir), 10), "the aborted sync still holds the host's sync lock"
+    assert sha256(host_dir / "weights.bin") == old_sha  # nothing went on after the kill
     assert alive(keeper_pid(offload_home))
     sync(project)
     assert sha256(host_dir / "weights.bin") == sha256(project / "weights.bin")
+
+
+def sync_lock_is_free(host_dir: Path) -> bool:
+    fd = os.open(host_dir / SYNC_LOCK, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the lock taken for the look
+    return True
 
 
 def installed_copy(root: Path) -> Path:
