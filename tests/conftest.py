@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,6 +12,11 @@ from pathlib import Path
 import pytest
 
 from sshd_server import SilentListener, SshServer
+
+# A suite started in the background of a shell (`make test &`, nohup) inherits SIGINT ignored, and so would every
+# offload it starts: the Ctrl-C tests would send a signal nobody can take. A handler of ours is reset at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
