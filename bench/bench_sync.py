@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from sshd_server import SshServer  # noqa: E402  (the tests' real-sshd fixture, reused)
 
-from offload.sync import project_dir_name  # noqa: E402  (where offload puts a project in its workdir)
+from offload.sync.push import project_dir_name  # noqa: E402  (where offload puts a project in its workdir)
 
 ALWAYS_EXCLUDED = [".git/", "__pycache__/", ".venv/", "venv/", ".offload/"]  # offload/ignore.py's set
 LO_TX_BYTES = Path("/sys/class/net/lo/statistics/tx_bytes")

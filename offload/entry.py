@@ -11,7 +11,7 @@ import sys
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["sync"]:
-        from . import keeper_client
+        from offload import keeper_client
 
         try:
             code = keeper_client.run(argv)
@@ -19,6 +19,6 @@ def main() -> None:
             sys.exit(130)
         if code is not None:
             sys.exit(code)
-    from .cli import main as cli_main
+    from offload.cli.app import main as cli_main
 
     cli_main()

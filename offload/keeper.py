@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 
-from .keeper_client import (PROTOCOL, code_fingerprint, keep_alive_s, peer_is_this_user, pid_path, recorded_socket,
+from offload.keeper_client import (PROTOCOL, code_fingerprint, keep_alive_s, peer_is_this_user, pid_path, recorded_socket,
                             socket_path, socket_record_path)
 
 CHECK_EVERY_S = 5.0  # how often an idle keeper checks that it is still the one its files name
@@ -98,8 +98,9 @@ class Client:
 
 
 def run_command(client: Client, request: dict) -> None:
-    from . import cli, links
-    from .errors import HostKeyError, RevokedHostKey
+    from offload.cli import app as cli
+    from offload.transport import links
+    from offload.errors import HostKeyError, RevokedHostKey
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     saved_streams = sys.stdout, sys.stderr
@@ -230,7 +231,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     print(f"keeper {os.getpid()} serving {claim.sock_path}", flush=True)
-    from . import cli, links  # noqa: F401  (cli now, while the first client waits anyway, not per command)
+    from offload.cli import app as cli
+    from offload.transport import links  # noqa: F401  (cli now, while the first client waits anyway, not per command)
 
     links.keep_links()
     try:

@@ -15,7 +15,7 @@ import struct
 import sys
 import time
 
-from . import home
+from offload import paths as home
 
 PROTOCOL = 1
 KEEP_ALIVE_ENV = "OFFLOAD_KEEP_ALIVE"  # seconds an idle keeper stays; 0 switches the keeper off

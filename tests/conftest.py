@@ -150,10 +150,10 @@ def box(offload_home: OffloadHome, sshd: SshServer) -> dict:
 def link(offload_home, sshd):
     """One real SSH connection to the session sshd (registered as `box`) and one remote agent, reused for every
     sync of the test: (agent, the host's workdir)."""
-    from offload import agent as agents
-    from offload import ssh
-    from offload.hosts import load
-    from offload.resolve import resolve
+    from offload.transport import agent as agents
+    from offload.transport import ssh
+    from offload.config.hosts import load
+    from offload.config.resolve import resolve
 
     register_host(offload_home, sshd)
     target = resolve("box", load().get("box"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.agent import start_local
+from offload.transport.agent import start_local
 
 
 def stat_fields(pid: int) -> list | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from offload.errors import LinkLost, RemoteError
-from offload.sync import project_dir_name, sync_project
+from offload.sync.push import project_dir_name, sync_project
 from remote_agent import protocol
 
 WHOLE = b"\1"

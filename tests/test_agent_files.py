@@ -18,10 +18,10 @@ from conftest import small_disk_at
 from procs import alive, local_agent  # noqa: F401  (local_agent: the fixture)
 from sshd_server import wait_for
 
-from offload.agent import start_local
+from offload.transport.agent import start_local
 from offload.errors import OffloadError, RemoteError
-from offload.ignore import scan_project
-from offload.sync import project_dir_name, send_entry, sync_project
+from offload.sync.ignore import scan_project
+from offload.sync.push import project_dir_name, send_entry, sync_project
 from remote_agent import protocol
 
 PART_SUFFIX = ".offload-part"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.peaks import PRECISIONS, cpu_peak
+from offload.mfu.peaks import PRECISIONS, cpu_peak
 from remote_agent import facts
 from remote_agent.facts import merge_cpu_facts, parse_cpuinfo, parse_lscpu
 

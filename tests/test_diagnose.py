@@ -10,8 +10,8 @@ import pytest
 import terminal
 from conftest import run_offload
 
-from offload.diagnose import find_missing, missing_paths, project_relpath, with_include
-from offload.selection import select_files
+from offload.runs.diagnose import find_missing, missing_paths, project_relpath, with_include
+from offload.sync.selection import select_files
 
 RECORDINGS = Path(__file__).resolve().parent / "data" / "missing-files"
 RECORDED_PROJECT_DIR = "/tmp/offload-record/workdir/proj-1a2b3c4d"  # where record.py ran them

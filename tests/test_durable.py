@@ -23,8 +23,8 @@ import pytest
 from conftest import register_host, run_offload
 from sshd_server import descendants, wait_for
 
-from offload.blocks import plan_delta
-from offload.sync import project_dir_name, sync_project
+from offload.sync.blocks import plan_delta
+from offload.sync.push import project_dir_name, sync_project
 from remote_agent import durable, patching
 from remote_agent.fence import Fence
 

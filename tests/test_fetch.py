@@ -17,7 +17,7 @@ import pytest
 
 from conftest import register_host, run_offload
 from offload.errors import OffloadError, RemoteError
-from offload.fetch import LocalState, RemoteFile, download, list_remote, plan_fetch
+from offload.sync.fetch import LocalState, RemoteFile, download, list_remote, plan_fetch
 from procs import local_agent  # noqa: F401  (the fixture)
 from sshd_server import wait_for
 
@@ -362,7 +362,7 @@ def test_a_sibling_whose_name_extends_the_projects_is_outside_it(agent, tmp_path
 
 
 def test_a_listing_is_checked_path_by_path_against_the_patterns_asked_for():
-    from offload.fetch_paths import INTO_RECORDS, first_stray
+    from offload.sync.fetch_paths import INTO_RECORDS, first_stray
 
     honest = ["out/ckpt.pt", "out/sub/x.txt", "out/.hidden", "out/a..b"]
     assert first_stray(["out/**"], honest) is None

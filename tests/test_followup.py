@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import register_host, run_offload, start_offload
 from procs import alive, descendants, group_members
 from terminal import read_terminal
-from offload.runs import load_runs
+from offload.runs.record import load_runs
 from sshd_server import wait_for
 
 SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(300)\n"
@@ -197,7 +197,7 @@ def test_no_wait_on_a_busy_host_exits_75_without_running(box, project, tmp_path)
 
 
 def test_gpu_processes_offload_did_not_start_are_reported(capsys):
-    from offload.runner import report_busy_gpus
+    from offload.runs.job import report_busy_gpus
     from remote_agent.facts import parse_compute_apps
 
     recorded = (Path(__file__).parent / "data" / "nvidia-smi-apps" / "python-4050mib.csv").read_text()

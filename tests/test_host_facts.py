@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import register_host, run_offload
-from offload.checks import COLUMNS, describe_gpus
+from offload.cli.hosts_check import COLUMNS, describe_gpus
 from remote_agent import facts
 from sshd_server import closed_port, generate_keypair
 

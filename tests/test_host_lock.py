@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from offload import stream
-from offload.agent import start_local
+from offload.runs import sinks as stream
+from offload.transport.agent import start_local
 from remote_agent import facts, host_dirs, hostlock, supervisor, supervisor_error
 from remote_agent.facts import parse_compute_apps
 from conftest import fill_disk, small_disk_at

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_offload
-from offload.runs import load_runs
-from offload.sync import project_dir_name
+from offload.runs.record import load_runs
+from offload.sync.push import project_dir_name
 from sshd_server import wait_for
 
 NO_KEEPER = {"OFFLOAD_KEEP_ALIVE": "0"}  # each command its own SSH link, so the host sees them at once

@@ -16,7 +16,7 @@ import pytest
 
 import terminal
 from conftest import register_host, run_offload
-from offload.hostkeys import fingerprint
+from offload.transport.hostkeys import fingerprint
 from sshd_server import SshServer, generate_keypair
 
 PROMPT = b"[y/N] "
@@ -236,8 +236,8 @@ def test_a_revoked_line_for_other_hosts_revokes_nothing_here(offload_home, sshd,
 def test_a_revoked_line_in_the_systems_known_hosts_counts_too(tmp_path):
     """OpenSSH's GlobalKnownHostsFile (/etc/ssh/ssh_known_hosts) is read for @revoked as the user's files are."""
     from offload.errors import RevokedHostKey
-    from offload.hostkeys import GLOBAL_KNOWN_HOSTS, refuse_if_revoked
-    from offload.resolve import resolve
+    from offload.transport.hostkeys import GLOBAL_KNOWN_HOSTS, refuse_if_revoked
+    from offload.config.resolve import resolve
 
     assert Path("/etc/ssh/ssh_known_hosts") in GLOBAL_KNOWN_HOSTS
     key_line = generate_keypair(tmp_path / "host_key")  # "ssh-ed25519 AAAA..."

@@ -282,7 +282,7 @@ SAVES = 150
 SAVER = """
 import sys
 from pathlib import Path
-from offload import hosts
+from offload.config import hosts
 path, tag = Path(sys.argv[1]), sys.argv[2]
 for round_number in range(int(sys.argv[3])):
     entries = {f"{tag}{i}": {"hostname": f"10.0.{i}.{round_number % 250}", "env": {"TOKEN": tag * 200}} for i in range(3)}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.ignore import LocalEntry, explain, human_size, parse_rules, scan_project, summarize
+from offload.sync.ignore import LocalEntry, explain, human_size, parse_rules, scan_project, summarize
 
 
 def make_tree(root: Path, files: dict[str, str]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.agent import start_local
+from offload.transport.agent import start_local
 from offload.errors import RemoteError
 from procs import alive, group_members
 from sshd_server import wait_for

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.logout_survival import describe, detach_warning
+from offload.runs.logout_survival import describe, detach_warning
 from procs import alive, local_agent  # noqa: F401 - local_agent is a fixture
 from remote_agent.jobs import supervisor_argv
 from remote_agent.logind import SCOPE_PREFIX, logout_survival, plan_survival, read_facts

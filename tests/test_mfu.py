@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from offload import mfu
-from offload.mfu import MfuTracker, RunFacts
+from offload.mfu import tracker as mfu
+from offload.mfu.tracker import MfuTracker, RunFacts
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chargpt"
 H100_SXM_BF16_TFLOPS = 989.4  # dense, NVIDIA's datasheet

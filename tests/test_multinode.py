@@ -13,7 +13,7 @@ import yaml
 
 from conftest import register_host, run_offload
 from netns_hosts import ip, two_hosts  # noqa: F401  (the fixture)
-from offload.launch import plan_node_launch
+from offload.runs.launch import plan_node_launch
 from sshd_server import is_sshd, read_proc, wait_for
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -62,8 +62,8 @@ def test_each_node_gets_torchrun_with_c10d_rendezvous_at_node_0():
 
 
 def test_the_rendezvous_is_at_rdzv_host_when_hosts_yaml_gives_one():
-    from offload.multinode import Node, node_address
-    from offload.resolve import resolve
+    from offload.runs.multinode import Node, node_address
+    from offload.config.resolve import resolve
 
     plain = resolve("a", {"hostname": "gpu-a.lan"})
     homed = resolve("a", {"hostname": "gpu-a.lan", "rdzv_host": "10.9.0.5"})

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from offload.mfu import MfuTracker, parse_metrics_line, parse_nanogpt_line
+from offload.mfu.tracker import MfuTracker, parse_metrics_line, parse_nanogpt_line
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "remote_agent" / "lib"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.peaks import CARDS, GPU_TABLE, PRECISIONS, Peak, gpu_peak, normalize_dtype, override_peak
+from offload.mfu.peaks import CARDS, GPU_TABLE, PRECISIONS, Peak, gpu_peak, normalize_dtype, override_peak
 from remote_agent.facts import parse_nvidia_smi_csv
 
 RECORDED = Path(__file__).parent / "data" / "nvidia-smi"

@@ -14,8 +14,8 @@ import pytest
 from conftest import CliResult, run_offload, register_host
 from sshd_server import descendants, wait_for
 
-from offload.ignore import scan_project
-from offload.sync import project_dir_name
+from offload.sync.ignore import scan_project
+from offload.sync.push import project_dir_name
 
 PART_SUFFIX = ".offload-part"
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ import pytest
 from conftest import register_host, run_offload
 from procs import alive, stop_by_pid
 from offload.errors import OffloadError
-from offload.resolve import resolve, resolve_jump, split_destination, ssh_config_for
+from offload.config.resolve import resolve, resolve_jump, split_destination, ssh_config_for
 from sshd_server import generate_keypair, wait_for
 
 CONFIG = """\

@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import HOLD, fill_disk, register_host, run_offload, small_disk_at, start_offload
-from offload import agent as agents
-from offload import runner, ssh
-from offload.hosts import load
-from offload.resolve import resolve
-from offload.runs import load_runs
+from offload.transport import agent as agents
+from offload.runs import job as runner
+from offload.transport import ssh
+from offload.config.hosts import load
+from offload.config.resolve import resolve
+from offload.runs.record import load_runs
 from pipe_reads import read_line_within, read_rest_within
 from procs import alive, processes_mentioning
 from sshd_server import wait_for
@@ -159,8 +160,8 @@ RANK_REPORT = (  # each torchrun rank writes its own file: the ranks share one o
 @pytest.fixture
 def open_link(box, project):
     """One connection and one agent for many runs (the hypothesis tests below)."""
-    from offload.sync import sync_project
-    from offload.watch import Link
+    from offload.sync.push import sync_project
+    from offload.transport.link import Link
 
     (project / "rank_report.py").write_text(RANK_REPORT)
     target = resolve("box", load().get("box"))

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from conftest import run_offload
-from offload.runs import load_runs
+from offload.runs.record import load_runs
 from remote_agent import outputs
 from remote_agent.outputs import CHANGED, DELETED, NEWER, Withheld
 from sshd_server import wait_for

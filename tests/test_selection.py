@@ -12,9 +12,9 @@ from conftest import run_offload
 from test_sync import host_project_dir
 
 from offload.errors import OffloadError
-from offload.ignore import scan_project
-from offload.project_config import parse
-from offload.selection import LeftOut, Selection, select_files, select_project, selection_lines
+from offload.sync.ignore import scan_project
+from offload.config.project import parse
+from offload.sync.selection import LeftOut, Selection, select_files, select_project, selection_lines
 
 GITIGNORES = Path(__file__).resolve().parent / "data" / "gitignores"
 

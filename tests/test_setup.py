@@ -10,9 +10,9 @@ import pytest
 
 from conftest import HOLD, register_host, run_offload, start_offload
 from offload.errors import OffloadError
-from offload.project_config import parse
-from offload.runs import load_runs
-from offload.setup import SetupPlan, setup_text, why_run
+from offload.config.project import parse
+from offload.runs.record import load_runs
+from offload.runs.setup import SetupPlan, setup_text, why_run
 from sshd_server import wait_for
 
 
@@ -196,7 +196,7 @@ def test_why_run_names_what_changed():
     assert why_run({"key": plan.key}, plan) is None
     assert why_run({}, plan) == "it has not succeeded in this project directory yet"
     other = SetupPlan(plan.text, "/usr/bin/python3", {"requirements.txt": "bb", "pyproject.toml": "cc"})
-    from offload.setup import state_of
+    from offload.runs.setup import state_of
 
     assert why_run(state_of(other), plan) == \
         "the python changed to /venv/bin/python; changed: pyproject.toml, requirements.txt"

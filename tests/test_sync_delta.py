@@ -20,9 +20,9 @@ from pathlib import Path
 from conftest import register_host, run_offload
 from sshd_server import wait_for
 
-from offload.blocks import BLOCK, plan_delta
+from offload.sync.blocks import BLOCK, plan_delta
 from offload.errors import OffloadError
-from offload.sync import project_dir_name, sync_project
+from offload.sync.push import project_dir_name, sync_project
 from remote_agent import patching
 
 MiB = 1 << 20
@@ -211,7 +211,7 @@ def test_a_journal_left_by_a_killed_agent_is_redone_by_the_next_manifest(link, t
 
 def patch_message(delta, content: bytes) -> tuple:
     """The `patch` message and blob offload.sync.send_patch would send for delta, as module-level data."""
-    from offload.blocks import as_ranges, block_length
+    from offload.sync.blocks import as_ranges, block_length
 
     digests = b"".join(delta.digests[i * 16:(i + 1) * 16] for i in delta.changed)
     data = b"".join(content[i * BLOCK:i * BLOCK + block_length(i, delta.size)] for i in delta.changed)

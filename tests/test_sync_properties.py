@@ -27,7 +27,7 @@ from conftest import register_host, run_offload
 from sshd_server import wait_for
 
 from offload.errors import OffloadError
-from offload.sync import project_dir_name, sync_project
+from offload.sync.push import project_dir_name, sync_project
 
 PART_SUFFIX = ".offload-part"
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,224 @@
+"""The `offload` command. Thin: parse, call the module that owns the concern, print errors in one line.
+
+Nothing heavy is imported at start-up (paramiko, torch, rich tables): `offload --help` stays fast.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from offload.errors import OffloadError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run PyTorch training on your own GPU box over SSH; locally on the CPU when it is off.")
+hosts_app = typer.Typer(no_args_is_help=True, help="Register and check GPU hosts.")
+app.add_typer(hosts_app, name="hosts")
+DEBUG = {"on": False}
+INVOCATION = {"argv": []}  # the arguments run_cli was given: a failed run's diagnosis repeats them (diagnose.py)
+
+
+@app.callback()
+def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of internal errors.")):
+    DEBUG["on"] = debug
+
+
+@app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+def run(
+    script: Optional[str] = typer.Argument(None, help="The training script, relative to the project root."),
+    args: Optional[List[str]] = typer.Argument(None, help="Passed to the script exactly as given."),
+    host: Optional[List[str]] = typer.Option(None, "--host", "-H", help="Registered host (default: the first in hosts.yaml); repeat it for one job across several hosts."),
+    nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", min=1, help="Processes (GPUs) per node; >1 uses torchrun."),
+    no_fallback: bool = typer.Option(False, "--no-fallback", help="Fail instead of running locally when the host is unreachable."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1, help="Seconds to wait for the host's SSH banner."),
+    project: Optional[Path] = typer.Option(None, "--project", help="Project directory to sync (default: the current one)."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Return as soon as the job has started."),
+    reconnect_for: float = typer.Option(600.0, "--reconnect-for", min=0, help="Seconds to keep reconnecting after the link drops."),
+    fetch: Optional[List[str]] = typer.Option(None, "--fetch", help="Fetch files matching PATTERN when the run ends (repeatable)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Exit with code 75 instead of waiting when the host is busy."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Run RUN's command again, with its fetched files put back."),
+    force: bool = typer.Option(False, "--force", help="Replace files changed on the host since they were synced (says which)."),
+    include: Optional[List[str]] = typer.Option(None, "--include", help="Send files matching PATTERN (gitignore-style, from the project root) whatever the ignore rules say (repeatable)."),
+):
+    """Sync the project to the host and run SCRIPT there, streaming its output back."""
+    if script is None and resume is None:
+        raise typer.BadParameter("missing SCRIPT (or --resume RUN)", param_hint="SCRIPT")
+    from offload.runs.job import RunOptions, run as run_job
+
+    hosts = list(host or [])
+    raise typer.Exit(run_job(RunOptions(script=script, args=list(args or []), host=hosts[0] if len(hosts) == 1 else None,
+                                        hosts=hosts, nproc_per_node=nproc_per_node,
+                                        no_fallback=no_fallback, connect_timeout=connect_timeout, project=project,
+                                        detach=detach, reconnect_for=reconnect_for, fetch=list(fetch or []),
+                                        no_wait=no_wait, resume=resume, include=list(include or []),
+                                        command_line=list(INVOCATION["argv"]), force=force)))
+
+
+@app.command()
+def sync(
+    host: Optional[str] = typer.Option(None, "--host", "-H", help="Registered host (default: the first)."),
+    project: Optional[Path] = typer.Option(None, "--project", help="Project directory (default: the current one)."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
+    force: bool = typer.Option(False, "--force", help="Replace files changed on the host since they were synced (says which)."),
+    include: Optional[List[str]] = typer.Option(None, "--include", help="Send files matching PATTERN whatever the ignore rules say (repeatable)."),
+):
+    """Sync the project to the host, without running anything."""
+    from offload.runs.job import sync_only
+
+    raise typer.Exit(sync_only(host, project, connect_timeout, list(include or []), force))
+
+
+@app.command()
+def logs(
+    run: str = typer.Argument("last", help="Run id, a unique prefix, or `last`."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep following until the run ends."),
+    project: Optional[Path] = typer.Option(None, "--project"),
+    reconnect_for: float = typer.Option(600.0, "--reconnect-for", min=0),
+):
+    """Bring the run's output up to date locally (from the last byte the laptop has) and show it."""
+    from offload.cli.follow_up import logs_command
+
+    raise typer.Exit(logs_command(project, run, follow, reconnect_for))
+
+
+@app.command()
+def status(
+    run: str = typer.Argument("last", help="Run id, a unique prefix, or `last`."),
+    project: Optional[Path] = typer.Option(None, "--project"),
+):
+    """running / exited N / killed by SIGNAL / lost."""
+    from offload.cli.follow_up import status_command
+
+    raise typer.Exit(status_command(project, run))
+
+
+@app.command()
+def stop(
+    run: str = typer.Argument(..., help="Run id, a unique prefix, or `last`."),
+    grace: float = typer.Option(10.0, "--grace", min=0, help="Seconds between SIGTERM and SIGKILL."),
+    project: Optional[Path] = typer.Option(None, "--project"),
+):
+    """Stop a run: SIGTERM to its whole process group, SIGKILL after the grace period."""
+    from offload.cli.follow_up import stop_command
+
+    raise typer.Exit(stop_command(project, run, grace))
+
+
+@app.command("fetch")
+def fetch_files(
+    run: str = typer.Argument(..., help="Run id, a unique prefix, or `last`."),
+    patterns: Optional[List[str]] = typer.Argument(None, help="Globs relative to the run's project dir (default: out/**)."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Destination (default: .offload/runs/<id>/files/)."),
+    project: Optional[Path] = typer.Option(None, "--project"),
+    node: int = typer.Option(0, "--node", min=0, help="Of a multi-node run: which node's files."),
+    current: bool = typer.Option(False, "--current", help="The versions on the host now, even those a later run changed."),
+):
+    """Copy files from the run's project directory on its host, verified by SHA-256, resumable.
+
+    Only the versions the run itself left: a file a later run changed is named and not fetched (--current
+    fetches it). Exit 0 when every listed file is here, 3 when some were withheld so.
+    """
+    from offload.sync.fetch import fetch_command
+
+    raise typer.Exit(fetch_command(project, run, list(patterns or []), to, node, current))
+
+
+@app.command("runs")
+def runs_list(project: Optional[Path] = typer.Option(None, "--project", help="Project directory (default: the current one).")):
+    """List this project's runs: host, device, duration, exit, final loss and MFU."""
+    from offload.runs.job import project_root_of
+    from offload.mfu.report import print_runs
+
+    raise typer.Exit(print_runs(project_root_of(project)))
+
+
+@hosts_app.command("add")
+def hosts_add(
+    name: str = typer.Argument(..., help="A short name for the host, e.g. 4070ti."),
+    destination: str = typer.Argument(..., help="[user@]hostname[:port], or an alias from ~/.ssh/config."),
+    port: Optional[int] = typer.Option(None, "--port", "-p"),
+    identity: Optional[str] = typer.Option(None, "--identity", "-i", help="Private key file."),
+    proxy_jump: Optional[str] = typer.Option(None, "--proxy-jump", "-J", help="Jump host, [user@]host[:port], as ssh -J."),
+    python: Optional[str] = typer.Option(None, "--python", help="The host's Python that has torch."),
+    workdir: Optional[str] = typer.Option(None, "--workdir", help="Where projects go on the host (default ~/offload)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="Processes per node by default."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Accept the host's key without asking."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
+):
+    """Register a host; connects once to confirm its key."""
+    from offload.cli.hosts import add_host
+
+    raise typer.Exit(add_host(name, destination, dict(port=port, identity_file=identity, proxy_jump=proxy_jump, python=python,
+                                                      workdir=workdir, gpus=gpus), yes, connect_timeout))
+
+
+@hosts_app.command("list")
+def hosts_list():
+    """Show registered hosts."""
+    from offload.cli.hosts import list_hosts
+
+    raise typer.Exit(list_hosts())
+
+
+@hosts_app.command("remove")
+def hosts_remove(name: str = typer.Argument(...)):
+    """Forget a host (its known key stays in offload's known_hosts)."""
+    from offload.cli.hosts import remove_host
+
+    raise typer.Exit(remove_host(name))
+
+
+@hosts_app.command("disconnect")
+def hosts_disconnect():
+    """Close the SSH connections kept open between syncs (the link keeper)."""
+    from offload.keeper_client import stop_keeper
+
+    print(f"offload: {stop_keeper()}", file=sys.stderr)
+
+
+@hosts_app.command("check")
+def hosts_check(
+    name: Optional[str] = typer.Argument(None, help="One host (default: all; `local` is this machine)."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
+    bench: bool = typer.Option(False, "--bench", help="Also measure the matmul ceiling (about 10 s) and keep it for MFU."),
+    bench_seconds: float = typer.Option(10.0, "--bench-seconds", min=0.5, help="How long the matmul probe runs."),
+):
+    """Reach each host and report Python, torch, CUDA, GPUs, CPU, peak TFLOPS and free disk."""
+    from offload.cli.hosts import check_hosts
+
+    raise typer.Exit(check_hosts(name, connect_timeout, bench_seconds if bench else None))
+
+
+REDO = "redo"  # run_cli's answer when the caller should run the command itself (see redo below)
+
+
+def run_cli(argv: list, redo=lambda exc: False, log_internal=lambda exc: None) -> int | str:
+    """Run one command line; the exit code, every error printed as one line. redo(exc) true: REDO instead
+    of printing exc (the link keeper hands a host key to confirm back to the terminal it came from);
+    log_internal(exc) sees each internal error (the keeper logs its traceback)."""
+    DEBUG["on"] = False
+    INVOCATION["argv"] = list(argv)
+    try:
+        app(args=argv, prog_name="offload")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except OffloadError as exc:
+        if redo(exc):
+            return REDO
+        hint = f" (hint: {exc.hint})" if exc.hint else ""
+        print(f"offload: error: {exc.message}{hint}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a bare traceback
+        if "--debug" in argv[:1] or DEBUG["on"]:
+            raise
+        log_internal(exc)
+        print(f"offload: internal error: {type(exc).__name__}: {exc} (run `offload --debug ...` for the traceback)",
+              file=sys.stderr)
+        return 70
+    return 0
+
+
+def main() -> None:
+    sys.exit(run_cli(sys.argv[1:]))

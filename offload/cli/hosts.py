@@ -1,0 +1,129 @@
+"""`offload hosts add|list|remove|check`: the registry edited and shown, keys confirmed."""
+from __future__ import annotations
+
+import os
+import sys
+
+from offload.config import hosts
+from offload.errors import HostKeyError, HostUnreachable, OffloadError, RevokedHostKey
+from offload.config.resolve import resolve, split_destination
+from offload.runs.job import ask_host_key, say
+
+
+def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float) -> int:
+    registry = hosts.load()
+    if not hosts.NAME_PATTERN.match(name):
+        raise OffloadError(f"bad host name {name!r}: use letters, digits, '.', '_' and '-'")
+    if name in registry.hosts:
+        raise OffloadError(f"host {name} is already registered", hint=f"offload hosts remove {name} first")
+    user, hostname, port = split_destination(destination)
+    entry = {"hostname": hostname, "user": user, "port": flags.pop("port", None) or port, **flags}
+    entry = {key: value for key, value in entry.items() if value is not None}
+    if not entry.get("identity_file", "~").startswith("~"):  # later runs start in other directories
+        entry["identity_file"] = os.path.abspath(entry["identity_file"])
+    for key, value in entry.items():
+        problem = hosts.check_field(key, value)
+        if problem:
+            raise OffloadError(problem)
+    target = resolve(name, entry)
+    from offload.transport.hostkeys import fingerprint, forget_hint
+    from offload.transport import ssh
+
+    def confirm(target, key) -> bool:
+        print(f"{target.name} ({target.known_hosts_name}) presents {key.get_name()} key {fingerprint(key)}",
+              file=sys.stderr)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise OffloadError(f"cannot confirm the host key of {name} without a terminal",
+                               hint="compare the fingerprint above with the host's, then add --yes")
+        return input("Trust this key? [y/N] ").strip().lower() in ("y", "yes")
+
+    try:
+        ssh.connect(target, timeout, confirm=confirm).close()
+    except RevokedHostKey:  # nothing the user could trust: say so as it is
+        raise
+    except HostKeyError as exc:  # its hint would name `hosts check`, for a host that is not registered
+        if exc.expected_fingerprint is None:
+            raise OffloadError(f"{name} not added: you did not trust its host key {exc.got_fingerprint}",
+                               hint=f"compare it with `ssh-keygen -lf` of the host's key, then run `offload hosts add {name}` again") from None
+        exc.hint = forget_hint(exc.hostname, f"run `offload hosts add {name}` again")
+        raise
+    except HostUnreachable as exc:
+        registry.hosts[name] = entry
+        registry.save()
+        say(f"warning: {name} is unreachable now ({exc.reason}); saved anyway. "
+            f"Its key will be confirmed by `offload hosts check {name}`")
+        return 0
+    registry.hosts[name] = entry
+    registry.save()
+    say(f"added {name} ({target.address}) to {registry.path}")
+    return 0
+
+
+def list_hosts() -> int:
+    registry = hosts.load()
+    if not registry.hosts:
+        say(f"no hosts registered in {registry.path}; add one with `offload hosts add NAME [user@]hostname`")
+        return 0
+    from rich.table import Table
+
+    table = Table("name", "address", "python", "workdir", "gpus", box=None)
+    for index, (name, entry) in enumerate(registry.hosts.items()):
+        target = resolve(name, entry)
+        label = name + (" (default)" if index == 0 else "")
+        add_plain_row(table, label, target.address, target.python, target.workdir, str(target.gpus))
+    table_console().print(table)
+    return 0
+
+
+def remove_host(name: str) -> int:
+    registry = hosts.load()
+    registry.get(name)
+    del registry.hosts[name]
+    registry.save()
+    say(f"removed {name}")
+    return 0
+
+
+def check_hosts(name: str | None, timeout: float, bench_seconds: float | None = None) -> int:
+    """One row per host (`local` is this machine); with bench_seconds, the measured matmul ceiling too, kept."""
+    from offload.cli.hosts_check import check_host, check_local, healthy
+    from offload.config.hoststate import LOCAL
+
+    registry = hosts.load()
+    names = [name] if name else list(registry.hosts)
+    if not names:
+        raise OffloadError("no hosts registered", hint=f"offload hosts add NAME [user@]hostname, or `offload hosts check {LOCAL}`")
+    targets = {n: None if n == LOCAL and n not in registry.hosts else resolve(n, registry.get(n)) for n in names}
+    if any(targets.values()):
+        from offload.config.ssh_config import describe_reader
+
+        say(f"ssh config: {describe_reader()}")
+    if bench_seconds:
+        say(f"measuring each host's matmul ceiling, about {bench_seconds:g} s each")
+    rows = [check_local(bench_seconds) if target is None else
+            check_host(target, timeout, confirm=ask_host_key, bench_seconds=bench_seconds)
+            for target in targets.values()]
+    from rich.table import Table
+
+    columns = list(rows[0])
+    table = Table(*columns)
+    for row in rows:
+        add_plain_row(table, *(row[c] for c in columns))
+    table_console().print(table)
+    return 0 if all(healthy(r) for r in rows) else 1
+
+
+def table_console():
+    """The terminal's width on a terminal; a pipe would get 80 columns and cut addresses, so it gets more."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=400)  # rich uses only the width it needs
+
+
+def add_plain_row(table, *cells) -> None:
+    """Cells are shown as written: a path or message with [brackets] is not rich markup."""
+    from rich.text import Text
+
+    table.add_row(*(Text(str(cell)) for cell in cells))

@@ -1,0 +1,65 @@
+"""A run's files that are not its own versions any more (a later run, or someone on the host, changed or
+deleted them since; see remote_agent/outputs.py): said by `offload fetch`, remembered in the run's meta.json
+when they were withheld from its files dir, and refused by `--resume`, which must not put back a checkpoint of
+another run, or a set of files that lacks one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from remote_agent.fetching import matches, pattern_parts
+from remote_agent.outputs import DELETED, NEWER, Withheld
+
+from offload.runs.reach import find_run, record_of
+from offload.errors import OffloadError
+
+NAMED_FILES = 10  # up to this many withheld files are named one per line
+CURRENT_HINT = "--current fetches the version there now"
+
+
+def describe_withheld(withheld: list, run_id: str) -> list:
+    """One line per withheld file (NAMED_FILES of them, then a count)."""
+    lines = []
+    for item in withheld[:NAMED_FILES]:
+        by = f"by run {item.by_run}" if item.by_run else "on the host"
+        if item.reason == DELETED:
+            lines.append(f"{item.path} was deleted {by} after run {run_id} wrote it; not fetched (it is gone)")
+        elif item.reason == NEWER:
+            lines.append(f"{item.path} was changed {by} after run {run_id} ended; not fetched ({CURRENT_HINT})")
+        else:
+            lines.append(f"{item.path} was changed {by} after run {run_id} wrote it; not fetched ({CURRENT_HINT})")
+    if len(withheld) > NAMED_FILES:
+        lines.append(f"and {len(withheld) - NAMED_FILES} more files changed since run {run_id}; not fetched "
+                     "(--current fetches the versions there now)")
+    return lines
+
+
+def recorded_withheld(meta: dict) -> list:
+    return [Withheld(*item) for item in meta.get("withheld") or []]
+
+
+def remember_withheld(project_root: Path, run_id: str, summary: dict, taken_as_they_are: list) -> None:
+    """Withheld files into meta.json. Dropped from it: those now in the files dir, and those the patterns of a
+    --current fetch (`taken_as_they_are`) select, deleted ones too: the user took the host's state."""
+    meta = find_run(project_root, run_id)
+    here = set(summary["files"]) | set(summary["kept"])
+    accepted = [pattern_parts(pattern) for pattern in taken_as_they_are]
+    before = recorded_withheld(meta)
+    withheld = {item.path: item for item in before if item.path not in here
+                and not any(matches(parts, item.path.split("/")) for parts in accepted)}
+    withheld.update({item.path: item for item in summary["withheld"]})
+    if withheld or before:
+        record_of(project_root, meta).update(withheld=[list(withheld[path]) for path in sorted(withheld)])
+
+
+def refuse_withheld(run_id: str, withheld: list) -> None:
+    """--resume puts back the run's own files or none: a checkpoint a later run replaced would resume that one."""
+    if not withheld:
+        return
+    item = withheld[0]
+    by = f"run {item.by_run}" if item.by_run else "someone on the host"
+    more = f" (and {len(withheld) - 1} more)" if len(withheld) > 1 else ""
+    if item.reason == DELETED:
+        raise OffloadError(f"run {run_id}'s {item.path} was deleted by {by} since{more}: resuming would not put it back",
+                           hint=f"resume another run, or take the host's files as they are: offload fetch {run_id} --current")
+    raise OffloadError(f"run {run_id}'s {item.path} was changed by {by} since{more}: resuming would put back another version",
+                       hint=f"fetch it with offload fetch {run_id} --current first")
