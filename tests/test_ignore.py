@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from offload.sync.ignore import LocalEntry, explain, human_size, parse_rules, scan_project, summarize
+from offload.console import human_size
+from offload.sync.ignore import LocalEntry, explain, parse_rules, scan_project, summarize
 
 
 def make_tree(root: Path, files: dict[str, str]) -> None:

@@ -120,7 +120,7 @@ def fetch_files(
     Only the versions the run itself left: a file a later run changed is named and not fetched (--current
     fetches it). Exit 0 when every listed file is here, 3 when some were withheld so.
     """
-    from offload.sync.fetch import fetch_command
+    from offload.cli.fetch import fetch_command
 
     raise typer.Exit(fetch_command(project, run, list(patterns or []), to, node, current))
 
@@ -128,8 +128,8 @@ def fetch_files(
 @app.command("runs")
 def runs_list(project: Optional[Path] = typer.Option(None, "--project", help="Project directory (default: the current one).")):
     """List this project's runs: host, device, duration, exit, final loss and MFU."""
-    from offload.runs.job import project_root_of
-    from offload.mfu.report import print_runs
+    from offload.runs.record import project_root_of
+    from offload.cli.runs_list import print_runs
 
     raise typer.Exit(print_runs(project_root_of(project)))
 

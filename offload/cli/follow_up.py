@@ -7,7 +7,8 @@ from pathlib import Path
 
 from offload.runs import sinks as stream
 from offload.runs.reach import find_run, link_for, node_metas, record_of
-from offload.runs.job import describe_failed, describe_stop, finish, project_root_of, say
+from offload.runs.job import describe_failed, describe_stop, finish, say
+from offload.runs.record import project_root_of
 from offload.transport.link import follow_run
 
 ENDED = ("exited", "lost", "failed")  # a run in one of these states will not change any more

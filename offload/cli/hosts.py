@@ -5,6 +5,7 @@ import os
 import sys
 
 from offload.config import hosts
+from offload.console import add_plain_row, table_console
 from offload.errors import HostKeyError, HostUnreachable, OffloadError, RevokedHostKey
 from offload.config.resolve import resolve, split_destination
 from offload.runs.job import ask_host_key, say
@@ -115,15 +116,3 @@ def check_hosts(name: str | None, timeout: float, bench_seconds: float | None = 
     return 0 if all(healthy(r) for r in rows) else 1
 
 
-def table_console():
-    """The terminal's width on a terminal; a pipe would get 80 columns and cut addresses, so it gets more."""
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=400)  # rich uses only the width it needs
-
-
-def add_plain_row(table, *cells) -> None:
-    """Cells are shown as written: a path or message with [brackets] is not rich markup."""
-    from rich.text import Text
-
-    table.add_row(*(Text(str(cell)) for cell in cells))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from offload.transport import agent as agents
 from offload.transport import ssh
 from offload.errors import AuthFailed, HostKeyError, HostUnreachable, OffloadError
-from offload.sync.ignore import human_size
+from offload.console import human_size
 from offload.runs.logout_survival import COLUMN as LOGOUT, describe as describe_logout
 
 COLUMNS = ("host", "reachable", "auth", "python", "torch", "cuda", "gpus", "cpu", "peak TFLOPS", "free disk", LOGOUT)

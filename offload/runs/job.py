@@ -20,8 +20,10 @@ from offload.transport import agent as agents
 from offload.config import hoststate, hosts
 from offload.runs import launch, record as runs, sinks as stream
 from offload.transport import ssh
+from offload.console import human_size
 from offload.errors import HostUnreachable, OffloadError, RemoteError
 from offload.runs.logout_survival import detach_warning
+from offload.runs.record import project_root_of
 from offload.config.resolve import resolve
 from offload.runs.setup import run_setup
 from offload.transport.link import Link, follow_run
@@ -68,13 +70,6 @@ def ask_host_key(target, key) -> bool:
           f"{key.get_name()} key fingerprint is {fingerprint(key)}.", file=sys.stderr)
     answer = input("Trust this key and continue connecting? [y/N] ")
     return answer.strip().lower() in ("y", "yes")
-
-
-def project_root_of(options_project: Path | None) -> Path:
-    root = Path(options_project or Path.cwd()).resolve()
-    if not root.is_dir():
-        raise OffloadError(f"project directory {root} does not exist")
-    return root
 
 
 def script_in_project(root: Path, script: str) -> str:
@@ -198,9 +193,10 @@ def resumed(root: Path, options: RunOptions) -> tuple:
             raise OffloadError(f"run {previous['run_id']} has no recorded command to run again",
                                hint=f"give it: offload run --resume {previous['run_id']} SCRIPT [ARGS...]")
         options = replace(options, script=previous["script"], args=list(previous.get("args") or []))
-    from offload.sync.fetch import fetch_listed, files_dir, list_run
-    from offload.sync.fetched import files_to_put_back, remember_fetched
-    from offload.sync.withheld import recorded_withheld, refuse_withheld
+    from offload.sync.fetch import fetch_listed, list_run
+    from offload.runs.fetched import files_dir
+    from offload.runs.fetched import files_to_put_back, remember_fetched
+    from offload.runs.withheld import recorded_withheld, refuse_withheld
 
     files = files_dir(root, previous["run_id"])
     if not files.is_dir():
@@ -235,7 +231,7 @@ def copy_back(files: Path, entries: list, root: Path) -> None:
 
 
 def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
-    from offload.mfu.report import RunMeasurement
+    from offload.mfu.measurement import RunMeasurement
 
     agent, target = link.agent, link.target
     run_id = runs.new_run_id()
@@ -292,7 +288,7 @@ def launch_and_follow(link, plan: JobPlan, options: RunOptions) -> int:
     if code and plan.selection is not None:
         plan.missing = diagnose_failure(record, plan, options)
     if options.fetch:
-        from offload.sync.fetch import fetch_run
+        from offload.runs.fetched import fetch_run
 
         fetch_run(link.agent, plan.root, record.meta, options.fetch)
     return code
@@ -394,7 +390,8 @@ def finish(record, finished: dict) -> int:
 
 def report(record, measurement, script: str, args: list, root: Path, local: bool) -> None:
     """MFU and friends into meta.json; the summary table, estimates and hints to the terminal."""
-    from offload.mfu.report import gpu_estimates, print_summary, summary_rows
+    from offload.mfu.report import print_summary, summary_rows
+    from offload.runs.estimates import gpu_estimates
 
     figures = measurement.end_meta()
     record.update(**figures)
@@ -446,7 +443,6 @@ def sync_only(host_name: str | None, project: Path | None, connect_timeout: floa
     with open_link(target, connect_timeout) as link:  # a kept link may have been opened for another workdir
         result = sync_project(link.agent, root, target.workdir, include=include, force=force)
     if result.sent_files or result.deleted:
-        from offload.sync.ignore import human_size
 
         say(f"synced {result.sent_files} changed of {result.sent_files + result.unchanged} entries "
             f"({human_size(result.sent_bytes)}), deleted {result.deleted} -> {name}:{result.project_dir}")

@@ -195,7 +195,7 @@ def stop_node(node: Node, grace: float = STOP_GRACE_S) -> dict:
 
 
 def run(options, root: Path, script: str, selection, registry) -> int:
-    from offload.mfu.report import RunMeasurement
+    from offload.mfu.measurement import RunMeasurement
     from offload.runs.job import BUSY_EXIT, HOST_LOCK, report
     from offload.sync.push import sync_project
 
@@ -282,7 +282,7 @@ def run(options, root: Path, script: str, selection, registry) -> int:
         code = node_outcome(nodes, ended, first_failed, record)
         report(record, measurement, script, options.args, root, local=False)
         if options.fetch:
-            from offload.sync.fetch import fetch_run
+            from offload.runs.fetched import fetch_run
 
             fetch_run(first.link.agent, root, record.meta, options.fetch)  # node 0's own versions
         return code

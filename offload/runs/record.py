@@ -7,6 +7,8 @@ import secrets
 import time
 from pathlib import Path
 
+from offload.errors import OffloadError
+
 RUNS_DIR = Path(".offload") / "runs"
 
 
@@ -66,3 +68,10 @@ def load_runs(project_root: Path) -> list:
 def duration_s(meta: dict) -> float | None:
     started, ended = meta.get("started_unix"), meta.get("ended_unix")
     return round(ended - started, 1) if started and ended else None
+
+
+def project_root_of(options_project: Path | None) -> Path:
+    root = Path(options_project or Path.cwd()).resolve()
+    if not root.is_dir():
+        raise OffloadError(f"project directory {root} does not exist")
+    return root

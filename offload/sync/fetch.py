@@ -1,4 +1,4 @@
-"""`offload fetch RUN [PATTERN...]`: copy a run's files from its host, verified by SHA-256, resumable.
+"""The fetch engine: copy a run's files from its host, verified by SHA-256, resumable.
 
 The host lists what the patterns match, with each file's SHA-256; it resolves every path itself, so
 nothing outside the run's project directory is ever sent, whatever the laptop asks. The laptop, in turn,
@@ -24,17 +24,14 @@ from remote_agent.receiving import PART_SUFFIX, RequestError
 from remote_agent.fetching import pattern_parts
 from remote_agent.outputs import DEFAULT_PATTERNS, Withheld
 
-from offload.console_progress import progress_bar
+from offload.console import ProgressBar
 from offload.errors import OffloadError, RemoteError
-from offload.sync.fetched import remember_fetched
 from offload.sync.fetch_paths import INTO_RECORDS, check_listing, destination, never_written
-from offload.sync.ignore import human_size
-from offload.sync.withheld import describe_withheld, remember_withheld
+from offload.console import human_size, plural
+from offload.sync.withheld_words import describe_withheld
 
-FILES_DIR = "files"  # under .offload/runs/<run-id>/
 SILENCE_LIMIT_S = 60  # the host ticks every 2 s while it hashes; a link silent this long is dead
 NAMED_FILES = 10  # up to this many fetched files are named one per line
-WITHHELD_EXIT = 3  # `offload fetch` when some files were not the run's own versions any more, and not fetched
 
 
 @dataclass(frozen=True)
@@ -150,15 +147,16 @@ def list_run(agent, meta: dict, patterns: list, current: bool = False) -> dict:
     return {**listing, "patterns": patterns, "run_id": meta["run_id"]}
 
 
-def fetch_into(agent, meta: dict, patterns: list, dest_dir, out=sys.stderr, current: bool = False) -> dict:
+def fetch_into(agent, meta: dict, patterns: list, dest_dir, out=None, current: bool = False) -> dict:
     """Fetch the files of run `meta` that match `patterns` into dest_dir through an open agent: the run's own
     versions, or with `current` the versions on the host now. Returns {fetched, bytes, skipped, files (fetched
     relpaths), kept (relpaths already here), withheld (Withheld), dest}."""
     return fetch_listed(agent, list_run(agent, meta, patterns, current), dest_dir, out)
 
 
-def fetch_listed(agent, listing: dict, dest_dir, out=sys.stderr) -> dict:
-    """Fetch what list_run listed into dest_dir, saying first what it withheld."""
+def fetch_listed(agent, listing: dict, dest_dir, out=None) -> dict:
+    """Fetch what list_run listed into dest_dir, saying first what it withheld (to `out`, default stderr)."""
+    out = out or sys.stderr
     check_listing(listing["patterns"], [remote.path for remote in listing["files"]], agent.label)  # before any write
     dest = Path(dest_dir)
     where = f"{listing['project_dir']} on {agent.label}"
@@ -176,7 +174,7 @@ def fetch_listed(agent, listing: dict, dest_dir, out=sys.stderr) -> dict:
     for pattern in listing["unmatched"]:
         print(f"fetch: no files match {pattern} in {where}", file=out)
     plan = plan_fetch(listing["files"], {remote.path: local_state(dest, remote) for remote in listing["files"]})
-    with progress_bar("fetch", plan.bytes_to_fetch, out) as advance:
+    with ProgressBar("fetch", plan.bytes_to_fetch, out) as advance:
         for remote, offset in plan.fetch:
             summary["bytes"] += download(agent, listing["project_dir"], remote, dest, offset, advance, out)
             summary["files"].append(remote.path)
@@ -196,10 +194,6 @@ def report(summary: dict, plan: FetchPlan, label: str, out) -> None:
         return
     print(f"fetch: {plural(summary['fetched'], 'file')} ({human_size(summary['bytes'])}) from {label}"
           + (f", {skipped} {same}" if skipped else f" -> {summary['dest']}"), file=out)
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def download(agent, project_dir: str, remote: RemoteFile, dest: Path, offset: int, advance, out) -> int:
@@ -273,34 +267,3 @@ class locked_part:
 
     def __exit__(self, *exc):
         self.file.close()
-
-
-def files_dir(project_root: Path, run_id: str) -> Path:
-    """Where a run's fetched files go by default: .offload/runs/<run-id>/files/."""
-    from offload.runs.record import RUNS_DIR
-
-    return project_root / RUNS_DIR / run_id / FILES_DIR
-
-
-def fetch_run(agent, project_root: Path, meta: dict, patterns: list, to=None, current: bool = False) -> dict:
-    """fetch_into the run's files dir (or `to`); into the files dir, what it wrote is remembered beside it, and
-    what was withheld in the run's meta.json, so that --resume puts back only those, and not a set that lacks one."""
-    if to:
-        return fetch_into(agent, meta, patterns, to, current=current)
-    dest = files_dir(project_root, meta["run_id"])
-    summary = fetch_into(agent, meta, patterns, dest, current=current)
-    remember_fetched(dest, summary["files"] + summary["kept"])
-    remember_withheld(project_root, meta["run_id"], summary, checked_patterns(patterns) if current else [])
-    return summary
-
-
-def fetch_command(project, run: str, patterns: list, to, node: int = 0, current: bool = False) -> int:
-    from offload.runs.reach import agent_for, find_run, node_meta
-    from offload.runs.job import project_root_of
-
-    root = project_root_of(project)
-    meta = node_meta(find_run(root, run), node)
-    patterns = checked_patterns(patterns)  # a bad pattern needs no connection to be refused
-    with agent_for(meta) as agent:
-        summary = fetch_run(agent, root, meta, patterns, Path(to).expanduser().resolve() if to else None, current)
-    return WITHHELD_EXIT if summary["withheld"] else 0

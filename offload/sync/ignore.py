@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
+from offload.console import human_size
+
 ALWAYS_EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", ".offload"})  # at any depth
 IGNORE_FILE_NAMES = (".gitignore", ".offloadignore")  # same level: the later file wins
 INFO_EXCLUDE = ".git/info/exclude"  # lowest precedence of all, as in git
@@ -157,18 +159,6 @@ def summarize(entries: list[LocalEntry], top: int = 3) -> str:
     if largest:
         line += "; largest: " + ", ".join(f"{entry.path} ({human_size(entry.size)})" for entry in largest)
     return line
-
-
-def human_size(num_bytes: int) -> str:
-    """Decimal units with one decimal: 999 B, 12.3 kB, 1.1 MB, 4.0 GB."""
-    if num_bytes < 1000:
-        return f"{num_bytes} B"
-    value = float(num_bytes)
-    for unit in ("kB", "MB", "GB", "TB"):
-        value /= 1000
-        if round(value, 1) < 1000 or unit == "TB":  # 999,999 B is "1.0 MB", not "1000.0 kB"
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def _scan_dir(abs_dir: str, rel_dir: str, levels: list[RuleLevel], out: list[LocalEntry], on_dir=None) -> bool:

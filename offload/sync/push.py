@@ -23,9 +23,10 @@ from remote_agent.receiving import CHANGED_ON_HOST, NOT_WRITTEN_BY_OFFLOAD
 from offload.transport.agent import DISK_HINT
 from offload.paths import laptop_identity
 from offload.sync.blocks import DELTA_MIN_BYTES, BlockHasher, Delta, as_ranges, block_length, plan_delta
-from offload.console_progress import progress_bar
+from offload.console import ProgressBar
 from offload.errors import OffloadError, RemoteError
-from offload.sync.ignore import LocalEntry, human_size, summarize
+from offload.console import human_size
+from offload.sync.ignore import LocalEntry, summarize
 from offload.sync.selection import select_project, selection_lines
 
 MAX_RESENDS = 3  # a file still changing after this many tries is reported, not chased forever
@@ -241,7 +242,7 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out,
     agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, adopt=plan.adopt,
                record=record, force=force, **extra)
     pending = list(plan.send)
-    with progress_bar("sync", bytes_to_send(plan.send, deltas), out) as advance:
+    with ProgressBar("sync", bytes_to_send(plan.send, deltas), out) as advance:
         for attempt in range(MAX_RESENDS):
             sent = []
             for entry in pending:

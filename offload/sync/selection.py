@@ -18,7 +18,8 @@ from pathlib import Path
 
 from offload.config import project as project_config
 from offload.errors import OffloadError
-from offload.sync.ignore import PLACEHOLDER_NAMES, LocalEntry, Rule, deciding_rule, human_size, parse_rules, rule_level, scan_project
+from offload.console import human_size
+from offload.sync.ignore import PLACEHOLDER_NAMES, LocalEntry, Rule, deciding_rule, parse_rules, rule_level, scan_project
 
 DEFAULT_DATA_BUDGET = 2 * 1024**3  # bytes the beside-rule may add; above it the larger files stay behind
 REPORT_ENTRY_LIMIT = 20_000  # entries looked at inside ignored directories for the report: a huge tree costs little

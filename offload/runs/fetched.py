@@ -13,8 +13,13 @@ import os
 from pathlib import Path
 
 from offload.errors import OffloadError
+from offload.runs.record import RUNS_DIR
+from offload.runs.withheld import remember_withheld
+from offload.sync.fetch import checked_patterns, fetch_into
 from offload.sync.fetch_paths import INTO_RECORDS, never_written
+from offload.sync.push import scan_all
 
+FILES_DIR = "files"  # under .offload/runs/<run-id>/
 FETCHED = "fetched.json"  # .offload/runs/<run-id>/, beside files/
 
 
@@ -44,7 +49,6 @@ def remember_fetched(files_dir: Path, relpaths: list) -> None:
 
 def files_to_put_back(files_dir: Path, run_id: str) -> list:
     """The files dir's files (sync.LocalEntry), once every one of them is one a fetch of the run wrote."""
-    from offload.sync.push import scan_all  # here: sync brings block hashing, which only --resume needs
 
     entries = scan_all(files_dir)  # regular files only: a symlink there is never followed, never put back
     recorded = load_fetched(files_dir)
@@ -62,3 +66,20 @@ def files_to_put_back(files_dir: Path, run_id: str) -> list:
         raise OffloadError(f"run {run_id}'s files dir holds {entry.path} ({reason}): not putting any of them back",
                            hint=f"remove it from {files_dir}, then resume again")
     return entries
+
+
+def files_dir(project_root: Path, run_id: str) -> Path:
+    """Where a run's fetched files go by default: .offload/runs/<run-id>/files/."""
+    return project_root / RUNS_DIR / run_id / FILES_DIR
+
+
+def fetch_run(agent, project_root: Path, meta: dict, patterns: list, to=None, current: bool = False) -> dict:
+    """fetch_into the run's files dir (or `to`); into the files dir, what it wrote is remembered beside it, and
+    what was withheld in the run's meta.json, so that --resume puts back only those, and not a set that lacks one."""
+    if to:
+        return fetch_into(agent, meta, patterns, to, current=current)
+    dest = files_dir(project_root, meta["run_id"])
+    summary = fetch_into(agent, meta, patterns, dest, current=current)
+    remember_fetched(dest, summary["files"] + summary["kept"])
+    remember_withheld(project_root, meta["run_id"], summary, checked_patterns(patterns) if current else [])
+    return summary

@@ -7,31 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from remote_agent.fetching import matches, pattern_parts
-from remote_agent.outputs import DELETED, NEWER, Withheld
+from remote_agent.outputs import DELETED, Withheld
 
-from offload.runs.reach import find_run, record_of
 from offload.errors import OffloadError
-
-NAMED_FILES = 10  # up to this many withheld files are named one per line
-CURRENT_HINT = "--current fetches the version there now"
-
-
-def describe_withheld(withheld: list, run_id: str) -> list:
-    """One line per withheld file (NAMED_FILES of them, then a count)."""
-    lines = []
-    for item in withheld[:NAMED_FILES]:
-        by = f"by run {item.by_run}" if item.by_run else "on the host"
-        if item.reason == DELETED:
-            lines.append(f"{item.path} was deleted {by} after run {run_id} wrote it; not fetched (it is gone)")
-        elif item.reason == NEWER:
-            lines.append(f"{item.path} was changed {by} after run {run_id} ended; not fetched ({CURRENT_HINT})")
-        else:
-            lines.append(f"{item.path} was changed {by} after run {run_id} wrote it; not fetched ({CURRENT_HINT})")
-    if len(withheld) > NAMED_FILES:
-        lines.append(f"and {len(withheld) - NAMED_FILES} more files changed since run {run_id}; not fetched "
-                     "(--current fetches the versions there now)")
-    return lines
-
+from offload.runs.reach import find_run, record_of
 
 def recorded_withheld(meta: dict) -> list:
     return [Withheld(*item) for item in meta.get("withheld") or []]

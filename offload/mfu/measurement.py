@@ -1,0 +1,52 @@
+"""A run's MFU bookkeeping, from its first line to its summary: device and peak, tracker, recorded figures."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from offload.mfu.device import plan_device, with_dtype
+from offload.mfu.tracker import MfuTracker, RunFacts, hints
+
+
+class RunMeasurement:
+    """A run's MFU bookkeeping: its device and peak at the start, the tracker while it streams, the
+    figures recorded in meta.json and printed at the end."""
+
+    def __init__(self, facts: dict, args: list, nproc: int, override=None, ceiling: dict | None = None,
+                 nodes: int = 1):
+        """nodes > 1: a multi-node run of identical nodes (facts are node 0's): its peak is every node's."""
+        self.facts, self.args, self.override, self.ceiling = facts, args, override, ceiling or {}
+        self.device = plan_device(facts, args, nproc, override)
+        self.device = replace(self.device, count=self.device.count * nodes)
+        self.tracker = MfuTracker(*self.peak_for(self.device.dtype), dtype=self.device.dtype,
+                                  devices=self.device.count, peak_for=self.peak_for)
+
+    def peak_for(self, dtype: str) -> tuple:
+        """(job peak TFLOPS, source, reason) at `dtype`; switches the device's precision to it."""
+        self.device = with_dtype(self.device, dtype, self.facts, self.override)
+        peak = self.device.peak
+        return self.device.job_peak_tflops, peak.source, None if peak.tflops else peak.source
+
+    def start_meta(self) -> dict:
+        return {"device": self.device.label, "device_kind": self.device.kind, "device_facts": self.facts,
+                "dtype": self.device.dtype, "peak_tflops": self.device.job_peak_tflops}
+
+    def end_meta(self) -> dict:
+        summary = self.tracker.summary()
+        return {"dtype": self.device.dtype, "peak_tflops": self.device.job_peak_tflops, "peak_source": self.device.peak.source,
+                "mfu": summary["mfu"], "mfu_source": summary["source"], "mfu_reason": summary.get("reason"),
+                "achieved_tflops": summary["achieved_tflops"], "ceiling_fraction": self.ceiling_fraction(summary),
+                "time_per_iter_s": summary["time_per_iter_s"], "tokens_per_s": summary["tokens_per_s"],
+                "final_loss": summary["final_loss"], "iterations": summary["iterations"],
+                "total_flops": summary["total_flops"]}
+
+    def ceiling_fraction(self, summary: dict) -> float | None:
+        measured = self.ceiling.get("bf16" if self.device.dtype == "bf16" else "fp32")
+        if not measured or not summary["achieved_tflops"] or self.ceiling.get("device") != self.device.kind:
+            return None
+        return summary["achieved_tflops"] / (measured * self.device.count)
+
+    def hints(self, summary_meta: dict) -> list:
+        return hints(RunFacts(args=self.args, device_kind=self.device.kind, host_has_cuda=bool(self.facts.get("gpus")),
+                              compute_capability=self.device.compute_capability, dtype=self.device.dtype,
+                              time_per_iter_s=summary_meta["time_per_iter_s"], mfu=summary_meta["mfu"],
+                              tokens_per_iter=self.tracker.tokens_per_iter))

@@ -1,0 +1,71 @@
+"""The shape of the code, checked like its behaviour: small modules, short functions, CamelCase classes, and no
+import hidden inside a function unless start-up time needs it there (the import contracts themselves are
+`lint-imports`, which `make test` runs: .importlinter)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("offload", "remote_agent")
+MODULE_MAX_LINES = 300
+FUNCTION_MAX_LINES = 50
+LAZY_MARK = "lazy:"  # the comment a function-level import carries: `# lazy: <why start-up time needs it>`
+
+
+def modules() -> list:
+    return sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def functions(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+def test_the_layout_checks_see_the_code():
+    names = {relative(path) for path in modules()}
+    assert "offload/runs/job.py" in names and "remote_agent/protocol.py" in names
+
+
+@pytest.mark.parametrize("path", modules(), ids=relative)
+def test_modules_stay_small(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MODULE_MAX_LINES, f"{relative(path)} has {lines} lines: split it by job"
+
+
+@pytest.mark.parametrize("path", modules(), ids=relative)
+def test_functions_stay_short(path):
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines, line {node.lineno})"
+            for node in functions(parsed(path)) if node.end_lineno - node.lineno + 1 > FUNCTION_MAX_LINES]
+    assert not long, f"{relative(path)}: {', '.join(long)}"
+
+
+@pytest.mark.parametrize("path", modules(), ids=relative)
+def test_class_names_are_camel_case(path):
+    bad = [node.name for node in ast.walk(parsed(path))
+           if isinstance(node, ast.ClassDef) and not (node.name[:1].isupper() and "_" not in node.name.strip("_"))]
+    assert not bad, f"{relative(path)}: {', '.join(bad)}"
+
+
+@pytest.mark.parametrize("path", [path for path in modules() if relative(path).startswith("offload/")], ids=relative)
+def test_imports_inside_functions_say_why(path):
+    """An import inside a function must be there for start-up time (`offload --help`, the keeper's client), and
+    say so; one that dodges an import cycle is a layering bug (.importlinter)."""
+    lines = path.read_text().splitlines()
+    silent = []
+    for function in functions(parsed(path)):
+        for node in ast.walk(function):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and LAZY_MARK not in lines[node.lineno - 1]:
+                silent.append(f"line {node.lineno} in {function.name}")
+    assert not silent, f"{relative(path)}: imports inside functions without a `# {LAZY_MARK} ...` comment: {', '.join(silent)}"
