@@ -21,11 +21,12 @@ def interactive() -> bool:
 
 
 def ask_yes_no(question: str, default: bool = False) -> bool:
-    """`question [y/N]` (or `[Y/n]`), answered on stdin; end of input or a second Ctrl-C is the default."""
+    """`question [y/N]` (or `[Y/n]`) answered on stdin: an empty answer is the default; end of input or a
+    second Ctrl-C is no."""
     try:
         answer = input(f"{question} {'[Y/n]' if default else '[y/N]'} ").strip().lower()
     except (EOFError, KeyboardInterrupt):
-        return default
+        return False
     return default if not answer else answer in ("y", "yes")
 
 

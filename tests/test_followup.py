@@ -170,6 +170,8 @@ def test_two_runs_on_one_host_never_overlap(box, project, tmp_path):
     first = start_offload("run", "span.py", str(spans), cwd=project)
     try:
         assert wait_for(lambda: len(load_runs(project)) == 1 and load_runs(project)[0].get("device"), 20)
+        status_file = Path(load_runs(project)[0]["run_dir"]) / "status.json"  # started: it holds the host now
+        assert wait_for(lambda: status_file.exists() and json.loads(status_file.read_text())["state"] == "running", 20)
         second = run_offload("run", "span.py", str(spans), cwd=project)
         assert first.wait(timeout=60) == 0
     finally:
@@ -197,7 +199,7 @@ def test_no_wait_on_a_busy_host_exits_75_without_running(box, project, tmp_path)
 
 
 def test_gpu_processes_offload_did_not_start_are_reported(capsys):
-    from offload.runs.job import report_busy_gpus
+    from offload.runs.start import report_busy_gpus
     from remote_agent.facts import parse_compute_apps
 
     recorded = (Path(__file__).parent / "data" / "nvidia-smi-apps" / "python-4050mib.csv").read_text()

@@ -62,13 +62,13 @@ def test_each_node_gets_torchrun_with_c10d_rendezvous_at_node_0():
 
 
 def test_the_rendezvous_is_at_rdzv_host_when_hosts_yaml_gives_one():
-    from offload.runs.multinode import Node, node_address
     from offload.config.resolve import resolve
+    from offload.runs.launch import node_address
 
     plain = resolve("a", {"hostname": "gpu-a.lan"})
     homed = resolve("a", {"hostname": "gpu-a.lan", "rdzv_host": "10.9.0.5"})
-    assert node_address(Node(0, plain, None)) == "gpu-a.lan"  # as the laptop reaches it
-    assert node_address(Node(0, homed, None)) == "10.9.0.5"  # a multi-homed box: its cluster address
+    assert node_address(plain) == "gpu-a.lan"  # as the laptop reaches it
+    assert node_address(homed) == "10.9.0.5"  # a multi-homed box: its cluster address
 
 
 def trained_params(stdout: str) -> list:

@@ -13,9 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import HOLD, fill_disk, register_host, run_offload, small_disk_at, start_offload
-from offload.transport import agent as agents
 from offload.runs import job as runner
-from offload.transport import ssh
+from offload.runs.nodes import RemoteNode
 from offload.config.hosts import load
 from offload.config.resolve import resolve
 from offload.runs.record import load_runs
@@ -165,8 +164,7 @@ def open_link(box, project):
 
     (project / "rank_report.py").write_text(RANK_REPORT)
     target = resolve("box", load().get("box"))
-    client = ssh.connect(target, 10)
-    link = Link(target, client, agents.start_remote(client, target))
+    link = Link(target).open()
     yield link, sync_project(link.agent, project, target.workdir).project_dir
     link.close()
 
@@ -178,8 +176,10 @@ ARGV_LISTS = st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00"
 def launch_once(link, project: Path, remote_project_dir: str, script: str, args: list, nproc: int) -> Path:
     """One job through the real launch path; its new run record."""
     before = set(run_records(project)) if (project / ".offload" / "runs").exists() else set()
-    plan = runner.JobPlan(project, remote_project_dir, script, args, nproc, {})
-    assert runner.launch_and_follow(link, plan, runner.RunOptions(script=script)) == 0
+    node = RemoteNode(0, link.target, link)
+    node.project_dir = remote_project_dir
+    options = runner.RunOptions(script=script, args=args, nproc_per_node=nproc)
+    assert runner.launch_and_follow(runner.Job(options, project, script, [node])) == 0
     (record,) = set(run_records(project)) - before
     return record
 

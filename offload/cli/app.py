@@ -45,7 +45,7 @@ def run(
     """Sync the project to the host and run SCRIPT there, streaming its output back."""
     if script is None and resume is None:
         raise typer.BadParameter("missing SCRIPT (or --resume RUN)", param_hint="SCRIPT")
-    from offload.runs.job import RunOptions, run as run_job
+    from offload.runs.job import RunOptions, run as run_job  # lazy: keeps `offload --help` fast (paramiko, torch facts)
 
     hosts = list(host or [])
     raise typer.Exit(run_job(RunOptions(script=script, args=list(args or []), host=hosts[0] if len(hosts) == 1 else None,
@@ -65,7 +65,7 @@ def sync(
     include: Optional[List[str]] = typer.Option(None, "--include", help="Send files matching PATTERN whatever the ignore rules say (repeatable)."),
 ):
     """Sync the project to the host, without running anything."""
-    from offload.runs.job import sync_only
+    from offload.cli.sync_command import sync_only  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(sync_only(host, project, connect_timeout, list(include or []), force))
 
@@ -78,7 +78,7 @@ def logs(
     reconnect_for: float = typer.Option(600.0, "--reconnect-for", min=0),
 ):
     """Bring the run's output up to date locally (from the last byte the laptop has) and show it."""
-    from offload.cli.follow_up import logs_command
+    from offload.cli.follow_up import logs_command  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(logs_command(project, run, follow, reconnect_for))
 
@@ -89,7 +89,7 @@ def status(
     project: Optional[Path] = typer.Option(None, "--project"),
 ):
     """running / exited N / killed by SIGNAL / lost."""
-    from offload.cli.follow_up import status_command
+    from offload.cli.follow_up import status_command  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(status_command(project, run))
 
@@ -101,7 +101,7 @@ def stop(
     project: Optional[Path] = typer.Option(None, "--project"),
 ):
     """Stop a run: SIGTERM to its whole process group, SIGKILL after the grace period."""
-    from offload.cli.follow_up import stop_command
+    from offload.cli.follow_up import stop_command  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(stop_command(project, run, grace))
 
@@ -120,7 +120,7 @@ def fetch_files(
     Only the versions the run itself left: a file a later run changed is named and not fetched (--current
     fetches it). Exit 0 when every listed file is here, 3 when some were withheld so.
     """
-    from offload.cli.fetch import fetch_command
+    from offload.cli.fetch import fetch_command  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(fetch_command(project, run, list(patterns or []), to, node, current))
 
@@ -128,8 +128,8 @@ def fetch_files(
 @app.command("runs")
 def runs_list(project: Optional[Path] = typer.Option(None, "--project", help="Project directory (default: the current one).")):
     """List this project's runs: host, device, duration, exit, final loss and MFU."""
-    from offload.runs.record import project_root_of
-    from offload.cli.runs_list import print_runs
+    from offload.runs.record import project_root_of  # lazy: keeps `offload --help` fast
+    from offload.cli.runs_list import print_runs  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(print_runs(project_root_of(project)))
 
@@ -148,7 +148,7 @@ def hosts_add(
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
 ):
     """Register a host; connects once to confirm its key."""
-    from offload.cli.hosts import add_host
+    from offload.cli.hosts import add_host  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(add_host(name, destination, dict(port=port, identity_file=identity, proxy_jump=proxy_jump, python=python,
                                                       workdir=workdir, gpus=gpus), yes, connect_timeout))
@@ -157,7 +157,7 @@ def hosts_add(
 @hosts_app.command("list")
 def hosts_list():
     """Show registered hosts."""
-    from offload.cli.hosts import list_hosts
+    from offload.cli.hosts import list_hosts  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(list_hosts())
 
@@ -165,7 +165,7 @@ def hosts_list():
 @hosts_app.command("remove")
 def hosts_remove(name: str = typer.Argument(...)):
     """Forget a host (its known key stays in offload's known_hosts)."""
-    from offload.cli.hosts import remove_host
+    from offload.cli.hosts import remove_host  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(remove_host(name))
 
@@ -173,7 +173,7 @@ def hosts_remove(name: str = typer.Argument(...)):
 @hosts_app.command("disconnect")
 def hosts_disconnect():
     """Close the SSH connections kept open between syncs (the link keeper)."""
-    from offload.keeper_client import stop_keeper
+    from offload.keeper_client import stop_keeper  # lazy: keeps `offload --help` fast
 
     print(f"offload: {stop_keeper()}", file=sys.stderr)
 
@@ -186,7 +186,7 @@ def hosts_check(
     bench_seconds: float = typer.Option(10.0, "--bench-seconds", min=0.5, help="How long the matmul probe runs."),
 ):
     """Reach each host and report Python, torch, CUDA, GPUs, CPU, peak TFLOPS and free disk."""
-    from offload.cli.hosts import check_hosts
+    from offload.cli.hosts_check import check_hosts  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(check_hosts(name, connect_timeout, bench_seconds if bench else None))
 

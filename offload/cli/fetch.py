@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from offload.runs.fetched import fetch_run
-from offload.runs.reach import agent_for, find_run, node_meta
+from offload.runs.reach import agent_for
+from offload.runs.record import find_run, node_meta
 from offload.runs.record import project_root_of
 from offload.sync.fetch import checked_patterns
 

@@ -1,15 +1,19 @@
-"""`offload logs`, `offload status` and `offload stop`: a recorded run, looked at (or ended) again."""
+"""`offload logs`, `offload status` and `offload stop`: a recorded run, looked at (or ended) again, on each of
+its nodes (one for a single-host run)."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from pathlib import Path
+from contextlib import ExitStack
 
-from offload.runs import sinks as stream
-from offload.runs.reach import find_run, link_for, node_metas, record_of
-from offload.runs.job import describe_failed, describe_stop, finish, say
-from offload.runs.record import project_root_of
-from offload.transport.link import follow_run
+from offload.console import say
+from offload.runs.follow import follow, follow_all
+from offload.runs.interrupt import describe_stop
+from offload.runs.outcome import describe_failed, finish, run_end_status
+from offload.runs.reach import link_for
+from offload.runs.record import find_run, node_metas, project_root_of, record_of
+from offload.runs.sinks import NodeOutput, StatusLine
 
 ENDED = ("exited", "lost", "failed")  # a run in one of these states will not change any more
 
@@ -32,19 +36,13 @@ def describe_status(status: dict) -> str:
     return state or "unknown"
 
 
-def record_end(project_root: Path, meta: dict, status: dict) -> None:
+def record_end(project_root, meta: dict, status: dict) -> None:
     """Write an ended run's exit into meta.json, if the laptop has not recorded it yet."""
     if status.get("state") in ENDED and meta.get("exit_code") is None and not meta.get("stopped"):
         finish(record_of(project_root, meta), status)
 
 
-def run_end_status(statuses: list) -> dict:
-    """A multi-node run's status as one: the first node that failed, else node 0."""
-    failed = [status for status in statuses if status.get("state") == "lost" or stream.exit_code_of(status)]
-    return failed[0] if failed else statuses[0]
-
-
-def logs_command(project, reference: str, follow: bool, reconnect_for: float) -> int:
+def logs_command(project, reference: str, following: bool, reconnect_for: float) -> int:
     root = project_root_of(project)
     meta = find_run(root, reference)
     record = record_of(root, meta)
@@ -52,40 +50,33 @@ def logs_command(project, reference: str, follow: bool, reconnect_for: float) ->
     if record.log_path.exists():  # what the laptop has already, then what it has not
         sys.stdout.buffer.write(record.log_path.read_bytes())
         sys.stdout.buffer.flush()
-    if meta.get("nodes"):
-        return multinode_logs(root, meta, record, follow, reconnect_for)
-    with link_for(meta) as link:
-        sink = stream.RunOutput(record.dir)
-        try:
-            if follow:
-                ended = follow_run(link, meta["run_dir"], sink, reconnect_for if link.target else 0)
-            else:
-                ended = stream.follow(link.agent, meta["run_dir"], sink.log_bytes, sink, sink.metrics_bytes, until_now=True)
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            sink.close()
-    if ended.get("state") == "failed" and meta.get("exit_code") is not None:  # else record_end says it
-        say(describe_failed(meta["run_id"], meta["host"], ended))
-    record_end(root, meta, ended)
+    try:
+        ended = catch_up(record, node_metas(meta), bool(meta.get("nodes")), following, reconnect_for)
+    except KeyboardInterrupt:
+        return 130
+    status = run_end_status(ended)
+    if status.get("state") == "failed" and meta.get("exit_code") is not None:  # else record_end says it
+        say(describe_failed(meta["run_id"], meta["host"], status))
+    record_end(root, meta, status)
     return 0
 
 
-def multinode_logs(root: Path, meta: dict, record, follow: bool, reconnect_for: float) -> int:
-    from contextlib import ExitStack
-
-    from offload.runs.multinode import Node, catch_up
-
+def catch_up(record, nodes: list, prefixed: bool, following: bool, reconnect_for: float) -> list:
+    """Every node's output since the laptop's last byte (prefixed by node when `prefixed`), up to now or, when
+    following, to the end; each node's exit or eof message, in node order."""
+    lock, status = threading.Lock(), StatusLine()
     with ExitStack() as stack:
-        nodes = [Node(rank, None, stack.enter_context(link_for(node))) for rank, node in enumerate(node_metas(meta))]
-        for node, node_info in zip(nodes, node_metas(meta)):
-            node.target, node.run_dir = node.link.target, node_info["run_dir"]
-        try:
-            ended = catch_up(nodes, record, follow, reconnect_for)
-        except KeyboardInterrupt:
-            return 130
-    record_end(root, meta, run_end_status(ended))
-    return 0
+        combined = stack.enter_context(open(record.dir / "output.log", "ab")) if prefixed else None
+        links = [stack.enter_context(link_for(node)) for node in nodes]
+        sinks = [NodeOutput(record.dir, f"node{rank} {node['host']}" if prefixed else None, lock, status,
+                            combined=combined) for rank, node in enumerate(nodes)]
+        for sink in sinks:
+            stack.callback(sink.close)
+        if following:
+            return follow_all([(link, node["run_dir"], sink) for link, node, sink in zip(links, nodes, sinks)],
+                              reconnect_for, lambda failed, ended: None)[0]
+        return [follow(link.agent, node["run_dir"], sink.log_bytes, sink, sink.metrics_bytes, until_now=True)
+                for link, node, sink in zip(links, nodes, sinks)]
 
 
 def status_command(project, reference: str) -> int:

@@ -1,14 +1,17 @@
-"""`offload hosts add|list|remove|check`: the registry edited and shown, keys confirmed."""
+"""`offload hosts add|list|remove`: the registry edited and shown, a new host's key confirmed."""
 from __future__ import annotations
 
 import os
 import sys
 
+from rich.table import Table
+
 from offload.config import hosts
-from offload.console import add_plain_row, table_console
-from offload.errors import HostKeyError, HostUnreachable, OffloadError, RevokedHostKey
 from offload.config.resolve import resolve, split_destination
-from offload.runs.job import ask_host_key, say
+from offload.console import add_plain_row, say, table_console
+from offload.errors import HostKeyError, HostUnreachable, OffloadError, RevokedHostKey
+from offload.transport import ssh
+from offload.transport.hostkeys import fingerprint, forget_hint
 
 
 def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float) -> int:
@@ -27,8 +30,6 @@ def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float
         if problem:
             raise OffloadError(problem)
     target = resolve(name, entry)
-    from offload.transport.hostkeys import fingerprint, forget_hint
-    from offload.transport import ssh
 
     def confirm(target, key) -> bool:
         print(f"{target.name} ({target.known_hosts_name}) presents {key.get_name()} key {fingerprint(key)}",
@@ -67,8 +68,6 @@ def list_hosts() -> int:
     if not registry.hosts:
         say(f"no hosts registered in {registry.path}; add one with `offload hosts add NAME [user@]hostname`")
         return 0
-    from rich.table import Table
-
     table = Table("name", "address", "python", "workdir", "gpus", box=None)
     for index, (name, entry) in enumerate(registry.hosts.items()):
         target = resolve(name, entry)
@@ -85,34 +84,3 @@ def remove_host(name: str) -> int:
     registry.save()
     say(f"removed {name}")
     return 0
-
-
-def check_hosts(name: str | None, timeout: float, bench_seconds: float | None = None) -> int:
-    """One row per host (`local` is this machine); with bench_seconds, the measured matmul ceiling too, kept."""
-    from offload.cli.hosts_check import check_host, check_local, healthy
-    from offload.config.hoststate import LOCAL
-
-    registry = hosts.load()
-    names = [name] if name else list(registry.hosts)
-    if not names:
-        raise OffloadError("no hosts registered", hint=f"offload hosts add NAME [user@]hostname, or `offload hosts check {LOCAL}`")
-    targets = {n: None if n == LOCAL and n not in registry.hosts else resolve(n, registry.get(n)) for n in names}
-    if any(targets.values()):
-        from offload.config.ssh_config import describe_reader
-
-        say(f"ssh config: {describe_reader()}")
-    if bench_seconds:
-        say(f"measuring each host's matmul ceiling, about {bench_seconds:g} s each")
-    rows = [check_local(bench_seconds) if target is None else
-            check_host(target, timeout, confirm=ask_host_key, bench_seconds=bench_seconds)
-            for target in targets.values()]
-    from rich.table import Table
-
-    columns = list(rows[0])
-    table = Table(*columns)
-    for row in rows:
-        add_plain_row(table, *(row[c] for c in columns))
-    table_console().print(table)
-    return 0 if all(healthy(r) for r in rows) else 1
-
-

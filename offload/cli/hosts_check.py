@@ -1,11 +1,20 @@
-"""`offload hosts check` and the probe behind `hosts add`: connect, start the agent, ask for facts."""
+"""`offload hosts check`: reach each host, start its agent, ask for its facts, and say them in a table row."""
 from __future__ import annotations
 
-from offload.transport import agent as agents
-from offload.transport import ssh
-from offload.errors import AuthFailed, HostKeyError, HostUnreachable, OffloadError
-from offload.console import human_size
+from rich.table import Table
+
+from offload.config import hosts, hoststate
+from offload.config.hoststate import LOCAL
+from offload.config.local_target import LocalTarget
+from offload.config.resolve import resolve
+from offload.config.ssh_config import describe_reader
+from offload.console import add_plain_row, human_size, say, table_console
+from offload.errors import AuthFailed, HostKeyError, HostUnreachable, LinkLost, OffloadError, RemoteError
+from offload.mfu.device import peak_of
 from offload.runs.logout_survival import COLUMN as LOGOUT, describe as describe_logout
+from offload.transport import agent as agents
+from offload.transport.link import ask_to_trust
+from offload.transport.links import open_link
 
 COLUMNS = ("host", "reachable", "auth", "python", "torch", "cuda", "gpus", "cpu", "peak TFLOPS", "free disk", LOGOUT)
 MEASURED = "measured TFLOPS"  # the extra column of `hosts check --bench`
@@ -41,8 +50,6 @@ def describe_cuda(facts: dict) -> str:
 
 def describe_peaks(facts: dict, override) -> str:
     """The dense peak of one of the host's devices at the precisions training uses there."""
-    from offload.mfu.device import peak_of
-
     gpus = facts.get("gpus") or []
     kind, name = ("cuda", gpus[0]["name"]) if gpus else ("cpu", (facts.get("cpu") or {}).get("model", "CPU"))
     shown = []
@@ -54,51 +61,32 @@ def describe_peaks(facts: dict, override) -> str:
     return ", ".join(shown)
 
 
-def check_host(target, timeout: float, confirm, bench_seconds: float | None = None) -> dict:
-    """One row of `hosts check`: every column filled, failures described rather than raised."""
+def check_target(target, timeout: float, confirm, bench_seconds: float | None = None) -> dict:
+    """One row of `hosts check` (this machine's too: config.local_target.LocalTarget, through the local agent a
+    fallback run uses): every column filled, failures described rather than raised."""
     row = dict.fromkeys(COLUMNS + ((MEASURED,) if bench_seconds else ()), "")
-    row["host"] = f"{target.name} ({target.address})"
+    row["host"] = f"{target.name} ({target.address or 'this machine'})"
     try:
-        client = ssh.connect(target, timeout, confirm=confirm)
+        with open_link(target, timeout, confirm) as link:
+            row["reachable"], row["auth"] = "yes", "ok" if target.address else "-"
+            fill_from_agent(row, link.agent, target, bench_seconds)
     except HostUnreachable as exc:
         row["reachable"] = f"no: {exc.reason}"
-        return row
     except (AuthFailed, HostKeyError) as exc:
         row["reachable"], row["auth"] = "yes", f"failed: {exc.message}"
-        return row
+    except (RemoteError, LinkLost) as exc:  # connected and logged in; the agent could not start
+        row["reachable"], row["auth"], row["python"] = "yes", "ok", f"failed: {exc.message}"
     except OffloadError as exc:  # e.g. an unreadable identity file: this host's row fails, not the whole table
         row["auth"] = f"failed: {exc.message}"
-        return row
-    row["reachable"], row["auth"] = "yes", "ok"
-    try:
-        fill_from_agent(row, lambda: agents.start_remote(client, target), target.name, target.workdir,
-                        target.peak_tflops, bench_seconds)
-    finally:
-        client.close()
     return row
 
 
-def check_local(bench_seconds: float | None = None) -> dict:
-    """The same row for this machine, through the local agent (what a fallback run uses)."""
-    from offload.config.hoststate import LOCAL
-
-    row = dict.fromkeys(COLUMNS + ((MEASURED,) if bench_seconds else ()), "")
-    row.update(host=f"{LOCAL} (this machine)", reachable="yes", auth="-")
-    fill_from_agent(row, agents.start_local, LOCAL, "~", None, bench_seconds)
-    return row
-
-
-def fill_from_agent(row: dict, start_agent, name: str, workdir: str, override, bench_seconds: float | None) -> None:
-    from offload.config import hoststate
-
+def fill_from_agent(row: dict, agent, target, bench_seconds: float | None) -> None:
+    name, workdir = target.name, target.workdir
     try:
-        agent = start_agent()
-        try:
-            facts = agent.request("facts", timeout=agents.FACTS_TIMEOUT_S, workdir=workdir)
-            measured = agent.request("bench", timeout=bench_seconds + agents.FACTS_TIMEOUT_S,
-                                     seconds=bench_seconds) if bench_seconds else None
-        finally:
-            agent.close()
+        facts = agent.request("facts", timeout=agents.FACTS_TIMEOUT_S, workdir=workdir)
+        measured = agent.request("bench", timeout=bench_seconds + agents.FACTS_TIMEOUT_S,
+                                 seconds=bench_seconds) if bench_seconds else None
     except OffloadError as exc:
         row["python"] = f"failed: {exc.message}"
         return
@@ -109,7 +97,7 @@ def fill_from_agent(row: dict, start_agent, name: str, workdir: str, override, b
     row["cuda"] = describe_cuda(facts)
     row["gpus"] = describe_gpus(facts)
     row["cpu"] = describe_cpu(facts.get("cpu") or {})
-    row["peak TFLOPS"] = describe_peaks(facts, override)
+    row["peak TFLOPS"] = describe_peaks(facts, target.peak_tflops)
     free = facts.get("workdir_free_bytes")
     row["free disk"] = f"{'?' if free is None else human_size(free)} in {workdir}"
     row[LOGOUT] = describe_logout(facts)
@@ -127,3 +115,23 @@ def describe_measured(measured: dict) -> str:
 
 def healthy(row: dict) -> bool:
     return row["auth"] in ("ok", "-") and not row["python"].startswith("failed") and not row["torch"].startswith("missing")
+
+
+def check_hosts(name: str | None, timeout: float, bench_seconds: float | None = None) -> int:
+    """One row per host (`local` is this machine); with bench_seconds, the measured matmul ceiling too, kept."""
+    registry = hosts.load()
+    names = [name] if name else list(registry.hosts)
+    if not names:
+        raise OffloadError("no hosts registered", hint=f"offload hosts add NAME [user@]hostname, or `offload hosts check {LOCAL}`")
+    targets = [LocalTarget() if n == LOCAL and n not in registry.hosts else resolve(n, registry.get(n)) for n in names]
+    if any(target.address for target in targets):
+        say(f"ssh config: {describe_reader()}")
+    if bench_seconds:
+        say(f"measuring each host's matmul ceiling, about {bench_seconds:g} s each")
+    rows = [check_target(target, timeout, ask_to_trust, bench_seconds) for target in targets]
+    columns = list(rows[0])
+    table = Table(*columns)
+    for row in rows:
+        add_plain_row(table, *(row[c] for c in columns))
+    table_console().print(table)
+    return 0 if all(healthy(r) for r in rows) else 1

@@ -15,6 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from offload.console import say
 from offload.sync.ignore import explain
 from offload.sync.selection import budget_text, is_secret
 
@@ -84,3 +85,19 @@ def find_missing(output: str, host_project_dir: str, root: Path, selection, host
                    f"send it with: {shlex.join(['offload', *command])}")
         return Missing(relpath, reason, command, message)
     return None
+
+
+def diagnose_failure(record, host_project_dir: str, root: Path, selection, options):
+    """After a failed run: the file its output says is missing, when the laptop has it and did not send it; said."""
+    try:
+        output = (record.dir / "output.log").read_text(errors="replace")
+    except OSError:
+        return None
+    command_line = options.command_line
+    if command_line is None:  # run() called directly, not from the command line: the plainest equivalent
+        command_line = ["run", *(["--host", options.host] if options.host else []), options.script, *options.args]
+    missing = find_missing(output, host_project_dir, root, selection, record.meta.get("host", "the host"),
+                           command_line, options.script, options.args)
+    if missing is not None:
+        say(missing.message)
+    return missing

@@ -1,4 +1,4 @@
-"""What command starts the job: plain python for one process, torchrun for several."""
+"""What command starts the job: plain python for one process, torchrun for several, on one node or many."""
 from __future__ import annotations
 
 
@@ -27,3 +27,13 @@ def plan_node_launch(python: str, script: str, args: list, nproc_per_node: int, 
 def job_env(host_env: dict, run_id: str) -> dict:
     """The host's `env` from hosts.yaml, plus what every job gets."""
     return {**host_env, "OFFLOAD_RUN_ID": run_id, "PYTHONUNBUFFERED": "1"}
+
+
+def node_address(target) -> str:
+    """How the other nodes reach this one: hosts.yaml's rdzv_host, else the address the laptop uses."""
+    return target.rdzv_host or target.hostname
+
+
+def device_name(facts: dict) -> str:
+    gpus = facts.get("gpus") or []
+    return f"{len(gpus)} x {gpus[0]['name']}" if gpus else (facts.get("cpu") or {}).get("model") or "CPU"

@@ -1,4 +1,5 @@
-"""The laptop's record of runs: .offload/runs/<run-id>/ with output.log and meta.json."""
+"""The laptop's record of runs: .offload/runs/<run-id>/ with output.log and meta.json; the project they belong to,
+and the run a reference names (RUN: a run id, a unique prefix of one, or `last`, the project's latest run)."""
 from __future__ import annotations
 
 import json
@@ -75,3 +76,59 @@ def project_root_of(options_project: Path | None) -> Path:
     if not root.is_dir():
         raise OffloadError(f"project directory {root} does not exist")
     return root
+
+
+LAST = "last"
+
+
+def find_run(project_root: Path, reference: str) -> dict:
+    """The meta.json of the run `reference` names, or a one-line error saying what to type instead."""
+    recorded = load_runs(project_root)
+    if not recorded:
+        raise OffloadError(f"no runs recorded in {project_root}", hint="start one with `offload run SCRIPT`")
+    if reference == LAST:
+        return recorded[-1]
+    exact = [meta for meta in recorded if meta["run_id"] == reference]
+    matches = exact or [meta for meta in recorded if meta["run_id"].startswith(reference)]
+    if not matches:
+        raise OffloadError(f"no run {reference!r} in {project_root}", hint="`offload runs` lists them")
+    if len(matches) > 1:
+        shown = ", ".join(meta["run_id"] for meta in matches[:4])
+        raise OffloadError(f"{reference!r} names {len(matches)} runs ({shown}{', ...' if len(matches) > 4 else ''})",
+                           hint="type more of the run id")
+    return matches[0]
+
+
+def node_meta(meta: dict, node: int) -> dict:
+    """The run as seen from one of its nodes (a multi-node run's node N: its host and directories);
+    a single-host run is its own node 0."""
+    nodes = meta.get("nodes") or []
+    if not nodes:
+        if node:
+            raise OffloadError(f"run {meta['run_id']} ran on one host: there is no node {node}")
+        return meta
+    if node >= len(nodes):
+        raise OffloadError(f"run {meta['run_id']} has nodes 0 to {len(nodes) - 1}, not {node}")
+    return {**meta, **{key: nodes[node][key] for key in ("host", "address", "project_dir", "run_dir")}}
+
+
+def node_metas(meta: dict) -> list:
+    """One meta per node of the run (one for a single-host run)."""
+    return [node_meta(meta, node) for node in range(max(1, len(meta.get("nodes") or [])))]
+
+
+def record_of(project_root: Path, meta: dict) -> RunRecord:
+    record = RunRecord(project_root, meta["run_id"])
+    record.meta = dict(meta)
+    return record
+
+
+def script_in_project(root: Path, script: str) -> str:
+    path = Path(script)
+    absolute = (path if path.is_absolute() else root / path).resolve()
+    if not absolute.is_file():
+        raise OffloadError(f"script {script} not found in {root}", hint="run offload from your project's directory, or pass --project DIR")
+    try:
+        return absolute.relative_to(root).as_posix() if path.is_absolute() else script
+    except ValueError:
+        raise OffloadError(f"script {script} is outside the project {root}") from None

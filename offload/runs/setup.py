@@ -11,18 +11,20 @@ the host lock like a run, and is followed like a run.
 from __future__ import annotations
 
 import hashlib
-import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload.config import project as project_config
+from remote_agent.hostlock import HOST_LOCK
 
-from offload.runs import record as runs, sinks as stream
+from offload.config import project as project_config
+from offload.console import say
 from offload.errors import OffloadError
+from offload.runs.follow import exit_code_of, follow_run
+from offload.runs.record import new_run_id
+from offload.runs.start import describe_holder, start_request
 from offload.sync.ignore import ALWAYS_EXCLUDED_DIRS
-from offload.transport.link import follow_run
 
 DEFAULT_INPUTS = ("requirements*.txt", "pyproject.toml", "environment.yml")  # at the project root, where they exist
 SHELL = ("sh", "-ec")  # -e: a failing `pip install` in the project's part is not hidden by the host's part
@@ -118,16 +120,12 @@ def state_of(plan: SetupPlan) -> dict:
             "inputs": plan.inputs, "succeeded_unix": round(time.time(), 3)}
 
 
-def say(message: str) -> None:
-    print(f"offload: {message}", file=sys.stderr, flush=True)
-
-
 def run_setup(link, target, project_root: Path, project_dir: str, reconnect_for: float, *, terminal=None,
               tree: dict | None = None) -> None:
     """Run the setup for one host before its job, unless the host's record says its key is unchanged.
 
-    link: the watch.Link to `target` (its agent is used, and reopened if the link drops while following);
-    target: the resolved SSHTarget, or None for a local run (setup runs only on hosts: one line says so);
+    link: the transport.link.Link to `target` (its agent is used, and reopened if the link drops while following);
+    target: the resolved SSHTarget (a local run has no setup: runs/nodes.py);
     project_root: the local project; project_dir: its synced copy on the host (sync_project's project_dir);
     reconnect_for: seconds to keep reconnecting while following, as for runs; terminal: where the setup's
     output goes (a binary stream; default stdout); tree: the run's synced tree on the host ({"stage": ID or
@@ -135,11 +133,8 @@ def run_setup(link, target, project_root: Path, project_dir: str, reconnect_for:
     SetupFailed (its exit_code is the setup's) when it failed, and OffloadError for a bad offload.yaml.
     """
     config = project_config.load(project_root)
-    text = setup_text(config.setup, target.setup if target else None)
+    text = setup_text(config.setup, target.setup)
     if text is None:
-        return
-    if target is None:
-        say("setup runs only on hosts: skipped for this local run")
         return
     patterns = DEFAULT_INPUTS if config.setup_inputs is None else config.setup_inputs
     plan = plan_setup(text, project_root, patterns, link.agent.hello["python"])
@@ -152,9 +147,9 @@ def run_setup(link, target, project_root: Path, project_dir: str, reconnect_for:
         return
     say(f"setup on {target.name} runs: {reason}")
     started = time.monotonic()
-    run_dir = f"{project_dir}/{SETUP_DIR}/{runs.new_run_id()}-{plan.key[:12]}"
+    run_dir = f"{project_dir}/{SETUP_DIR}/{new_run_id()}-{plan.key[:12]}"
     finished = follow_setup(link, target, plan, project_dir, run_dir, reconnect_for, terminal, tree)
-    code = stream.exit_code_of(finished)
+    code = exit_code_of(finished)
     if code == 0 and finished.get("exit_code") != 0:  # ended without an exit code: the lock failed, or it was lost
         code = 1
     if code:
@@ -166,13 +161,10 @@ def run_setup(link, target, project_root: Path, project_dir: str, reconnect_for:
 def follow_setup(link, target, plan: SetupPlan, project_dir: str, run_dir: str, reconnect_for: float,
                  terminal, tree: dict | None = None) -> dict:
     """Start the setup as a job holding the host lock, and stream its output to the end (the exit message)."""
-    from offload.runs.job import HOST_LOCK, describe_holder  # runner calls us: imported here, not at the top
-
     env = {**target.env, "PYTHONUNBUFFERED": "1", "OFFLOAD_PYTHON": plan.python}
-    started = link.agent.request("start", run_dir=run_dir, cwd=project_dir, argv=[*SHELL, plan.text], env=env,
-                                 lock=HOST_LOCK, wait=True,
-                                 run_id=f"setup-{plan.key[:12]}", laptop=socket.gethostname(),
-                                 tree=tree, keep_tree=True)  # the run that follows takes the tree over
+    started = start_request(link.agent, run_dir=run_dir, cwd=project_dir, argv=[*SHELL, plan.text], env=env,
+                            lock=HOST_LOCK, wait=True, run_id=f"setup-{plan.key[:12]}",
+                            tree=tree, keep_tree=True)  # the run that follows takes the tree over
     if started["state"] == "waiting":
         say(f"{target.name} is busy: {describe_holder(started.get('holder'))}; setup waits for it")
     sink = SetupOutput(terminal)

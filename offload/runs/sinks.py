@@ -1,14 +1,29 @@
-"""Show a run's output as it is printed, and keep it: bytes go to the terminal and to the local log,
-metrics lines to metrics.jsonl, and both, line by line, to an MFU tracker that feeds the status line."""
+"""Where a followed run's output goes. Every sink is a `Sink`: bytes of the host's output.log in order, and of
+its metrics.jsonl, and how much of each it has (where following resumes after an outage).
+
+RunOutput shows the output as it is printed and keeps it: bytes to the terminal and the local log, metrics lines
+to metrics.jsonl, both, line by line, to an MFU tracker that feeds the status line. A node of a multi-node run
+puts its name in front of each line (LinePrefixer); NodeOutput lets several followers share one terminal.
+"""
 from __future__ import annotations
 
 import json
 import sys
+import threading
+from pathlib import Path
+from typing import Protocol
 
-from offload.errors import OffloadError
+from offload.mfu.report import status_text
 
-SILENCE_LIMIT_S = 15  # the agent ticks every 2 s while the job is quiet; this much silence is a dead link
 CLEAR_LINE = "\r\x1b[K"
+
+
+class Sink(Protocol):
+    log_bytes: int      # how much of the host's output.log this sink has
+    metrics_bytes: int  # and of its metrics.jsonl
+
+    def write(self, data: bytes) -> None: ...
+    def metrics(self, data: bytes) -> None: ...
 
 
 class StatusLine:
@@ -81,8 +96,6 @@ class RunOutput:
 
     def redraw(self) -> None:
         if self.tracker is not None and not self.partial:
-            from offload.mfu.report import status_text
-
             self.status.show(status_text(self.tracker.status()))
 
     def close(self) -> None:
@@ -91,36 +104,66 @@ class RunOutput:
         self.metrics_file.close()
 
 
-def follow(agent, run_dir: str, offset: int, sink, metrics_offset: int = 0, until_now: bool = False) -> dict:
-    """Stream the run's log from `offset` into `sink` until the job ends (returns the `exit` message), or
-    with until_now only up to what the host has now (returns an `eof` message with the run's status)."""
-    agent.send("follow", run_dir=run_dir, offset=offset, metrics_offset=metrics_offset, until_now=until_now)
-    while True:
-        message = agent.recv(timeout=SILENCE_LIMIT_S)
-        kind = message["t"]
-        if kind in ("output", "metrics"):
-            expected = offset if kind == "output" else metrics_offset
-            if message["offset"] != expected:
-                raise OffloadError(f"{kind} from {agent.label} arrived out of order (at {message['offset']}, expected {expected})")
-            data = b"".join(agent.read_blob(message["size"]))
-            if kind == "output":
-                sink.write(data)
-                offset += len(data)
-            else:
-                sink.metrics(data)
-                metrics_offset += len(data)
-        elif kind in ("exit", "eof"):
-            return message
-        elif kind != "tick":
-            raise OffloadError(f"unexpected message from {agent.label} while following: {kind}")
+class LinePrefixer:
+    """Bytes in, whole lines out with a prefix: to the terminal, and to the run's combined output.log."""
+
+    def __init__(self, prefix: bytes, terminal, combined=None):
+        self.prefix, self.terminal, self.combined, self.partial = prefix, terminal, combined, b""
+
+    def write(self, data: bytes) -> None:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        if lines:
+            text = b"".join(self.prefix + line + b"\n" for line in lines)
+            self.terminal.write(text)
+            if self.combined is not None:
+                self.combined.write(text)
+
+    def flush(self) -> None:
+        self.terminal.flush()
+        if self.combined is not None:
+            self.combined.flush()
+
+    def end(self) -> None:
+        if self.partial:
+            self.write(b"\n")
 
 
-def exit_code_of(exit_message: dict) -> int:
-    """The shell's convention: the job's exit code, or 128 + signal number when a signal ended it."""
-    import signal
+class NodeOutput:
+    """One node's output: its own log (byte offsets for resuming) and prefixed lines for the user, under a
+    lock shared by every node, so lines from different nodes never interleave."""
 
-    if exit_message.get("state") in ("lost", "failed"):  # failed: the supervisor, not the job (see its error)
-        return 1
-    if exit_message.get("signal"):
-        return 128 + int(signal.Signals[exit_message["signal"]])
-    return int(exit_message.get("exit_code") or 0)
+    def __init__(self, record_dir: Path, label: str | None, lock: threading.Lock, status, tracker=None, combined=None):
+        """label None: the run's only node, whose output is the run's (record_dir itself, unprefixed); else
+        record_dir/<label's first word>/, each line prefixed `[label] ` and written to `combined` as well."""
+        node_dir = record_dir if label is None else record_dir / label.split()[0]
+        node_dir.mkdir(parents=True, exist_ok=True)
+        self.prefixer = None if label is None else LinePrefixer(f"[{label}] ".encode(), sys.stdout.buffer, combined)
+        self.output = RunOutput(node_dir, tracker=tracker, terminal=self.prefixer, status=status)
+        self.lock, self.closed = lock, False
+
+    @property
+    def log_bytes(self) -> int:
+        return self.output.log_bytes
+
+    @property
+    def metrics_bytes(self) -> int:
+        return self.output.metrics_bytes
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            if not self.closed:  # a follower still running after Ctrl-C has nowhere to write
+                self.output.write(data)
+
+    def metrics(self, data: bytes) -> None:
+        with self.lock:
+            if not self.closed:
+                self.output.metrics(data)
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                if self.prefixer is not None:
+                    self.prefixer.end()
+                self.output.close()

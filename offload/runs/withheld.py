@@ -10,7 +10,7 @@ from remote_agent.fetching import matches, pattern_parts
 from remote_agent.outputs import DELETED, Withheld
 
 from offload.errors import OffloadError
-from offload.runs.reach import find_run, record_of
+from offload.runs.record import find_run, record_of
 
 def recorded_withheld(meta: dict) -> list:
     return [Withheld(*item) for item in meta.get("withheld") or []]

@@ -1,46 +1,75 @@
-"""Watching a run on its host: a link that can be reopened, and following that survives outages.
+"""A link to one host: its SSH connection and agent, reopened with backoff after an outage; and its stand-in for
+this machine, the local agent, which cannot drop.
 
-The job never depends on the link: when it drops, offload reconnects with backoff (for up to
---reconnect-for seconds, one line per outage) and resumes from the last byte the laptop has, so the
-local output.log ends byte-identical to the host's.
+A job never depends on the link: when it drops while a run is followed, the link is reopened (for up to
+--reconnect-for seconds, one line per outage) and following resumes from the last byte the laptop has.
 """
 from __future__ import annotations
 
 import sys
 import time
 
+from offload.console import interactive, say
+from offload.errors import HostUnreachable, LinkLost, OffloadError
 from offload.transport import agent as agents
 from offload.transport import ssh
-from offload.runs import sinks as stream
-from offload.errors import HostUnreachable, LinkLost
+from offload.transport.hostkeys import fingerprint
 
 FIRST_RETRY_S = 1.0
 LONGEST_RETRY_S = 30.0
 
 
+def ask_to_trust(target, key) -> bool:
+    """An unknown host key: in a terminal, show the fingerprint and ask, as ssh does; elsewhere refuse."""
+    if not interactive():
+        return False
+    print(f"The authenticity of host {target.name} ({target.known_hosts_name}) can't be established.\n"
+          f"{key.get_name()} key fingerprint is {fingerprint(key)}.", file=sys.stderr)
+    answer = input("Trust this key and continue connecting? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
 class Link:
-    """The SSH client and agent of one host (target None: the local agent, which cannot drop)."""
+    """The SSH client and agent of one host."""
 
-    def __init__(self, target, client, agent, connect_timeout: float = 10.0):
-        self.target, self.client, self.agent, self.connect_timeout = target, client, agent, connect_timeout
+    reconnects = True  # after an outage, following reopens the link and resumes
 
-    @classmethod
-    def to(cls, target, connect_timeout: float = 10.0) -> "Link":
-        """Connected to `target`, its agent started."""
-        link = cls(target, None, None, connect_timeout)
-        link.reopen()
-        return link
+    def __init__(self, target, connect_timeout: float = 10.0, confirm=ask_to_trust):
+        """confirm(target, key) decides an unknown host key; None refuses it (no prompt from a thread)."""
+        self.target, self.connect_timeout, self.confirm = target, connect_timeout, confirm
+        self.client = self.agent = None
 
-    def reopen(self) -> None:
+    def open(self) -> "Link":
         self.close()
-        from offload.runs.job import ask_host_key
-
-        self.client = ssh.connect(self.target, self.connect_timeout, confirm=ask_host_key)
+        self.client = ssh.connect(self.target, self.connect_timeout, confirm=self.confirm)
         try:
             self.agent = agents.start_remote(self.client, self.target)
         except BaseException:
             self.client.close()
             raise
+        return self
+
+    def second_agent(self):
+        """Another agent on the same connection: for a request while the first is busy following."""
+        return agents.start_remote(self.client, self.target)
+
+    def alive(self) -> bool:
+        """Whether the kept link still answers, checked with one round trip."""
+        transport = self.client.get_transport() if self.client is not None else None
+        return transport is not None and transport.is_active() and self.answers()
+
+    def answers(self) -> bool:
+        if self.agent is None:
+            return False
+        try:
+            return self.agent.request("ping", timeout=10)["t"] == "pong"
+        except OffloadError:
+            return False
+
+    def cut(self) -> None:
+        """From another thread: drop the connection now, without a word to the agent."""
+        if self.client is not None:
+            self.client.close()
 
     def close(self) -> None:
         for closing in (self.agent, self.client):
@@ -51,37 +80,41 @@ class Link:
                     pass
         self.agent = self.client = None
 
+    def reconnect(self, reason: str, reconnect_for: float, offset: int) -> None:
+        """Reopen with backoff; LinkLost when reconnect_for seconds pass without success."""
+        name = self.target.name
+        say(f"lost the link to {name} ({reason}); the run goes on there; reconnecting for up to {reconnect_for:g} s")
+        started, delay = time.monotonic(), FIRST_RETRY_S
+        while True:
+            try:
+                self.open()
+            except (HostUnreachable, LinkLost) as exc:
+                waited = time.monotonic() - started
+                if waited + delay > reconnect_for:
+                    raise LinkLost(name, f"{exc.message}; gave up reconnecting after {waited:.0f} s") from None
+                time.sleep(delay)
+                delay = min(delay * 2, LONGEST_RETRY_S)
+                continue
+            say(f"reconnected to {name} after {time.monotonic() - started:.1f} s; resuming at byte {offset}")
+            return
 
-def say(message: str) -> None:
-    print(f"offload: {message}", file=sys.stderr, flush=True)
 
+class LocalLink(Link):
+    """This machine's agent, a local subprocess running the very code the hosts run."""
 
-def follow_run(link: Link, run_dir: str, sink, reconnect_for: float) -> dict:
-    """Follow to the end (the `exit` message), reconnecting after each outage."""
-    while True:
-        try:
-            return stream.follow(link.agent, run_dir, sink.log_bytes, sink, sink.metrics_bytes)
-        except LinkLost as exc:
-            if link.target is None or reconnect_for <= 0:
-                raise
-            reconnect(link, exc.reason, reconnect_for, sink.log_bytes)
+    reconnects = False  # a pipe to a child process does not drop and come back
 
+    def open(self) -> "LocalLink":
+        self.close()
+        self.agent = agents.start_local()
+        return self
 
-def reconnect(link: Link, reason: str, reconnect_for: float, offset: int) -> None:
-    """Reopen the link with backoff; raise LinkLost when reconnect_for seconds pass without success."""
-    name = link.target.name
-    say(f"lost the link to {name} ({reason}); the run goes on there; reconnecting for up to {reconnect_for:g} s")
-    started = time.monotonic()
-    delay = FIRST_RETRY_S
-    while True:
-        try:
-            link.reopen()
-        except (HostUnreachable, LinkLost) as exc:
-            waited = time.monotonic() - started
-            if waited + delay > reconnect_for:
-                raise LinkLost(name, f"{exc.message}; gave up reconnecting after {waited:.0f} s") from None
-            time.sleep(delay)
-            delay = min(delay * 2, LONGEST_RETRY_S)
-            continue
-        say(f"reconnected to {name} after {time.monotonic() - started:.1f} s; resuming at byte {offset}")
-        return
+    def second_agent(self):
+        return agents.start_local()
+
+    def alive(self) -> bool:
+        return self.answers()
+
+    def cut(self) -> None:
+        if self.agent is not None:
+            self.agent.close()

@@ -1,9 +1,9 @@
-"""Links to hosts for one command, or kept between commands inside the link keeper.
+"""The one way a command reaches a target: `open_link`, a connection plus its agent, closed afterwards; or,
+inside the link keeper (after `keep_links()`), the open link to the same target, checked with one round trip,
+kept for the next command.
 
-`open_link` is what a command uses: in a normal process it connects and closes afterwards; inside the
-keeper (after `keep_links()`) it reuses the open link to the same target, checked with one round trip,
-and keeps it for the next command. A link is only kept when the command that used it ended cleanly or
-with an error the agent reported: after anything else the stream may be mid-message, so it is closed.
+A link is only kept when the command that used it ended cleanly or with an error the agent reported: after
+anything else the stream may be mid-message, so it is closed.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import threading
 from contextlib import contextmanager
 
 from offload.errors import LinkLost, OffloadError
-from offload.transport.link import Link
+from offload.transport.link import Link, LocalLink, ask_to_trust
 
 _kept: dict | None = None  # target (connection fields) -> Link; None outside the keeper
-_active: list = []  # the link a command is using now, for abort_active()
+_active: list = []  # the links commands are using now, for abort_active()
 _lock = threading.Lock()
 _aborted = threading.Event()  # the command's client went away: no link is opened or used for it any more
 
@@ -31,54 +31,67 @@ def link_key(target) -> tuple:
             target.identity_from_config, target.proxy_jump, target.proxy_command, target.python)
 
 
+def new_link(target, connect_timeout: float, confirm) -> Link:
+    link_type = LocalLink if getattr(target, "local", False) else Link
+    return link_type(target, connect_timeout, confirm).open()
+
+
 @contextmanager
-def open_link(target, connect_timeout: float):
-    if _kept is None:
-        link = Link.to(target, connect_timeout)
+def open_link(target, connect_timeout: float = 10.0, confirm=ask_to_trust):
+    """A link to `target` (an SSHTarget, or config.local_target.LocalTarget for this machine) for one command.
+    confirm(target, key) decides an unknown host key; None refuses it."""
+    if _kept is None or getattr(target, "local", False):  # a local agent takes the command's environment: never kept
+        link = new_link(target, connect_timeout, confirm)
         try:
             yield link
         finally:
             link.close()
         return
+    with kept_link(target, connect_timeout, confirm) as link:
+        yield link
+
+
+@contextmanager
+def kept_link(target, connect_timeout: float, confirm):
     if _aborted.is_set():
         raise LinkLost(target.name, "the command was cancelled")
     key = link_key(target)
-    link = _kept.pop(key, None)
-    if link is not None and not alive(link):
+    with _lock:
+        link = _kept.pop(key, None)
+    if link is not None and not link.alive():
         link.close()
         link = None
     if link is None:
-        link = Link.to(target, connect_timeout)
+        link = new_link(target, connect_timeout, confirm)
+    link.confirm = confirm
     with _lock:
         _active.append(link)
         if _aborted.is_set():  # the client went away while the link was being opened
-            link.client.close()
+            link.cut()
     try:
         yield link
     except OffloadError as exc:
-        if isinstance(exc, LinkLost) or link.agent is None:
-            link.close()
-        else:
-            _kept[key] = link
+        keep(key, link, reusable=not isinstance(exc, LinkLost) and link.agent is not None)
         raise
     except BaseException:
         link.close()
         raise
     else:
-        _kept[key] = link
+        keep(key, link, reusable=True)
     finally:
         with _lock:
             _active.remove(link)
 
 
-def alive(link: Link) -> bool:
-    transport = link.client.get_transport() if link.client is not None else None
-    if transport is None or not transport.is_active() or link.agent is None:
-        return False
-    try:
-        return link.agent.request("ping", timeout=10)["t"] == "pong"
-    except OffloadError:
-        return False
+def keep(key: tuple, link: Link, reusable: bool) -> None:
+    if not reusable:
+        link.close()
+        return
+    with _lock:
+        replaced = _kept.pop(key, None)  # two nodes of one job cannot share a key (one account twice is refused)
+        _kept[key] = link
+    if replaced is not None:
+        replaced.close()
 
 
 def new_command() -> None:
@@ -86,13 +99,12 @@ def new_command() -> None:
 
 
 def abort_active() -> None:
-    """The client went away: cut its link now (from another thread), without a word to the agent,
+    """The client went away: cut its links now (from another thread), without a word to the agent,
     whose half-received file is then dropped on the host as after any lost link."""
     with _lock:
         _aborted.set()
         for link in _active:
-            if link.client is not None:
-                link.client.close()
+            link.cut()
 
 
 def close_all() -> None:
