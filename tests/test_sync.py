@@ -17,7 +17,7 @@ from conftest import run_offload, register_host
 from sshd_server import wait_for
 from terminal import read_terminal
 
-from offload.sync.ignore import LocalEntry, scan_project
+from offload.sync.scan import LocalEntry, scan_project
 from offload.sync.push import plan_sync, project_dir_name, up_to_date
 
 PART_SUFFIX = ".offload-part"

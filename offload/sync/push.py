@@ -26,7 +26,7 @@ from offload.sync.blocks import DELTA_MIN_BYTES, BlockHasher, Delta, as_ranges, 
 from offload.console import ProgressBar
 from offload.errors import OffloadError, RemoteError
 from offload.console import human_size
-from offload.sync.ignore import LocalEntry, summarize
+from offload.sync.scan import LocalEntry, summarize
 from offload.sync.selection import select_project, selection_lines
 
 MAX_RESENDS = 3  # a file still changing after this many tries is reported, not chased forever

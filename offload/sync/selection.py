@@ -19,7 +19,8 @@ from pathlib import Path
 from offload.config import project as project_config
 from offload.errors import OffloadError
 from offload.console import human_size
-from offload.sync.ignore import PLACEHOLDER_NAMES, LocalEntry, Rule, deciding_rule, parse_rules, rule_level, scan_project
+from offload.sync.ignore import Rule, deciding_rule, parse_rules, rule_level
+from offload.sync.scan import PLACEHOLDER_NAMES, LocalEntry, scan_project
 
 DEFAULT_DATA_BUDGET = 2 * 1024**3  # bytes the beside-rule may add; above it the larger files stay behind
 REPORT_ENTRY_LIMIT = 20_000  # entries looked at inside ignored directories for the report: a huge tree costs little
@@ -181,7 +182,7 @@ def from_git(decision) -> bool:
 
 
 class _Collector:
-    """Hears each scanned directory's excluded children (ignore._scan_dir's on_dir) and sorts them."""
+    """Hears each scanned directory's excluded children (scan._scan_dir's on_dir) and sorts them."""
 
     def __init__(self, includes: Includes, report_limit: int):
         self.includes, self.report_limit = includes, report_limit
