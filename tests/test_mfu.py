@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.hints import RunFacts, hints
+from offload.mfu.hints import RunFacts, hints
 from offload.mfu.nanogpt import nanogpt_device, nanogpt_dtype, parse_nanogpt_line, parse_tokens_per_iter
 from offload.mfu.tracker import DEFAULT_GPU_MFU, METRICS_WARMUP_STEPS, MfuTracker, estimate_seconds_on
 
