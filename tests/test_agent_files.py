@@ -20,8 +20,9 @@ from sshd_server import wait_for
 
 from offload.transport.agent import start_local
 from offload.errors import OffloadError, RemoteError
-from offload.sync.ignore import scan_project
-from offload.sync.push import project_dir_name, send_entry, sync_project
+from offload.sync.scan import scan_project
+from offload.sync.push import project_dir_name, sync_project
+from offload.sync.send import send_entry
 from remote_agent import protocol
 
 PART_SUFFIX = ".offload-part"

@@ -17,7 +17,8 @@ import pytest
 
 from conftest import register_host, run_offload
 from offload.errors import OffloadError, RemoteError
-from offload.sync.fetch import LocalState, RemoteFile, download, list_remote, plan_fetch
+from offload.sync.fetch import download
+from offload.sync.fetch_plan import LocalState, RemoteFile, list_remote, plan_fetch
 from procs import local_agent  # noqa: F401  (the fixture)
 from sshd_server import wait_for
 

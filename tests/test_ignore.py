@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from offload.console import human_size
-from offload.sync.ignore import LocalEntry, explain, parse_rules, scan_project, summarize
+from offload.sync.ignore import explain, parse_rules
+from offload.sync.scan import LocalEntry, scan_project, summarize
 
 
 def make_tree(root: Path, files: dict[str, str]) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from offload.mfu import tracker as mfu
-from offload.mfu.tracker import MfuTracker, RunFacts
+from offload.mfu.hints import RunFacts, hints
+from offload.mfu.nanogpt import nanogpt_device, nanogpt_dtype, parse_nanogpt_line, parse_tokens_per_iter
+from offload.mfu.tracker import DEFAULT_GPU_MFU, METRICS_WARMUP_STEPS, MfuTracker, estimate_seconds_on
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chargpt"
 H100_SXM_BF16_TFLOPS = 989.4  # dense, NVIDIA's datasheet
@@ -66,7 +67,7 @@ def tracker_fed(text: str, **kwargs) -> MfuTracker:
 # --- parsing ------------------------------------------------------------------------------------------
 
 def test_parses_real_nanogpt_lines():
-    parsed = [mfu.parse_nanogpt_line(line) for line in NANOGPT_GPU_RUN.splitlines()]
+    parsed = [parse_nanogpt_line(line) for line in NANOGPT_GPU_RUN.splitlines()]
     assert parsed[0] is None  # the evaluation line
     assert parsed[1] == {"iter": 0, "loss": 4.2654, "time_s": pytest.approx(13.50054), "mfu": -1.0}
     assert parsed[2] == {"iter": 10, "loss": 3.1462, "time_s": pytest.approx(0.01386), "mfu": pytest.approx(0.2688)}
@@ -74,51 +75,35 @@ def test_parses_real_nanogpt_lines():
 
 
 def test_parses_prefixed_and_diverged_lines_and_rejects_others():
-    prefixed = mfu.parse_nanogpt_line("[default0]:iter 7: loss 2.5000, time 12.00ms, mfu 3.50%\r\n")
+    prefixed = parse_nanogpt_line("[default0]:iter 7: loss 2.5000, time 12.00ms, mfu 3.50%\r\n")
     assert prefixed["mfu"] == pytest.approx(0.035)
-    assert math.isnan(mfu.parse_nanogpt_line("iter 7: loss nan, time 12.00ms, mfu 3.50%")["loss"])
-    assert mfu.parse_nanogpt_line("iter 7: loss 2.5, time 12.00ms, mfu 3.50% (and more)") is None
-    assert mfu.parse_nanogpt_line("step 100: train loss 2.3848, val loss 2.3995") is None
-    assert mfu.parse_nanogpt_line("iter 7: loss 2.5, time 12.00ms") is None
+    assert math.isnan(parse_nanogpt_line("iter 7: loss nan, time 12.00ms, mfu 3.50%")["loss"])
+    assert parse_nanogpt_line("iter 7: loss 2.5, time 12.00ms, mfu 3.50% (and more)") is None
+    assert parse_nanogpt_line("step 100: train loss 2.3848, val loss 2.3995") is None
+    assert parse_nanogpt_line("iter 7: loss 2.5, time 12.00ms") is None
 
 
 def test_parses_tokens_per_iteration_both_ways():
-    assert mfu.parse_tokens_per_iter("tokens per iteration will be: 491,520") == 491_520
-    assert mfu.parse_tokens_per_iter("Tokens per iteration will be: 16,384") == 16_384
-    assert mfu.parse_tokens_per_iter("tokens per iteration: 2,048 (32 sequences of 64)") == 2048
-    assert mfu.parse_tokens_per_iter("breaks down as: 40 grad accum steps * 1 processes") is None
+    assert parse_tokens_per_iter("tokens per iteration will be: 491,520") == 491_520
+    assert parse_tokens_per_iter("Tokens per iteration will be: 16,384") == 16_384
+    assert parse_tokens_per_iter("tokens per iteration: 2,048 (32 sequences of 64)") == 2048
+    assert parse_tokens_per_iter("breaks down as: 40 grad accum steps * 1 processes") is None
 
 
-def test_parses_metrics_lines_and_rejects_noise():
-    line = '{"v": 1, "step": 3, "flops": 1000, "seconds": 0.5, "tokens": 64, "loss": 2.0, "dtype": "bf16"}'
-    assert mfu.parse_metrics_line(line)["flops"] == 1000
-    assert mfu.parse_metrics_line('{"step": 3, "flops": 1000, "seconds": 0.5}') is not None  # v is optional
-    for noise in ('{"step": 3, "flops": 1000, "seco', '{"step": "3", "flops": 1, "seconds": 1}',
-                  '{"step": 3, "flops": -1, "seconds": 1}', '[1, 2]', 'iter 3: loss 2.0', ''):
-        assert mfu.parse_metrics_line(noise) is None, noise
-
-
-# --- rescaling, device and dtype -----------------------------------------------------------------------
-
-def test_rescales_nanogpt_mfu_to_the_real_peak():
-    assert mfu.rescale_nanogpt_mfu(0.2688, mfu.A100_BF16_PEAK_TFLOPS) == pytest.approx(0.2688)
-    assert mfu.rescale_nanogpt_mfu(0.10, 156.0) == pytest.approx(0.20)  # half the yardstick's peak: twice the MFU
-    # 26.88% of 312 TFLOPS is 83.9 TFLOPS achieved; on an H100 that is 8.5% of 989.4
-    assert mfu.rescale_nanogpt_mfu(0.2688, H100_SXM_BF16_TFLOPS) == pytest.approx(0.2688 * 312 / 989.4)
-
+# --- device and dtype ----------------------------------------------------------------------------------
 
 def test_nanogpt_device_and_dtype_follow_its_rules():
-    assert mfu.nanogpt_device([], host_has_cuda=True) == "cuda"
-    assert mfu.nanogpt_device([], host_has_cuda=False) == "cpu"
-    assert mfu.nanogpt_device(["--device=cpu"], host_has_cuda=True) == "cpu"
-    assert mfu.nanogpt_device(["--device=cpu", "--device=cuda:1"], host_has_cuda=True) == "cuda"  # the last wins
-    assert mfu.nanogpt_dtype([], "cuda", bf16_supported=True) == "bf16"
-    assert mfu.nanogpt_dtype([], "cuda", bf16_supported=False) == "fp16"
-    assert mfu.nanogpt_dtype(["--dtype=bfloat16"], "cpu", bf16_supported=True) == "fp32"  # no autocast on CPU
-    assert mfu.nanogpt_dtype(["--dtype=float32"], "cuda", True) == "fp32"
-    assert mfu.nanogpt_dtype(["--dtype=float32"], "cuda", True, compute_capability=8.6) == "tf32"
-    assert mfu.nanogpt_dtype(["--dtype=float32"], "cuda", False, compute_capability=7.5) == "fp32"
-    assert mfu.nanogpt_dtype(["config/x.py", "--dtype=float16"], "cuda", True) == "fp16"
+    assert nanogpt_device([], host_has_cuda=True) == "cuda"
+    assert nanogpt_device([], host_has_cuda=False) == "cpu"
+    assert nanogpt_device(["--device=cpu"], host_has_cuda=True) == "cpu"
+    assert nanogpt_device(["--device=cpu", "--device=cuda:1"], host_has_cuda=True) == "cuda"  # the last wins
+    assert nanogpt_dtype([], "cuda", bf16_supported=True) == "bf16"
+    assert nanogpt_dtype([], "cuda", bf16_supported=False) == "fp16"
+    assert nanogpt_dtype(["--dtype=bfloat16"], "cpu", bf16_supported=True) == "fp32"  # no autocast on CPU
+    assert nanogpt_dtype(["--dtype=float32"], "cuda", True) == "fp32"
+    assert nanogpt_dtype(["--dtype=float32"], "cuda", True, compute_capability=8.6) == "tf32"
+    assert nanogpt_dtype(["--dtype=float32"], "cuda", False, compute_capability=7.5) == "fp32"
+    assert nanogpt_dtype(["config/x.py", "--dtype=float16"], "cuda", True) == "fp16"
 
 
 # --- the tracker: log --------------------------------------------------------------------------------
@@ -182,7 +167,7 @@ def test_metrics_skip_the_warm_up_steps():
     for record in records([30.0, 2.0, 0.5] + [0.02] * 10):  # compilation, then steady steps of 50 TFLOP/s
         assert tracker.feed_metrics(record)
     summary = tracker.summary()
-    assert mfu.METRICS_WARMUP_STEPS == 3
+    assert METRICS_WARMUP_STEPS == 3
     assert summary["source"] == "metrics" and summary["mfu"] == pytest.approx(0.5)
     assert summary["achieved_tflops"] == pytest.approx(50.0)
     assert summary["time_per_iter_s"] == pytest.approx(0.02)
@@ -232,64 +217,64 @@ def facts(**changes) -> dict:
 
 
 def test_no_hints_for_a_well_set_up_run():
-    assert mfu.hints(GOOD) == []
-    assert mfu.hints(RunFacts(**GOOD)) == []
+    assert hints(GOOD) == []
+    assert hints(RunFacts(**GOOD)) == []
 
 
 def test_device_cpu_on_a_gpu_host():
-    [hint] = mfu.hints(facts(args=["--device=cpu"], device_kind="cpu", dtype="fp32"))
+    [hint] = hints(facts(args=["--device=cpu"], device_kind="cpu", dtype="fp32"))
     assert "--device=cpu" in hint
-    [hint] = mfu.hints(facts(device_kind="cpu", dtype="fp32"))  # a config file chose the CPU
+    [hint] = hints(facts(device_kind="cpu", dtype="fp32"))  # a config file chose the CPU
     assert "--device=cuda" in hint
-    assert mfu.hints(facts(args=["--device=cpu"], device_kind="cpu", dtype="fp32", host_has_cuda=False,
+    assert hints(facts(args=["--device=cpu"], device_kind="cpu", dtype="fp32", host_has_cuda=False,
                            compute_capability=None)) == []
     # the CPU hint stands even when the CPU run itself is efficient
-    assert len(mfu.hints(facts(args=["--device=cpu"], device_kind="cpu", dtype="fp32", mfu=0.7))) == 1
+    assert len(hints(facts(args=["--device=cpu"], device_kind="cpu", dtype="fp32", mfu=0.7))) == 1
 
 
 def test_compile_false_on_a_gpu():
-    [hint] = mfu.hints(facts(args=["--compile=False"]))
+    [hint] = hints(facts(args=["--compile=False"]))
     assert "--compile=False" in hint
-    assert mfu.hints(facts(args=["--compile=True"])) == []
-    on_the_cpu = mfu.hints(facts(args=["--compile=False", "--device=cpu"], device_kind="cpu"))
+    assert hints(facts(args=["--compile=True"])) == []
+    on_the_cpu = hints(facts(args=["--compile=False", "--device=cpu"], device_kind="cpu"))
     assert not any("compile" in h for h in on_the_cpu)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "tf32"])
 def test_full_precision_on_a_gpu_with_bf16_tensor_cores(dtype):
-    [hint] = mfu.hints(facts(dtype=dtype))
+    [hint] = hints(facts(dtype=dtype))
     assert "--dtype=bfloat16" in hint
-    assert mfu.hints(facts(dtype=dtype, compute_capability=7.5)) == []  # a Turing card has no bf16 tensor cores
+    assert hints(facts(dtype=dtype, compute_capability=7.5)) == []  # a Turing card has no bf16 tensor cores
 
 
 def test_tiny_batch_on_a_gpu():
-    [hint] = mfu.hints(facts(args=["--batch_size=12", "--block_size=64"]))  # 768 tokens
+    [hint] = hints(facts(args=["--batch_size=12", "--block_size=64"]))  # 768 tokens
     assert "768 tokens" in hint and "--batch_size" in hint
-    assert mfu.hints(facts(args=["--batch_size=16", "--block_size=256"])) == []  # 4,096: enough
+    assert hints(facts(args=["--batch_size=16", "--block_size=256"])) == []  # 4,096: enough
     # without both in the args, the printed tokens per iteration decide
-    assert len(mfu.hints(facts(args=["--batch_size=abc"], tokens_per_iter=2048))) == 1
+    assert len(hints(facts(args=["--batch_size=abc"], tokens_per_iter=2048))) == 1
 
 
 def test_printing_every_fast_iteration():
-    [hint] = mfu.hints(facts(args=["--log_interval=1"]))
+    [hint] = hints(facts(args=["--log_interval=1"]))
     assert "--log_interval=1" in hint and "5.0 ms" in hint
-    assert mfu.hints(facts(args=["--log_interval=1"], time_per_iter_s=0.050)) == []
-    assert mfu.hints(facts(args=["--log_interval=1"], time_per_iter_s=None)) == []
+    assert hints(facts(args=["--log_interval=1"], time_per_iter_s=0.050)) == []
+    assert hints(facts(args=["--log_interval=1"], time_per_iter_s=None)) == []
 
 
 def test_a_run_with_high_mfu_gets_no_tuning_hints():
-    assert mfu.hints(facts(args=["--compile=False", "--log_interval=1"], dtype="fp32", mfu=0.55)) == []
+    assert hints(facts(args=["--compile=False", "--log_interval=1"], dtype="fp32", mfu=0.55)) == []
 
 
 # --- estimates -----------------------------------------------------------------------------------------
 
 def test_estimates_seconds_on_another_device():
-    assert mfu.DEFAULT_GPU_MFU == 0.35
+    assert DEFAULT_GPU_MFU == 0.35
     # 3.5e15 FLOPs on a 100 TFLOPS device at the default 35%: 100 s
-    assert mfu.estimate_seconds_on(3.5e15, 100.0) == pytest.approx(100.0)
-    assert mfu.estimate_seconds_on(3.5e15, 100.0, mfu=0.07) == pytest.approx(500.0)
+    assert estimate_seconds_on(3.5e15, 100.0) == pytest.approx(100.0)
+    assert estimate_seconds_on(3.5e15, 100.0, mfu=0.07) == pytest.approx(500.0)
     with pytest.raises(ValueError):
-        mfu.estimate_seconds_on(1e12, 0.0)
+        estimate_seconds_on(1e12, 0.0)
 
 
 # --- the example's own output ---------------------------------------------------------------------------

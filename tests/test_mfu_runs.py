@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import register_host, run_offload, start_offload
-from offload.mfu.tracker import A100_BF16_PEAK_TFLOPS, METRICS_WARMUP_STEPS
+from offload.mfu.nanogpt import A100_BF16_PEAK_TFLOPS
+from offload.mfu.tracker import METRICS_WARMUP_STEPS
 from offload.mfu.peaks import cpu_peak
 from offload.runs.record import load_runs
 from remote_agent.facts import cpu_facts

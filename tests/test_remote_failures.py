@@ -14,7 +14,7 @@ import pytest
 from conftest import CliResult, run_offload, register_host
 from sshd_server import descendants, wait_for
 
-from offload.sync.ignore import scan_project
+from offload.sync.scan import scan_project
 from offload.sync.push import project_dir_name
 
 PART_SUFFIX = ".offload-part"

@@ -12,7 +12,7 @@ from conftest import run_offload
 from test_sync import host_project_dir
 
 from offload.errors import OffloadError
-from offload.sync.ignore import scan_project
+from offload.sync.scan import scan_project
 from offload.config.project import parse
 from offload.sync.selection import LeftOut, Selection, select_files, select_project, selection_lines
 

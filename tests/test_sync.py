@@ -17,8 +17,9 @@ from conftest import run_offload, register_host
 from sshd_server import wait_for
 from terminal import read_terminal
 
-from offload.sync.ignore import LocalEntry, scan_project
-from offload.sync.push import plan_sync, project_dir_name, up_to_date
+from offload.sync.scan import LocalEntry, scan_project
+from offload.sync.push import project_dir_name
+from offload.sync.push_plan import plan_sync, up_to_date
 
 PART_SUFFIX = ".offload-part"
 REPO_ROOT = Path(__file__).resolve().parent.parent

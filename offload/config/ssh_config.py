@@ -114,7 +114,7 @@ def read_ssh_g_output(text: str) -> dict:
 
 
 def settings_from_paramiko(alias: str, path) -> dict:
-    import paramiko
+    import paramiko  # lazy: ~170 ms to import, and needed only where there is no ssh client to ask
 
     try:
         found = paramiko.SSHConfig.from_path(str(path)).lookup(alias)

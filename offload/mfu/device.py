@@ -1,14 +1,14 @@
 """Which device a run computes on, at which precision, and the peak its MFU is measured against.
 
 The device is the host's first GPU (nvidia-smi) unless there is none or the script is told --device=cpu;
-the precision is the script's --dtype, else what nanoGPT picks there (see mfu.nanogpt_dtype). A
+the precision is the script's --dtype, else what nanoGPT picks there (see nanogpt.py). A
 `peak_tflops` in hosts.yaml beats offload's table.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from offload.mfu import tracker as mfu
+from offload.mfu.nanogpt import nanogpt_device, nanogpt_dtype
 from offload.mfu.peaks import Peak, cpu_peak, gpu_peak, override_peak
 
 
@@ -52,20 +52,18 @@ def plan_device(facts: dict, args: list, nproc: int, override=None) -> RunDevice
     """Pure: the run's device from the agent's device facts, the script's arguments and the process count."""
     gpus = facts.get("gpus") or []
     cpu = facts.get("cpu") or {}
-    kind = mfu.nanogpt_device(args, host_has_cuda=bool(gpus))
+    kind = nanogpt_device(args, host_has_cuda=bool(gpus))
     if kind == "cuda" and gpus:
         gpu = gpus[0]
         cc = capability(gpu)
-        dtype = mfu.nanogpt_dtype(args, "cuda", bf16_supported=cc is not None and cc >= 8.0, compute_capability=cc)
+        dtype = nanogpt_dtype(args, "cuda", bf16_supported=cc is not None and cc >= 8.0, compute_capability=cc)
         return RunDevice("cuda", gpu["name"], max(1, min(nproc, len(gpus))), dtype,
                          peak_of("cuda", gpu["name"], cpu, dtype, override), cc)
-    dtype = mfu.nanogpt_dtype(args, "cpu", bf16_supported=False)
+    dtype = nanogpt_dtype(args, "cpu", bf16_supported=False)
     name = cpu.get("model") or "CPU"
     return RunDevice("cpu", name, 1, dtype, peak_of("cpu", name, cpu, dtype, override))
 
 
 def with_dtype(device: RunDevice, dtype: str, facts: dict, override=None) -> RunDevice:
     """The same device measured at another precision (the script's metrics said which it used)."""
-    from dataclasses import replace
-
     return replace(device, dtype=dtype, peak=peak_of(device.kind, device.name, facts.get("cpu") or {}, dtype, override))

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from offload.mfu.device import plan_device, with_dtype
-from offload.mfu.tracker import MfuTracker, RunFacts, hints
+from offload.mfu.hints import RunFacts, hints
+from offload.mfu.tracker import MfuTracker
 
 
 class RunMeasurement:

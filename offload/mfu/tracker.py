@@ -6,113 +6,34 @@ FLOP/s of the device it ran on. Two sources, in order of trust:
 - metrics: lines a script wrote through remote_agent/lib/offload_metrics.py (the protocol is documented
   there): each step's FLOPs, all ranks together, and wall time. MFU = sum(flops) / sum(seconds) / peak over
   the steps after the first METRICS_WARMUP_STEPS.
-- the log: nanoGPT's `iter N: loss X, time Yms, mfu Z%` lines. nanoGPT measures its mfu against an A100's
-  bf16 peak (312 TFLOPS) whatever the device, so printed mfu × 312 TFLOPS is the FLOP/s it achieved, and
-  that over the real peak is the honest MFU. See MfuTracker for which printed values count.
+- the log: nanoGPT's `iter N: loss X, time Yms, mfu Z%` lines (nanogpt.py). nanoGPT measures its mfu against
+  an A100's bf16 peak (312 TFLOPS) whatever the device, so printed mfu × 312 TFLOPS is the FLOP/s it achieved,
+  and that over the real peak is the honest MFU. See MfuTracker for which printed values count.
 
 Pure functions on plain data; no torch, no files.
 """
 from __future__ import annotations
 
-import json
 import math
-import re
 import statistics
-from dataclasses import dataclass, field
 
-A100_BF16_PEAK_TFLOPS = 312.0  # nanoGPT's yardstick for every device (model.py: `flops_promised = 312e12`)
+from offload.mfu.nanogpt import A100_BF16_PEAK_TFLOPS, parse_nanogpt_line, parse_tokens_per_iter
+
 # A well-tuned mid-sized transformer (nanoGPT's GPT-2 124M with bf16 and torch.compile, on one A100 or
 # H100) reports an MFU of roughly 30-40%; 0.35 is that middle. Small models and small batches reach far
 # less, so an estimate made with it is optimistic: prefer the host's own last comparable run.
 DEFAULT_GPU_MFU = 0.35
 METRICS_WARMUP_STEPS = 3  # the first steps pay for compilation, allocator growth and cold caches
 LIVE_WINDOW_STEPS = 50  # the live status line averages the latest steps, so it follows a run's changes
-# A matrix multiplication over batch·block rows gives a big GPU (100+ SMs, each taking 128×128 output tiles)
-# a few waves of work only from a few thousand rows up with nanoGPT-sized widths (n_embd 128-768); below
-# 4096 tokens per micro-batch most SMs idle and the dozens of kernel launches per layer dominate.
-SMALL_BATCH_TOKENS = 4096
-FAST_ITER_S = 0.010  # under 10 ms an iteration is short next to a print's GPU sync and output
-HIGH_MFU = 0.5  # above this, a run is doing well: no hints beyond --device=cpu on a GPU host
-
-ITER_LINE = re.compile(r"iter (\d+): loss (\S+?), time ([0-9.]+)ms, mfu (-?[0-9.]+)%")
-TOKENS_LINE = re.compile(r"tokens per iteration(?: will be)?:\s*(\d[\d,_]*)", re.IGNORECASE)
-FALSE_WORDS = ("false", "0", "no", "off")
-
-
-def parse_nanogpt_line(line: str) -> dict | None:
-    """{'iter', 'loss', 'time_s', 'mfu'} from `iter N: loss X, time Yms, mfu Z%`, else None.
-
-    'mfu' is the printed figure as a fraction (26.88% -> 0.2688); negative (-100.00%) means nanoGPT has not
-    measured it yet. The line may carry a prefix (a timestamp, a rank tag) but nothing after the '%'.
-    """
-    match = ITER_LINE.search(line)
-    if not match or line[match.end():].strip():
-        return None
-    try:
-        loss = float(match.group(2))
-    except ValueError:
-        return None
-    return {"iter": int(match.group(1)), "loss": loss, "time_s": float(match.group(3)) / 1000,
-            "mfu": float(match.group(4)) / 100}
-
-
-def parse_tokens_per_iter(line: str) -> int | None:
-    """nanoGPT's `tokens per iteration will be: 491,520`, or the example's `tokens per iteration: 2,048 (...)`."""
-    match = TOKENS_LINE.search(line)
-    return int(match.group(1).replace(",", "").replace("_", "")) if match else None
-
-
-def parse_metrics_line(line: str) -> dict | None:
-    """One record of the offload_metrics protocol, or None for anything else (a torn last line, noise)."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if valid_metrics(record) else None
 
 
 def valid_metrics(record) -> bool:
+    """Whether a record is one of the offload_metrics protocol: an int step, finite non-negative flops and seconds."""
     def number(value):
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
     return (isinstance(record, dict) and isinstance(record.get("step"), int) and number(record.get("flops"))
             and record["flops"] >= 0 and number(record.get("seconds")) and record["seconds"] >= 0)
-
-
-def rescale_nanogpt_mfu(printed_mfu_fraction: float, peak_tflops: float) -> float:
-    """nanoGPT's printed mfu (a fraction of 312 TFLOPS) as a fraction of the real device's peak."""
-    return printed_mfu_fraction * A100_BF16_PEAK_TFLOPS / peak_tflops
-
-
-def arg_value(args: list, key: str) -> str | None:
-    """The value of the last `--key=value` in args (nanoGPT's configurator applies them in order)."""
-    prefix = f"--{key}="
-    values = [arg[len(prefix):] for arg in args if isinstance(arg, str) and arg.startswith(prefix)]
-    return values[-1] if values else None
-
-
-def nanogpt_device(args: list, host_has_cuda: bool) -> str:
-    """'cuda', 'cpu' or 'mps': `--device=` when given (cuda:1 is 'cuda'), else the host's GPU if it has one."""
-    device = arg_value(args, "device")
-    if device is None:
-        return "cuda" if host_has_cuda else "cpu"
-    return device.split(":")[0]
-
-
-def nanogpt_dtype(args: list, device_kind: str, bf16_supported: bool, compute_capability: float | None = None) -> str:
-    """The precision nanoGPT's matmuls run in: 'fp32', 'tf32', 'bf16' or 'fp16'.
-
-    `--dtype=` when given, else nanoGPT's choice: bfloat16 where torch.cuda.is_bf16_supported() (pass what
-    the host's torch says), float16 otherwise. nanoGPT autocasts on CUDA only, so a CPU run is fp32 whatever
-    --dtype says. nanoGPT allows TF32, so float32 on a GPU of compute capability 8.0 or later is 'tf32'.
-    """
-    if device_kind == "cpu":
-        return "fp32"
-    name = arg_value(args, "dtype") or ("bfloat16" if bf16_supported else "float16")
-    name = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name, name)
-    if name == "fp32" and device_kind == "cuda" and compute_capability is not None and compute_capability >= 8.0:
-        return "tf32"
-    return name
 
 
 def estimate_seconds_on(total_flops: float, peak_tflops: float, mfu: float | None = None) -> float:
@@ -256,58 +177,3 @@ def rates_of(records: list) -> dict:
     token_seconds = sum(r["seconds"] for r in with_tokens)
     return {"seconds": seconds, "flops_per_s": sum(r["flops"] for r in records) / seconds,
             "tokens_per_s": sum(r["tokens"] for r in with_tokens) / token_seconds if token_seconds > 0 else None}
-
-
-@dataclass
-class RunFacts:
-    """What hints() looks at, all known before or after a run; None where unknown.
-
-    args: the script's arguments as given; device_kind: 'cuda', 'cpu' or 'mps', where the run computed
-    (nanogpt_device); host_has_cuda: the host has a usable CUDA GPU; compute_capability: its GPU's, e.g.
-    8.6; dtype: 'fp32', 'tf32', 'bf16' or 'fp16' (nanogpt_dtype, or the metrics'); time_per_iter_s and mfu:
-    observed (MfuTracker.summary); tokens_per_iter: from the output, used when the args do not give both
-    --batch_size and --block_size.
-    """
-    args: list = field(default_factory=list)
-    device_kind: str = "cpu"
-    host_has_cuda: bool = False
-    compute_capability: float | None = None
-    dtype: str | None = None
-    time_per_iter_s: float | None = None
-    mfu: float | None = None
-    tokens_per_iter: int | None = None
-
-
-def hints(facts) -> list:
-    """Short sentences, each saying what to do about one fact that costs MFU. facts: RunFacts or its dict."""
-    facts = facts if isinstance(facts, RunFacts) else RunFacts(**facts)
-    found = []
-    if facts.host_has_cuda and facts.device_kind == "cpu":
-        found.append("--device=cpu keeps this run off the host's GPU: drop it, or pass --device=cuda."
-                     if arg_value(facts.args, "device") == "cpu" else
-                     "this run computed on the CPU although the host has a GPU: pass --device=cuda.")
-    if facts.mfu is not None and facts.mfu >= HIGH_MFU:
-        return found
-    on_gpu = facts.device_kind == "cuda"
-    if on_gpu and (arg_value(facts.args, "compile") or "").lower() in FALSE_WORDS:
-        found.append("--compile=False on a GPU: torch.compile usually speeds training up well; drop the flag.")
-    if on_gpu and facts.dtype in ("fp32", "tf32") and (facts.compute_capability or 0) >= 8.0:
-        found.append(f"{facts.dtype} matmuls on a GPU with bf16 tensor cores: pass --dtype=bfloat16, whose peak is "
-                     "twice TF32's and many times FP32's.")
-    tokens = batch_tokens(facts)
-    if on_gpu and tokens is not None and tokens < SMALL_BATCH_TOKENS:
-        found.append(f"only {tokens:,} tokens per batch keep a GPU mostly idle: raise --batch_size "
-                     f"(or --block_size) to {SMALL_BATCH_TOKENS:,} tokens or more.")
-    if arg_value(facts.args, "log_interval") == "1" and facts.time_per_iter_s is not None \
-            and facts.time_per_iter_s < FAST_ITER_S:
-        found.append(f"--log_interval=1 prints (and waits for the GPU) every {facts.time_per_iter_s * 1000:.1f} ms "
-                     "iteration: pass --log_interval=10 or more.")
-    return found
-
-
-def batch_tokens(facts: RunFacts) -> int | None:
-    """batch_size × block_size from the args, else the printed tokens per iteration."""
-    batch, block = arg_value(facts.args, "batch_size"), arg_value(facts.args, "block_size")
-    if batch and block and batch.isdigit() and block.isdigit():
-        return int(batch) * int(block)
-    return facts.tokens_per_iter

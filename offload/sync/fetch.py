@@ -1,9 +1,9 @@
 """The fetch engine: copy a run's files from its host, verified by SHA-256, resumable.
 
-The host lists what the patterns match, with each file's SHA-256; it resolves every path itself, so
-nothing outside the run's project directory is ever sent, whatever the laptop asks. The laptop, in turn,
-writes only what it asked for (fetch_paths.py), whatever the host lists. Each file is written
-next to its final name as `.NAME.offload-part`, resumed from where an interrupted fetch left it, and
+The host lists what the patterns match, with each file's SHA-256 (fetch_plan.py); it resolves every path
+itself, so nothing outside the run's project directory is ever sent, whatever the laptop asks. The laptop,
+in turn, writes only what it asked for (fetch_paths.py), whatever the host lists. Each file is written next
+to its final name as `.NAME.offload-part`, resumed from where an interrupted fetch left it, and
 renamed only once its hash matches: a file under its final name is always whole and verified.
 
 Runs of a project share its directory on the host, so a file may have been changed by a later run: the host
@@ -16,60 +16,21 @@ import fcntl
 import hashlib
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from remote_agent import protocol
 from remote_agent.receiving import PART_SUFFIX, RequestError
 from remote_agent.fetching import pattern_parts
-from remote_agent.outputs import DEFAULT_PATTERNS, Withheld
+from remote_agent.outputs import DEFAULT_PATTERNS
 
 from offload.console import ProgressBar
-from offload.errors import OffloadError, RemoteError
+from offload.errors import OffloadError
 from offload.sync.fetch_paths import INTO_RECORDS, check_listing, destination, never_written
 from offload.console import human_size, plural
+from offload.sync.fetch_plan import SILENCE_LIMIT_S, FetchPlan, LocalState, RemoteFile, list_remote, plan_fetch
 from offload.sync.withheld_words import describe_withheld
 
-SILENCE_LIMIT_S = 60  # the host ticks every 2 s while it hashes; a link silent this long is dead
 NAMED_FILES = 10  # up to this many fetched files are named one per line
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    path: str  # relative to the run's project directory, "/"-separated
-    size: int
-    mtime_ns: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class LocalState:
-    final_sha256: str | None = None  # of the file under the final name, hashed only when its size matches
-    part_size: int | None = None     # of `.NAME.offload-part`, left by an interrupted fetch
-
-
-@dataclass
-class FetchPlan:
-    fetch: list = field(default_factory=list)  # (RemoteFile, offset to resume from)
-    skip: list = field(default_factory=list)   # RemoteFile already here with the same SHA-256
-
-    @property
-    def bytes_to_fetch(self) -> int:
-        return sum(remote.size - offset for remote, offset in self.fetch)
-
-
-def plan_fetch(remote_files: list, local: dict) -> FetchPlan:
-    """Pure: what to skip (same hash here) and where to resume each of the rest (a part longer than the
-    file cannot be a prefix of it, so it starts over)."""
-    plan = FetchPlan()
-    for remote in remote_files:
-        state = local.get(remote.path, LocalState())
-        if state.final_sha256 == remote.sha256:
-            plan.skip.append(remote)
-        else:
-            part = state.part_size or 0
-            plan.fetch.append((remote, part if part <= remote.size else 0))
-    return plan
 
 
 def checked_patterns(patterns: list) -> list:
@@ -112,31 +73,6 @@ def local_state(dest: Path, remote: RemoteFile) -> LocalState:
         final_sha = sha256_of(final).hexdigest()
     part = part_path(final)
     return LocalState(final_sha, part.stat().st_size if part.is_file() else None)
-
-
-def list_remote(agent, project_dir: str, patterns: list, run_dir: str | None = None, current: bool = False) -> dict:
-    """The host's `file_list` reply: project_dir (real), files (RemoteFile), unmatched patterns; given a run_dir,
-    also withheld (Withheld) and own_versions (whether the run recorded what it wrote; None: not asked)."""
-    agent.send("list_files", project_dir=project_dir, patterns=patterns, run_dir=run_dir, current=current)
-    while True:
-        try:
-            message = agent.recv(timeout=SILENCE_LIMIT_S)
-        except RemoteError as exc:
-            raise refusal(exc, agent.label) from None
-        if message["t"] == "file_list":
-            files = [RemoteFile(path, int(size), int(mtime_ns), sha) for path, size, mtime_ns, sha in message["files"]]
-            return {"project_dir": message["project_dir"], "files": files, "unmatched": message.get("unmatched", []),
-                    "withheld": [Withheld(*item) for item in message.get("withheld", [])],
-                    "own_versions": message.get("own_versions") if run_dir and not current else None}
-        if message["t"] != "tick":
-            raise OffloadError(f"unexpected message from {agent.label} while listing files: {message['t']}")
-
-
-def refusal(exc: RemoteError, label: str) -> OffloadError:
-    if exc.code != "refused":
-        return exc
-    return OffloadError(f"{getattr(exc, 'detail', exc.message)} (checked on {label})",
-                        hint="fetch only files inside the run's project directory; copy others there on the host first")
 
 
 def list_run(agent, meta: dict, patterns: list, current: bool = False) -> dict:
@@ -206,7 +142,7 @@ def download(agent, project_dir: str, remote: RemoteFile, dest: Path, offset: in
     final.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(final)
     received = 0
-    with locked_part(part, final) as f:
+    with LockedPart(part, final) as f:
         for attempt in range(2):
             f.truncate(offset)
             digest = sha256_of(part, offset) if offset else hashlib.sha256()
@@ -248,7 +184,7 @@ def receive(agent, project_dir: str, remote: RemoteFile, f, offset: int, digest,
             raise OffloadError(f"unexpected message from {agent.label} while fetching {remote.path}: {message['t']}")
 
 
-class locked_part:
+class LockedPart:
     """The part file, opened unbuffered (what arrived is on disk when the process dies) and locked, so two
     fetches into the same place cannot interleave their bytes."""
 

@@ -1,9 +1,8 @@
-"""Which files of a project get synced to the host.
+"""git's ignore rules, read without calling git (the project may not be a repository, and git may be absent).
 
-git's own rules, read without calling git (the project may not be a repository, and git may be absent):
 `.gitignore` at any depth, `.git/info/exclude`, plus `.offloadignore` files in the same syntax that win over
-`.gitignore` at their level. Like git we walk the tree and never descend into an excluded directory, which is
-also why nothing inside an excluded directory can be re-included.
+`.gitignore` at their level: each directory's files are one RuleLevel, and the deepest level that matches a
+path decides it. The walk that applies them is scan.py.
 """
 from __future__ import annotations
 
@@ -15,27 +14,13 @@ from pathlib import Path
 
 from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
-from offload.console import human_size
-
 ALWAYS_EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", ".offload"})  # at any depth
 IGNORE_FILE_NAMES = (".gitignore", ".offloadignore")  # same level: the later file wins
 INFO_EXCLUDE = ".git/info/exclude"  # lowest precedence of all, as in git
-# Files that keep a directory in git without being project files: they do not make it "hold synced files".
-PLACEHOLDER_NAMES = frozenset({".gitignore", ".offloadignore", ".gitkeep", ".keep"})
 
 # pathspec ends most pattern regexes with this group: "the pattern matched here; what follows is a descendant".
 # Patterns without it (`logs/**`, `*`) are open prefixes whose regex already covers everything below.
 _DIR_MARK = "(?P<ps_d>/)"
-
-
-@dataclass(frozen=True)
-class LocalEntry:
-    path: str  # POSIX relative path, e.g. "config/train.py"
-    kind: str  # "file", "dir" (only for directories with nothing synced below, so they are recreated), or "link"
-    size: int  # bytes for files, 0 otherwise
-    mtime_ns: int  # st_mtime_ns (lstat)
-    mode: int  # permission bits (st_mode & 0o7777)
-    target: str = ""  # symlink target (os.readlink) for links
 
 
 @dataclass(frozen=True)
@@ -121,28 +106,22 @@ def deciding_rule(levels: list[RuleLevel], relpath: str, is_dir: bool) -> Rule |
     return None
 
 
-def scan_project(root: Path, on_dir=None) -> list[LocalEntry]:
-    """Every file, link and otherwise-empty directory the ignore rules keep, sorted by path (on_dir: see
-    _scan_dir; selection.py uses it to see what the rules left out)."""
-    root_dir = os.fspath(root)
-    levels = [rule_level("", _read_rules(os.path.join(root_dir, INFO_EXCLUDE), INFO_EXCLUDE))]
-    entries: list[LocalEntry] = []
-    _scan_dir(root_dir, "", levels, entries, on_dir)
-    entries.sort(key=lambda entry: entry.path)
-    return entries
+def root_levels(root_dir: str) -> list[RuleLevel]:
+    """The levels in force before the walk reads any directory's files: .git/info/exclude, lowest of all."""
+    return [rule_level("", read_rules(os.path.join(root_dir, INFO_EXCLUDE), INFO_EXCLUDE))]
 
 
 def explain(root: Path, relpath: str) -> str | None:
     """Which rule keeps relpath off the host ("file:line: pattern"), or None when it is synced."""
     root_dir = os.fspath(root)
-    levels = [rule_level("", _read_rules(os.path.join(root_dir, INFO_EXCLUDE), INFO_EXCLUDE))]
+    levels = root_levels(root_dir)
     parts = [part for part in relpath.strip("/").split("/") if part not in ("", ".")]
     for depth in range(len(parts)):
         path = "/".join(parts[: depth + 1])
         is_last = depth == len(parts) - 1
         is_dir = not is_last or _is_real_dir(os.path.join(root_dir, path))
         parent = "/".join(parts[:depth])
-        levels_here = levels + _levels_in(os.path.join(root_dir, parent), parent)
+        levels_here = levels + levels_in(os.path.join(root_dir, parent), parent)
         reason = excluded_by(levels_here, path, is_dir)
         if reason is not None:
             return reason if is_last else f"{reason} (excludes its directory {path}/)"
@@ -150,63 +129,7 @@ def explain(root: Path, relpath: str) -> str | None:
     return None
 
 
-def summarize(entries: list[LocalEntry], top: int = 3) -> str:
-    """The one line printed before a sync: file count, total size and the largest files."""
-    files = [entry for entry in entries if entry.kind == "file"]
-    total = sum(entry.size for entry in files)
-    line = f"{len(files)} file{'' if len(files) == 1 else 's'}, {human_size(total)}"
-    largest = sorted(files, key=lambda entry: (-entry.size, entry.path))[:top]
-    if largest:
-        line += "; largest: " + ", ".join(f"{entry.path} ({human_size(entry.size)})" for entry in largest)
-    return line
-
-
-def _scan_dir(abs_dir: str, rel_dir: str, levels: list[RuleLevel], out: list[LocalEntry], on_dir=None) -> bool:
-    """Append what to sync below abs_dir to out; returns whether anything was appended.
-    on_dir(rel_dir, levels, excluded, kept_files), when given, hears about each directory once its children
-    are scanned: the excluded children as (DirEntry, relpath, is_dir, deciding rule) and how many files
-    (placeholders such as .gitignore aside) it keeps."""
-    with os.scandir(abs_dir) as listing:
-        children = list(listing)
-    levels = levels + _levels_in(abs_dir, rel_dir, children)
-    synced_any, excluded, kept_files = False, [], 0
-    for child in children:
-        relpath = f"{rel_dir}/{child.name}" if rel_dir else child.name
-        try:
-            is_dir = child.is_dir(follow_symlinks=False)
-            decision = deciding_rule(levels, relpath, is_dir)
-            if decision is not None:
-                if on_dir is not None:
-                    excluded.append((child, relpath, is_dir, decision))
-                continue
-            if is_dir:
-                info = child.stat(follow_symlinks=False)
-                try:
-                    has_children = _scan_dir(child.path, relpath, levels, out, on_dir)
-                except (FileNotFoundError, NotADirectoryError):  # removed or replaced while we scanned
-                    continue
-                if not has_children:  # rsync-like: recreate directories that would otherwise vanish
-                    out.append(LocalEntry(relpath, "dir", 0, info.st_mtime_ns, stat.S_IMODE(info.st_mode)))
-            elif child.is_symlink():
-                info = child.stat(follow_symlinks=False)
-                out.append(LocalEntry(relpath, "link", 0, info.st_mtime_ns, stat.S_IMODE(info.st_mode),
-                                      os.readlink(child.path)))
-                kept_files += child.name not in PLACEHOLDER_NAMES
-            elif child.is_file(follow_symlinks=False):
-                info = child.stat(follow_symlinks=False)
-                out.append(LocalEntry(relpath, "file", info.st_size, info.st_mtime_ns, stat.S_IMODE(info.st_mode)))
-                kept_files += child.name not in PLACEHOLDER_NAMES
-            else:
-                continue  # sockets, fifos, devices: nothing a training run needs
-        except FileNotFoundError:  # deleted while we scanned: it simply is not part of this sync
-            continue
-        synced_any = True
-    if on_dir is not None:
-        on_dir(rel_dir, levels, excluded, kept_files)
-    return synced_any
-
-
-def _levels_in(abs_dir: str, rel_dir: str, children: list[os.DirEntry] | None = None) -> list[RuleLevel]:
+def levels_in(abs_dir: str, rel_dir: str, children: list[os.DirEntry] | None = None) -> list[RuleLevel]:
     """The rule level a directory's own ignore files define, as a list of zero or one."""
     if children is None:
         try:
@@ -220,11 +143,11 @@ def _levels_in(abs_dir: str, rel_dir: str, children: list[os.DirEntry] | None = 
     for name in IGNORE_FILE_NAMES:
         if name in present:
             source = f"{rel_dir}/{name}" if rel_dir else name
-            rules += _read_rules(os.path.join(abs_dir, name), source)
+            rules += read_rules(os.path.join(abs_dir, name), source)
     return [rule_level(rel_dir, rules)] if rules else []
 
 
-def _read_rules(path: str, source: str) -> tuple[Rule, ...]:
+def read_rules(path: str, source: str) -> tuple[Rule, ...]:
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as ignore_file:
             return parse_rules(ignore_file.read(), source)

@@ -1,5 +1,5 @@
 """Which files a sync sends: git's ignore rules (ignore.py) as the base, plus data made beside the code,
-plus what `--include` / `include:` asks for; and a report of what still stays behind.
+plus what `--include` / `include:` asks for (includes.py); and a report of what still stays behind.
 
 The one rule added to git's: a git-ignored file is still sent when its directory also holds files that are
 synced, because that is where scripts leave what they prepared (data/shakespeare_char/train.bin beside
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from offload.config import project as project_config
-from offload.errors import OffloadError
 from offload.console import human_size
-from offload.sync.ignore import PLACEHOLDER_NAMES, LocalEntry, Rule, deciding_rule, parse_rules, rule_level, scan_project
+from offload.sync.ignore import Rule, deciding_rule, rule_level
+from offload.sync.includes import Includes
+from offload.sync.scan import PLACEHOLDER_NAMES, LocalEntry, scan_project
 
 DEFAULT_DATA_BUDGET = 2 * 1024**3  # bytes the beside-rule may add; above it the larger files stay behind
 REPORT_ENTRY_LIMIT = 20_000  # entries looked at inside ignored directories for the report: a huge tree costs little
@@ -34,7 +35,6 @@ JUNK_FILE_PATTERNS = ("*.pyc", "*.pyo", "*.egg-info", ".DS_Store", "._*", "Thumb
                       "*.swp", "*.swo", "*~", ".#*", "#*#", "Session.vim", ".netrwhist")
 SECRET_PATTERNS = (".env*", "*.pem", "*.key", "id_*", ".netrc", "_netrc", "*credentials*", ".pgpass", "*.p12",
                    "*.pfx", ".pypirc")
-GLOB_CHARS = frozenset("*?[\\")
 
 
 @dataclass(frozen=True)
@@ -76,76 +76,6 @@ def is_secret(name: str) -> bool:
     return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in SECRET_PATTERNS)
 
 
-class Includes:
-    """--include / include: patterns, gitignore-style from the project root; they reach into ignored dirs."""
-
-    def __init__(self, patterns: list, root: Path | None = None):
-        self.patterns = [check_include(pattern, root) for pattern in patterns]
-        self.rules = tuple(rule for pattern in self.patterns for rule in parse_rules(pattern, "--include"))
-        self.prefixes = [literal_prefix(pattern) for pattern in self.patterns]
-        self._dirs: dict[str, bool] = {"": False}
-
-    def __bool__(self) -> bool:
-        return bool(self.rules)
-
-    def dir_included(self, relpath: str) -> bool:
-        """A pattern names this directory or one above it: everything below is sent."""
-        if relpath not in self._dirs:
-            parent = relpath.rpartition("/")[0]
-            self._dirs[relpath] = self.dir_included(parent) or any(r.matches(relpath, True) for r in self.rules)
-        return self._dirs[relpath]
-
-    def file_included(self, relpath: str) -> bool:
-        return bool(self.rules) and (any(rule.matches(relpath, False) for rule in self.rules)
-                                     or self.dir_included(relpath.rpartition("/")[0]))
-
-    def may_reach(self, relpath: str, named_only: bool = False) -> bool:
-        """Whether a pattern could match below directory relpath. named_only (junk directories): only a
-        pattern whose literal part names the directory itself, such as `.venv/lib/**`."""
-        parts = relpath.split("/")
-        for prefix in self.prefixes:
-            if prefix is None:
-                if not named_only:
-                    return True
-            elif named_only:
-                if len(prefix) >= len(parts) and list(prefix[:len(parts)]) == parts:
-                    return True
-            elif list(prefix[:len(parts)]) == parts[:len(prefix)]:
-                return True
-        return False
-
-
-def check_include(pattern: str, root: Path | None = None) -> str:
-    """The pattern relative to the project root, or a one-line error for one that cannot work."""
-    text = pattern.strip()
-    if root is not None and os.path.isabs(text) and Path(text).is_relative_to(root):
-        text = "/" + Path(text).relative_to(root).as_posix()  # a laptop path inside the project
-    if not text or "\n" in text or text.startswith("#"):
-        raise OffloadError(f"include pattern {pattern!r} is empty or a comment",
-                           hint="give a gitignore-style pattern from the project root, e.g. --include 'out/**'")
-    if text.startswith("!"):
-        raise OffloadError(f"include pattern {pattern!r} starts with '!'",
-                           hint="includes only add files; leave files out with .offloadignore")
-    if ".." in text.split("/"):
-        raise OffloadError(f"include pattern {pattern!r} reaches outside the project",
-                           hint="patterns are relative to the project root, e.g. --include 'data/**'")
-    return text
-
-
-def literal_prefix(pattern: str) -> tuple | None:
-    """The directories an anchored pattern names before its first wildcard; None for one that matches at any
-    depth (no slash but a trailing one, as in git)."""
-    body = pattern.rstrip("/")
-    if "/" not in body:
-        return None
-    prefix = []
-    for part in body.lstrip("/").split("/"):
-        if GLOB_CHARS & set(part):
-            break
-        prefix.append(part)
-    return tuple(prefix)
-
-
 def select_project(root: Path, include: list | tuple = ()) -> Selection:
     """select_files with the project's offload.yaml (`include:`, `data_budget:`) and the command line's includes."""
     config = project_config.load(root)
@@ -157,7 +87,7 @@ def select_files(root: Path, include: list | tuple = (), data_budget: int = DEFA
                  report_limit: int = REPORT_ENTRY_LIMIT) -> Selection:
     """What a sync sends and what it leaves out (see the module's docstring), from the files on disk."""
     root = Path(root).resolve()
-    collector = _Collector(Includes(list(include), root), report_limit)
+    collector = Collector(Includes(list(include), root), report_limit)
     entries = scan_project(root, on_dir=collector.on_dir)
     for rel_dir, report in sorted(collector.ignored_dirs):
         collector.walk_ignored(os.path.join(os.fspath(root), rel_dir), rel_dir, report)
@@ -180,8 +110,8 @@ def from_git(decision) -> bool:
     return isinstance(decision, Rule) and not decision.source.endswith(".offloadignore")
 
 
-class _Collector:
-    """Hears each scanned directory's excluded children (ignore._scan_dir's on_dir) and sorts them."""
+class Collector:
+    """Hears each scanned directory's excluded children (scan._scan_dir's on_dir) and sorts them."""
 
     def __init__(self, includes: Includes, report_limit: int):
         self.includes, self.report_limit = includes, report_limit

@@ -36,8 +36,8 @@ def load_known_keys(client) -> None:
 def add_known_hosts(host_keys, path) -> None:
     """paramiko's HostKeys.load, except that a line it cannot read is skipped, as ssh skips it: an
     @cert-authority or @revoked line (paramiko#771) or one damaged key would make every connection fail."""
-    from paramiko import SSHException
-    from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
+    from paramiko import SSHException  # lazy: ~170 ms to import, paid only by the commands that connect
+    from paramiko.hostkeys import HostKeyEntry, InvalidHostKey  # lazy: as above
 
     with open(path, errors="replace") as f:
         for number, line in enumerate(f, 1):
@@ -139,7 +139,7 @@ def changed_key_error(target, got, expected) -> HostKeyError:
 
 def make_policy(target, confirm):
     """A paramiko MissingHostKeyPolicy: ask `confirm(target, key)`; remember the key or refuse."""
-    import paramiko
+    import paramiko  # lazy: ~170 ms to import, paid only by the commands that connect
 
     class AskOrRefuse(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client, hostname, key):

@@ -53,7 +53,7 @@ def open_socket(target: SSHTarget, deadline: float, confirm=None, depth: int = 0
     (their keys confirmed alike)."""
     remaining = max(deadline - time.monotonic(), 0.1)
     if target.proxy_command:
-        from offload.transport.proxy_command import ProxyProcess
+        from offload.transport.proxy_command import ProxyProcess  # lazy: it imports paramiko
 
         try:
             return ProxyProcess(target.proxy_command)
@@ -95,9 +95,7 @@ def open_socket(target: SSHTarget, deadline: float, confirm=None, depth: int = 0
 
 def connect(target: SSHTarget, timeout: float, confirm=None, depth: int = 0):
     """An authenticated paramiko SSHClient; `confirm(target, key) -> bool` decides unknown host keys."""
-    import paramiko
-
-    from offload.transport.paramiko_transport import transport_factory
+    import paramiko  # lazy: ~170 ms to import, paid only by the commands that connect
 
     key_files = identity_files_to_offer(target)
     deadline = time.monotonic() + timeout
@@ -105,7 +103,18 @@ def connect(target: SSHTarget, timeout: float, confirm=None, depth: int = 0):
     client = paramiko.SSHClient()
     hostkeys.load_known_keys(client)
     client.set_missing_host_key_policy(hostkeys.make_policy(target, confirm))
-    remaining = max(deadline - time.monotonic(), 0.5)
+    handshake(client, target, sock, key_files, max(deadline - time.monotonic(), 0.5), timeout)
+    client.get_transport().set_keepalive(KEEPALIVE_S)
+    return client
+
+
+def handshake(client, target: SSHTarget, sock, key_files: list, remaining: float, timeout: float) -> None:
+    """Key exchange and authentication over sock; a failure closes the client and its socket, and is raised
+    sorted by what it means (unreachable, host key, authentication, or SSH itself)."""
+    import paramiko  # lazy: ~170 ms to import, paid only by the commands that connect
+
+    from offload.transport.paramiko_transport import transport_factory  # lazy: it imports paramiko
+
     try:
         client.connect(
             target.hostname, port=target.port, username=target.user, sock=sock,
@@ -131,19 +140,22 @@ def connect(target: SSHTarget, timeout: float, confirm=None, depth: int = 0):
         raise AuthFailed(f"authentication to {target.name} as {target.user} failed: {exc}",
                          hint="check user and identity_file in hosts.yaml, or `ssh-add` your key") from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        transport = client.get_transport()
-        got_banner = transport is not None and getattr(transport, "remote_version", None)
-        no_banner = None if got_banner else no_banner_error(target, sock, timeout)  # before close stops a proxy
-        close_quietly(client, sock)
-        if no_banner is not None:  # something listens, but no SSH server answered in time
-            raise no_banner from None
-        if "No authentication methods available" in str(exc):  # paramiko's words for: no key file, no agent
-            raise AuthFailed(f"no key to log in to {target.name} with: no identity file, and none in ssh-agent",
-                             hint="set identity_file in hosts.yaml, or `ssh-add` your key to a running ssh-agent") from None
-        raise OffloadError(f"SSH to {target.name} failed: {exc}") from None
+        raise handshake_error(client, target, sock, exc, timeout) from None
+
+
+def handshake_error(client, target: SSHTarget, sock, exc: Exception, timeout: float) -> OffloadError:
+    """The error for a handshake that failed otherwise: no SSH answered in time, no key to offer, or
+    SSH's own words; the client and its socket closed."""
     transport = client.get_transport()
-    transport.set_keepalive(KEEPALIVE_S)
-    return client
+    got_banner = transport is not None and getattr(transport, "remote_version", None)
+    no_banner = None if got_banner else no_banner_error(target, sock, timeout)  # before close stops a proxy
+    close_quietly(client, sock)
+    if no_banner is not None:  # something listens, but no SSH server answered in time
+        return no_banner
+    if "No authentication methods available" in str(exc):  # paramiko's words for: no key file, no agent
+        return AuthFailed(f"no key to log in to {target.name} with: no identity file, and none in ssh-agent",
+                          hint="set identity_file in hosts.yaml, or `ssh-add` your key to a running ssh-agent")
+    return OffloadError(f"SSH to {target.name} failed: {exc}")
 
 
 def no_banner_error(target: SSHTarget, sock, timeout: float) -> OffloadError:

@@ -1,0 +1,132 @@
+"""Applying a sync plan through the agent: deletions, then each entry streamed whole or as a patch of the
+blocks that differ (blocks.py), sent again while it keeps changing under us, never torn on the host."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from remote_agent import protocol
+from remote_agent.patching import BLOCK, DIGEST_BYTES
+
+from offload.console import ProgressBar
+from offload.sync.blocks import DELTA_MIN_BYTES, BlockHasher, Delta, as_ranges, block_length, plan_delta
+from offload.sync.push_plan import SyncPlan
+from offload.sync.scan import LocalEntry
+
+MAX_RESENDS = 3  # a file still changing after this many tries is reported, not chased forever
+
+
+def bytes_to_send(entries: list, deltas: dict) -> int:
+    return sum(deltas[e.path].wire_bytes if e.path in deltas else e.size for e in entries)
+
+
+def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out, record: bool = True,
+               host_digests: dict | None = None, deltas: dict | None = None, paths: list | None = None,
+               force: bool = False) -> tuple:
+    """Delete and send what the plan says; returns the agent's tally and the entries that kept changing.
+    record=False: files that are not the sync's (put back for --resume), never deleted by a later sync.
+    A file in deltas goes as a patch; one sent again after it changed is hashed again against host_digests.
+    paths: every path the laptop has, recorded as the sync's once the apply succeeds."""
+    host_digests, deltas = dict(host_digests or {}), dict(deltas or {})
+    extra = {"paths": paths} if paths is not None else {}
+    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, adopt=plan.adopt,
+               record=record, force=force, **extra)
+    pending = list(plan.send)
+    with ProgressBar("sync", bytes_to_send(plan.send, deltas), out) as advance:
+        for attempt in range(MAX_RESENDS):
+            sent = []
+            for entry in pending:
+                delta = deltas.pop(entry.path, None) if attempt == 0 else None
+                if delta is None and attempt > 0 and entry.path in host_digests:
+                    delta = plan_delta(project_root / entry.path, host_digests[entry.path])
+                if delta is None:
+                    host_digests.pop(entry.path, None)  # a put replaces the host's file: its digests are gone
+                sent.append(send_entry(agent, project_root, entry, advance, delta=delta, digests=record))
+            pending = [refresh(project_root, e) for e in sent if e is not None]
+            pending = [e for e in pending if e is not None]
+            if not pending:
+                break
+    agent.send("end")
+    return agent.recv(), pending
+
+
+def refresh(project_root: Path, entry: LocalEntry) -> LocalEntry | None:
+    """The entry as it is now on disk (None if it is gone)."""
+    path = project_root / entry.path
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return LocalEntry(entry.path, entry.kind, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777, entry.target)
+
+
+def send_entry(agent, project_root: Path, entry: LocalEntry, advance, delta: Delta | None = None,
+               digests: bool = False) -> LocalEntry | None:
+    """Stream one entry, whole or (with a delta) as a patch; with digests, a big file's block digests follow
+    it. Returns the entry if it changed while being sent: its last byte then said so, and the host kept its
+    older copy whole (it renames a file into place only after that byte)."""
+    header = {"path": entry.path, "kind": entry.kind, "mode": entry.mode, "mtime_ns": entry.mtime_ns}
+    if entry.kind != "file":
+        agent.write(protocol.encode("put", **header, target=entry.target))
+        return None
+    try:
+        f = open(project_root / entry.path, "rb")
+    except FileNotFoundError:
+        return None  # deleted since the scan: the next sync deletes it on the host too
+    with f:
+        if delta is not None:
+            return None if send_patch(agent, f, entry, delta, advance) else entry
+        before = os.fstat(f.fileno())
+        size = before.st_size
+        hasher = BlockHasher() if digests and size >= DELTA_MIN_BYTES else None
+        header.update(size=size + 1, mtime_ns=before.st_mtime_ns)  # + 1: the status byte after the bytes
+        agent.write(protocol.encode("put", **header))
+        remaining, padded = size, False
+        while remaining:
+            piece = f.read(min(remaining, protocol.CHUNK))
+            if not piece:  # the file shrank under us: keep the stream in step; the status byte says so
+                piece, padded = b"\0" * min(remaining, protocol.CHUNK), True
+            agent.write(piece)
+            if hasher is not None:
+                hasher.update(piece)
+            remaining -= len(piece)
+            advance(len(piece))
+        after = os.fstat(f.fileno())
+    whole = not padded and (after.st_size, after.st_mtime_ns) == (size, before.st_mtime_ns)
+    agent.write(b"\1" if whole else b"\0")
+    if not whole:
+        return entry
+    if hasher is not None:  # the digests of exactly the bytes sent, kept on the host for the next patch
+        blob = hasher.digests()
+        agent.write(protocol.encode("digests", path=entry.path, file_size=size, mtime_ns=before.st_mtime_ns,
+                                    size=len(blob)))
+        agent.write(blob)
+    return None
+
+
+def send_patch(agent, f, entry: LocalEntry, delta: Delta, advance) -> bool:
+    """The changed blocks' digests, then the blocks, then one status byte: 1 if the file is still the one that
+    was hashed (then the host applies the patch), 0 if not (then it throws the patch away). Nothing is sent
+    when the file already changed since it was hashed; False then too."""
+    before = os.fstat(f.fileno())
+    if not delta.stable or (before.st_size, before.st_mtime_ns) != (delta.size, delta.mtime_ns):
+        return False
+    ranges = as_ranges(delta.changed)
+    agent.write(protocol.encode("patch", path=entry.path, mode=entry.mode, mtime_ns=delta.mtime_ns,
+                                file_size=delta.size, ranges=ranges, size=delta.wire_bytes))
+    agent.write(b"".join(delta.digests[i * DIGEST_BYTES:(i + 1) * DIGEST_BYTES] for i in delta.changed))
+    padded = False
+    for first, count in ranges:
+        f.seek(first * BLOCK)
+        remaining = sum(block_length(index, delta.size) for index in range(first, first + count))
+        while remaining:
+            piece = f.read(min(remaining, protocol.CHUNK))
+            if not piece:  # the file shrank under us: keep the stream in step, then mark the patch incomplete
+                piece, padded = b"\0" * min(remaining, protocol.CHUNK), True
+            agent.write(piece)
+            remaining -= len(piece)
+            advance(len(piece))
+    after = os.fstat(f.fileno())
+    whole = not padded and (after.st_size, after.st_mtime_ns) == (delta.size, delta.mtime_ns)
+    agent.write(b"\1" if whole else b"\0")
+    return whole
