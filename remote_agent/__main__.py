@@ -13,7 +13,7 @@ import time
 
 from . import ceiling, facts, files, jobs, protocol
 from .fence import OutsideProject
-from .receiving import RequestError
+from .protocol import RequestError
 
 AGENT_VERSION = "0.1.0"
 

@@ -16,7 +16,8 @@ import stat
 
 from . import host_dirs, patching, tree
 from .fence import Fence, OutsideProject
-from .receiving import Receiving, RequestError, with_parents
+from .protocol import RequestError
+from .receiving import Receiving, with_parents
 from .records import Records, identity, identity_of, kind_of, matches
 
 

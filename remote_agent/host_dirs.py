@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from .receiving import RequestError
+from .protocol import RequestError
 
 
 def absolute(path: str, what: str) -> str:

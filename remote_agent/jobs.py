@@ -15,7 +15,7 @@ import sys
 import time
 
 from . import durable, host_dirs, logind, protocol, supervisor_error
-from .receiving import RequestError
+from .protocol import RequestError, send_blob
 
 STATUS = "status.json"
 LOG = "output.log"
@@ -219,12 +219,6 @@ def send_new_metrics(run_dir: str, offset: int, out) -> int:
     if data:
         send_blob(out, "metrics", offset, data)
     return len(data)
-
-
-def send_blob(out, kind: str, offset: int, data: bytes) -> None:
-    out.write(protocol.encode(kind, offset=offset, size=len(data)))
-    out.write(data)
-    out.flush()
 
 
 def laptop_spoke(timeout: float) -> bool:

@@ -26,10 +26,8 @@ import stat
 
 from . import durable, protocol
 from .fence import OutsideProject
+from .protocol import BLOCK, DIGEST_BYTES, PART_SUFFIX, beside, block_count, range_length
 
-BLOCK = 256 << 10  # 4096 blocks per GiB: 64 KiB of digests, and a 1 MiB edit costs at most 1.25 MiB sent
-DIGEST_BYTES = 16  # xxh3_128, computed on the laptop
-PART_SUFFIX = ".offload-part"
 PATCH_SUFFIX = ".offload-patch"
 COPY_SUFFIX = ".offload-copy" + PART_SUFFIX
 BLOCKS_DIR = os.path.join(".offload", "blocks")
@@ -42,15 +40,6 @@ class StalePatch(Exception):
 
 def path_key(relpath: str) -> str:
     return hashlib.sha256(relpath.encode()).hexdigest()[:32]
-
-
-def beside(path: str, suffix: str) -> str:
-    """dir/NAME -> dir/.NAME<suffix>."""
-    return os.path.join(os.path.dirname(path), "." + os.path.basename(path) + suffix)
-
-
-def block_count(size: int) -> int:
-    return (size + BLOCK - 1) // BLOCK
 
 
 # --- sidecars ---------------------------------------------------------------------------------------------
@@ -130,7 +119,7 @@ def patch_layout(message: dict) -> tuple:
     if any(first < 0 or count < 1 or first + count > blocks for first, count in ranges):
         raise ValueError("block range past the end of the file")
     changed = sum(count for _, count in ranges)
-    data = sum(min(count * BLOCK, file_size - first * BLOCK) for first, count in ranges)
+    data = sum(range_length(first, count, file_size) for first, count in ranges)
     if changed * DIGEST_BYTES + data + 1 != int(message["size"]):
         raise ValueError("blob size does not match the block ranges")
     return ranges, changed, data
@@ -201,7 +190,7 @@ def write_journal(project_dir: str, relpath: str, path: str, message: dict, take
     header = {"path": relpath, "size": file_size, "mode": int(message["mode"]) & 0o7777,
               "mtime_ns": int(message["mtime_ns"]), "ranges": ranges, "dev": st.st_dev, "ino": st.st_ino,
               "count": len(digests) // DIGEST_BYTES}
-    part = beside(path, PART_SUFFIX)
+    part = beside(path)
     if os.path.lexists(part):
         os.unlink(part)  # left by a killed agent
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -295,7 +284,7 @@ def whole_journal(f, relpath: str) -> dict | None:
         blocks = block_count(size)
         if any(first < 0 or length < 1 or first + length > blocks for first, length in ranges):
             return None
-        data = sum(min(length * BLOCK, size - first * BLOCK) for first, length in ranges)
+        data = sum(range_length(first, length, size) for first, length in ranges)
     except (ValueError, KeyError, TypeError):  # TypeError: a header that is a list, a number where a list goes
         return None
     if os.fstat(f.fileno()).st_size != len(line) + count * DIGEST_BYTES + data:
@@ -368,8 +357,7 @@ def write_blocks(journal, fd: int, header: dict) -> None:
     """The journal's blocks at their offsets, then size, mode and mtime: the file ends as the laptop's."""
     size = header["size"]
     for first, count in header["ranges"]:
-        offset = first * BLOCK
-        remaining = min(count * BLOCK, size - offset)
+        offset, remaining = first * BLOCK, range_length(first, count, size)
         while remaining:
             piece = journal.read(min(remaining, protocol.CHUNK))
             if not piece:

@@ -11,17 +11,9 @@ import os
 
 from . import durable, patching, protocol
 from .fence import OutsideProject
-from .patching import PART_SUFFIX, same_file
+from .patching import same_file
+from .protocol import CHANGED_ON_HOST, NOT_WRITTEN_BY_OFFLOAD, PART_SUFFIX, RequestError
 from .records import PENDING_FILE, identity, matches
-
-CHANGED_ON_HOST = "changed on the host since it was synced"
-NOT_WRITTEN_BY_OFFLOAD = "on the host already, and not written by offload"
-
-
-class RequestError(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 class Receiving:
@@ -81,7 +73,7 @@ class Receiving:
             message = inp.next_message()
             if message["t"] == "end":
                 return failure
-            if message["t"] not in ("put", "patch", "digests"):
+            if message["t"] not in protocol.ENTRIES:
                 raise RequestError("bad_request", f"unexpected {message['t']!r} during a sync")
             relpath = message.get("path")
             path = None

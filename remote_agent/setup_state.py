@@ -9,8 +9,8 @@ import json
 import os
 
 from . import host_dirs
-from .receiving import RequestError
 from .jobs import write_json
+from .protocol import RequestError
 
 STATE = os.path.join(".offload", "setup.json")
 

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from remote_agent import protocol
-from remote_agent.patching import BLOCK, DIGEST_BYTES
-from remote_agent.receiving import CHANGED_ON_HOST, NOT_WRITTEN_BY_OFFLOAD
+from remote_agent.protocol import BLOCK, CHANGED_ON_HOST, DIGEST_BYTES, NOT_WRITTEN_BY_OFFLOAD
 
 from offload.transport.agent import DISK_HINT
 from offload.paths import laptop_identity
