@@ -1,7 +1,7 @@
 """One apply's writes and deletes into a sync's target (files.py): every path checked against what the sync
 wrote there (records.py) before it is replaced or deleted, every file durable before its rename.
 
-Received files wait in a durable.Batch, un-renamed, until one flush has made a batch of them durable; then
+Received files wait in a batch.Batch, un-renamed, until one flush has made a batch of them durable; then
 each is renamed, provided what stands under its final name is still the sync's to replace. An entry counts
 as written (tally, records) once it stands under its final name.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from . import durable, patching, protocol
+from .batch import Batch
 from .fence import OutsideProject
 from .patching import same_file
 from .protocol import CHANGED_ON_HOST, NOT_WRITTEN_BY_OFFLOAD, PART_SUFFIX, RequestError
@@ -57,7 +58,7 @@ class Receiving:
         """Write `put` and `patch` entries until `end`; returns the first failure (later entries are read and
         dropped). A big file's `put` is followed by its block digests (`digests`), kept for later patches.
         inp is a protocol.Incoming."""
-        batch = durable.Batch()
+        batch = Batch()
         if self.record:
             batch.intent_log = os.path.join(self.target.root, PENDING_FILE)  # records.adopt_pending reads it
         try:
@@ -66,7 +67,7 @@ class Receiving:
             batch.finish()  # on a dropped link too: what arrived whole is kept
         return failure or batch.failure
 
-    def receive_entries(self, inp, failure: Exception | None, batch: durable.Batch) -> Exception | None:
+    def receive_entries(self, inp, failure: Exception | None, batch: Batch) -> Exception | None:
         just_put = None
         target = self.target
         while True:
@@ -202,7 +203,7 @@ def remove(path: str, current: list) -> int:
     return 1
 
 
-def put(path: str, message: dict, inp, batch: durable.Batch, receiving: Receiving, existing: list | None,
+def put(path: str, message: dict, inp, batch: Batch, receiving: Receiving, existing: list | None,
         commit_step, relpath: str) -> tuple:
     """Write one entry; (file bytes received, whether it is whole: under its final name, or in batch to be
     renamed there). A file's blob is its bytes and then one byte from the laptop: 1 if the file stayed the
@@ -232,7 +233,7 @@ def put(path: str, message: dict, inp, batch: durable.Batch, receiving: Receivin
     return max(blob - 1, 0), committed
 
 
-def write_entry(path: str, message: dict, pieces, complete, batch: durable.Batch, receiving: Receiving,
+def write_entry(path: str, message: dict, pieces, complete, batch: Batch, receiving: Receiving,
                 existing: list | None, commit_step, relpath: str) -> bool:
     """Put the entry at path (where `existing` is, records.identity), a file or link through batch; False
     when complete() says the file's bytes are not one version of it. commit_step: (move(part), written()),
