@@ -14,8 +14,9 @@ import os
 import shutil
 import stat
 
-from . import host_dirs, patching, tree
+from . import host_dirs, sidecars, tree
 from .fence import Fence, OutsideProject
+from .journals import finish_patches
 from .protocol import RequestError
 from .receiving import Receiving, with_parents
 from .records import Records, identity, identity_of, kind_of, matches
@@ -161,7 +162,7 @@ class Receiver:
                 "refused": refused, "stage": target.stage.id if target.stage else None}
 
     def blocks(self, project_dir: str, paths: list) -> tuple:
-        """The stored block digests of those paths whose sidecar still matches the file (patching.py)."""
+        """The stored block digests of those paths whose sidecar still matches the file (sidecars.py)."""
         target = self.target(project_dir)
         located = []
         for relpath in paths:
@@ -169,7 +170,7 @@ class Receiver:
                 located.append((relpath, target.path(relpath)))
             except OutsideProject:
                 continue
-        return patching.stored_digests(project_dir, located)
+        return sidecars.stored_digests(project_dir, located)
 
     def apply(self, request: dict, inp) -> dict:
         """Delete, then receive `put` messages until `end`. The records are saved even if the link drops.
@@ -227,19 +228,3 @@ class Receiver:
                 target.save()
             except OSError:
                 pass  # on a full disk: the sync's own error says more; the intents log keeps what it wrote
-
-
-def finish_patches(project_dir: str) -> Records:
-    """Redo the patches a killed agent left half-applied (patching.py), and record the files they finished:
-    a patch is only ever applied to a file the sync owned, so the result is the sync's too. The caller holds
-    the project's tree, so no job reads those files meanwhile. Returns the live records."""
-    fence = Fence(project_dir)
-    redone = patching.recover(project_dir, fence)
-    records = Records.load(project_dir, resolve=fence.path)
-    if redone:
-        for relpath in redone:
-            found = identity(fence.path(relpath))
-            if found is not None and relpath in records.paths:
-                records.paths[relpath] = found
-        records.save(project_dir)
-    return records

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import durable, patching, protocol
+from . import durable, patching, protocol, sidecars
 from .batch import Batch
 from .fence import OutsideProject
 from .patching import same_file
@@ -43,7 +43,7 @@ class Receiving:
             self.keep(relpath, CHANGED_ON_HOST)  # never deleted, --force or not: it is somebody's now
             return
         self.tally["deleted"] += remove(path, current)
-        patching.forget(self.target.project_dir, relpath)
+        sidecars.forget(self.target.project_dir, relpath)
         remove_emptied_parents(self.target, relpath, still_there)
 
     def may_replace(self, relpath: str, current: list | None, path: str) -> str | None:
@@ -92,7 +92,7 @@ class Receiving:
                 continue
             try:
                 if message["t"] == "digests":
-                    self.tally["bytes"] += patching.store_digests(target.project_dir, message, inp,
+                    self.tally["bytes"] += sidecars.store_digests(target.project_dir, message, inp,
                                                                   just_put == relpath, path)
                     continue
                 just_put = None

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from . import files, hostlock, outputs, supervisor_error, tree
+from . import hostlock, journals, outputs, supervisor_error, tree
 from .fence import OutsideProject
 from .jobs import JOB, LOG, STATUS, now, write_json
 
@@ -108,7 +108,7 @@ class Supervisor:
             return self.run_job()
         project_dir = tree_job["project_dir"]
         try:
-            files.finish_patches(project_dir)  # never start a job on a half-patched file
+            journals.finish_patches(project_dir)  # never start a job on a half-patched file
             if tree_job.get("stage"):
                 self.note_kept(tree.switch_in(project_dir, tree.Stage(project_dir, tree_job["stage"]),
                                               consume=bool(tree_job.get("consume"))))

@@ -23,7 +23,7 @@ from sshd_server import wait_for
 from offload.sync.blocks import plan_delta
 from offload.errors import OffloadError
 from offload.sync.push import project_dir_name, sync_project
-from remote_agent import patching
+from remote_agent import journals, patching, sidecars
 from remote_agent.protocol import BLOCK, PART_SUFFIX
 
 MiB = 1 << 20
@@ -185,11 +185,11 @@ def journal_left_by_a_killed_agent(project: Project, tail: bytes = b"") -> tuple
     with open(project.local, "ab") as f:
         f.write(tail)
     new = project.local.read_bytes()
-    host_digests = patching.stored_digests(project_dir, [("train.bin", str(project.host_file))])[1]
+    host_digests = sidecars.stored_digests(project_dir, [("train.bin", str(project.host_file))])[1]
     message, blob = patch_message(plan_delta(project.local, host_digests), new)
     stream = io.BytesIO(blob)
     part = patching.write_journal(project_dir, "train.bin", str(project.host_file), message, stream.read)
-    journal, marker = patching.commit_journal(project_dir, "train.bin", part, str(project.host_file))
+    journal, marker = journals.commit_journal(project_dir, "train.bin", part, str(project.host_file))
     return project_dir, old, new, Path(journal), Path(marker)
 
 
