@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from . import ceiling, facts, files, jobs, protocol
+from . import ceiling, facts, files, host_dirs, jobs, manifest, protocol
 from .fence import OutsideProject
 from .protocol import RequestError
 
@@ -72,18 +72,16 @@ class Agent:
         elif kind == "bench":
             self.send("bench", **ceiling.measure(message.get("seconds", 10)))
         elif kind == "prepare":  # a sync begins: it takes the project's sync lock, waiting for another sync
-            prepared = files.prepare(message["workdir"], message["project"])
+            prepared = host_dirs.prepare(message["workdir"], message["project"])
             prepared.update(self.receiver.begin(prepared["project_dir"], bool(message.get("for_run")),
                                                 WaitNotice(self.send)))
             if message.get("manifest"):  # the laptop scans its side meanwhile: one round trip for both
-                prepared.update(self.receiver.manifest(prepared["project_dir"]))
+                prepared.update(manifest.manifest(self.receiver.target(prepared["project_dir"])))
             self.send("prepared", **prepared)
         elif kind == "sync_done":  # no reply: the laptop does not wait for it
             self.receiver.end_sync()
         elif kind == "release_tree":  # no reply: the run this sync was for will not start
             self.receiver.release_tree(message.get("project_dir"))
-        elif kind == "manifest":
-            self.send("manifest", **self.receiver.manifest(message["project_dir"], message["paths"]))
         elif kind == "blocks":  # the digests follow the reply as one blob: 64 KiB per GiB, no hex in JSON
             found, digests = self.receiver.blocks(message["project_dir"], message["paths"])
             self.send("blocks", found=found, size=len(digests))
@@ -100,7 +98,7 @@ class Agent:
                 incoming.skip_to_end()  # the laptop sends all of its puts: the next request starts after `end`
                 raise
         elif kind == "start":  # a sync for this run holds the live tree: the job's supervisor takes it over
-            cwd = files.project_dir_of(message["cwd"], "")
+            cwd = host_dirs.project_dir_of(message["cwd"], "")
             tree_fd = self.receiver.held_trees.get(cwd.rstrip("/"))
             started = jobs.start(message, tree_fd)
             if not message.get("keep_tree"):
