@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from . import ceiling, facts, files, host_dirs, jobs, manifest, protocol
+from . import ceiling, facts, files, following, host_dirs, jobs, manifest, protocol, run_status, stopping
 from .fence import OutsideProject
 from .protocol import RequestError
 
@@ -105,8 +105,8 @@ class Agent:
                 self.receiver.release_tree(cwd.rstrip("/"))
             self.send("started", **started)
         elif kind == "follow":
-            jobs.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out,
-                        int(message.get("metrics_offset", 0)), bool(message.get("until_now")))
+            following.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out,
+                             int(message.get("metrics_offset", 0)), bool(message.get("until_now")))
         elif kind == "free_port":  # node 0 of a multi-node run: where its torchrun serves the rendezvous
             self.send("free_port", port=jobs.free_port())
         elif kind == "setup_state":  # get, or with `state` put, the project's last successful setup
@@ -116,9 +116,9 @@ class Agent:
             else:
                 self.send("setup_state", state=setup_state.put(message["project_dir"], message["state"]))
         elif kind == "status":
-            self.send("status", **jobs.read_status(message["run_dir"]))
+            self.send("status", **run_status.read_status(message["run_dir"]))
         elif kind == "stop":
-            self.send("stopped", **jobs.stop(message["run_dir"], float(message.get("grace", 10))))
+            self.send("stopped", **stopping.stop(message["run_dir"], float(message.get("grace", 10))))
         elif kind == "list_files":
             from . import fetching
             self.send("file_list", **fetching.list_files(message["project_dir"], message["patterns"], self.send,
@@ -141,7 +141,7 @@ class WaitNotice:
         now = time.monotonic()
         if self.last is None:
             self.send("sync_wait")
-        elif now - self.last < jobs.IDLE_TICK_S:
+        elif now - self.last < following.IDLE_TICK_S:
             return
         else:
             self.send("tick")

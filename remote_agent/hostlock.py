@@ -21,7 +21,9 @@ import json
 import os
 import pwd
 
-from .jobs import alive, now, run_group_alive, write_json
+from . import durable
+from .run_status import alive, now
+from .stopping import run_group_alive
 
 SUPERVISOR_MODULE = b"remote_agent.supervisor"
 HOST_LOCK = "~/.offload/gpu.lock"  # what the laptop asks for: one lock per host account
@@ -48,7 +50,7 @@ class HostLock:
     def announce(self, details: dict) -> None:
         """Write the holder's details for waiters; a lock in a directory we cannot write still locks."""
         try:
-            write_json(self.details_path, details)
+            durable.write_json_durably(self.details_path, details)
         except OSError:
             pass
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import host_dirs
-from .jobs import write_json
+from . import durable, host_dirs
 from .protocol import RequestError
 
 STATE = os.path.join(".offload", "setup.json")
@@ -34,5 +33,5 @@ def put(project_dir: str, state: dict) -> dict:
         raise RequestError("bad_request", f"a setup record needs a key, not {state!r}")
     path = state_path(project_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_json(path, state)
+    durable.write_json_durably(path, state)
     return state
