@@ -90,7 +90,7 @@ def nvidia_gpus() -> list | None:
 
 COMPUTE_APPS_QUERY = "pid,process_name,used_memory"
 COLUMN_ALIASES = {"name": "process_name", "used_gpu_memory": "used_memory"}  # the header prints the long names
-RUN_ID_VARIABLE = b"OFFLOAD_RUN_ID="  # set in every job offload starts (offload/launch.py)
+RUN_ID_VARIABLE = b"OFFLOAD_RUN_ID="  # set in every job offload starts (offload/runs/launch.py)
 
 
 def parse_compute_apps(text: str, query: str = COMPUTE_APPS_QUERY) -> list:

@@ -1,6 +1,6 @@
 """The last setup that succeeded in a project directory on the host: `.offload/setup.json`.
 
-The laptop decides whether setup runs (see offload/setup.py); the host only keeps what it was told, next to
+The laptop decides whether setup runs (see offload/runs/setup.py); the host only keeps what it was told, next to
 the project it describes, so that every laptop using this directory sees the same record.
 """
 from __future__ import annotations
