@@ -125,7 +125,8 @@ class Agent:
         else:
             self.send("setup_state", state=setup_state.put(message["project_dir"], message["state"]))
 
-    def start(self, message: dict) -> None:  # a sync for this run holds the live tree: the job's supervisor takes it over
+    def start(self, message: dict) -> None:
+        """A sync for this run holds the live tree: the job's supervisor takes it over."""
         cwd = host_dirs.project_dir_of(message["cwd"], "").rstrip("/")
         started = jobs.start(message, self.receiver.held_trees.get(cwd))
         if not message.get("keep_tree"):

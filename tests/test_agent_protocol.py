@@ -15,7 +15,7 @@ from remote_agent import protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBES = {"remote_agent.torch_probe", "remote_agent.matmul_probe"}  # `python -m` in a subprocess (probe.py)
-REMOVED_AFTER_38 = {"removeprefix", "removesuffix"}  # str methods Python 3.8 lacks
+ADDED_AFTER_38 = {"removeprefix", "removesuffix"}  # str methods Python 3.8 lacks (3.9 added them)
 
 
 def shipped() -> list:
@@ -51,13 +51,31 @@ def test_the_agent_ships_every_module_of_its_own():
 def test_every_shipped_module_is_python_38(path):
     source = path.read_text()
     tree = ast.parse(source, feature_version=(3, 8))
-    late = sorted({node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)} & REMOVED_AFTER_38)
-    assert not late, f"Python 3.8 has no {late}"
-    annotated = any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (node.returns or any(
-        arg.annotation for arg in node.args.args + node.args.kwonlyargs)) for node in ast.walk(tree))
+    newer_methods = sorted({node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)} & ADDED_AFTER_38)
+    assert not newer_methods, f"Python 3.8 has no {newer_methods}"
     future = any(isinstance(node, ast.ImportFrom) and node.module == "__future__" and
                  any(alias.name == "annotations" for alias in node.names) for node in tree.body)
-    assert future or not annotated, "`X | None` annotations need `from __future__ import annotations` on 3.8"
+    late = [ast.unparse(annotation) for annotation in annotations(tree) if newer_than_38(annotation)]
+    assert future or not late, f"{late} need `from __future__ import annotations` on Python 3.8"
+
+
+def annotations(tree: ast.AST) -> list:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            found += [arg.annotation for arg in arguments if arg.annotation] + ([node.returns] if node.returns else [])
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+    return found
+
+
+def newer_than_38(annotation: ast.AST) -> bool:
+    """`X | None` and `list[str]`: Python 3.8 evaluates neither (unless annotations stay strings)."""
+    return any((isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr)) or
+               (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and
+                node.value.id in ("list", "dict", "tuple", "set", "frozenset", "type"))
+               for node in ast.walk(annotation))
 
 
 @pytest.mark.parametrize("path", [p for p in shipped() if p.parent == AGENT_DIR],
