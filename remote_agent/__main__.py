@@ -11,9 +11,9 @@ import os
 import sys
 import time
 
-from . import ceiling, facts, files, jobs, protocol
+from . import ceiling, facts, files, following, host_dirs, jobs, manifest, protocol, run_status, stopping
 from .fence import OutsideProject
-from .receiving import RequestError
+from .protocol import RequestError
 
 AGENT_VERSION = "0.1.0"
 
@@ -23,6 +23,7 @@ class Agent:
         self.inp = inp
         self.out = out
         self.receiver = files.Receiver()
+        self.handlers = {kind: getattr(self, kind) for kind in protocol.REQUESTS if kind not in ("bye", "apply")}
 
     def send(self, message_type: str, /, **fields) -> None:
         protocol.write_message(self.out, message_type, **fields)
@@ -62,75 +63,98 @@ class Agent:
             pass  # the laptop is gone already
 
     def handle(self, message: dict) -> None:
-        kind = message["t"]
-        if kind == "ping":  # the laptop's link keeper checks a kept link before it reuses it
-            self.send("pong")
-        elif kind == "facts":
-            self.send("facts", **facts.collect(message.get("workdir", "~")))
-        elif kind == "device":
-            self.send("device", **facts.device_facts())
-        elif kind == "bench":
-            self.send("bench", **ceiling.measure(message.get("seconds", 10)))
-        elif kind == "prepare":  # a sync begins: it takes the project's sync lock, waiting for another sync
-            prepared = files.prepare(message["workdir"], message["project"])
-            prepared.update(self.receiver.begin(prepared["project_dir"], bool(message.get("for_run")),
-                                                WaitNotice(self.send)))
-            if message.get("manifest"):  # the laptop scans its side meanwhile: one round trip for both
-                prepared.update(self.receiver.manifest(prepared["project_dir"]))
-            self.send("prepared", **prepared)
-        elif kind == "sync_done":  # no reply: the laptop does not wait for it
-            self.receiver.end_sync()
-        elif kind == "release_tree":  # no reply: the run this sync was for will not start
-            self.receiver.release_tree(message.get("project_dir"))
-        elif kind == "manifest":
-            self.send("manifest", **self.receiver.manifest(message["project_dir"], message["paths"]))
-        elif kind == "blocks":  # the digests follow the reply as one blob: 64 KiB per GiB, no hex in JSON
-            found, digests = self.receiver.blocks(message["project_dir"], message["paths"])
-            self.send("blocks", found=found, size=len(digests))
-            self.out.write(digests)
-            self.out.flush()
-        elif kind == "apply":  # the puts that follow are read through Incoming: a failure leaves them in step
-            incoming = protocol.Incoming(self.inp)
-            try:
-                self.send("applied", **self.receiver.apply(message, incoming))
-                self.receiver.save_records()  # after the reply: the laptop need not wait for it
-            except protocol.ProtocolError:
-                raise
-            except Exception:
-                incoming.skip_to_end()  # the laptop sends all of its puts: the next request starts after `end`
-                raise
-        elif kind == "start":  # a sync for this run holds the live tree: the job's supervisor takes it over
-            cwd = files.project_dir_of(message["cwd"], "")
-            tree_fd = self.receiver.held_trees.get(cwd.rstrip("/"))
-            started = jobs.start(message, tree_fd)
-            if not message.get("keep_tree"):
-                self.receiver.release_tree(cwd.rstrip("/"))
-            self.send("started", **started)
-        elif kind == "follow":
-            jobs.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out,
-                        int(message.get("metrics_offset", 0)), bool(message.get("until_now")))
-        elif kind == "free_port":  # node 0 of a multi-node run: where its torchrun serves the rendezvous
-            self.send("free_port", port=jobs.free_port())
-        elif kind == "setup_state":  # get, or with `state` put, the project's last successful setup
-            from . import setup_state
-            if message.get("state") is None:
-                self.send("setup_state", state=setup_state.get(message["project_dir"]))
-            else:
-                self.send("setup_state", state=setup_state.put(message["project_dir"], message["state"]))
-        elif kind == "status":
-            self.send("status", **jobs.read_status(message["run_dir"]))
-        elif kind == "stop":
-            self.send("stopped", **jobs.stop(message["run_dir"], float(message.get("grace", 10))))
-        elif kind == "list_files":
-            from . import fetching
-            self.send("file_list", **fetching.list_files(message["project_dir"], message["patterns"], self.send,
-                                                         message.get("run_dir"), bool(message.get("current"))))
-        elif kind == "read_file":
-            from . import fetching
-            fetching.read_file(message["project_dir"], message["path"], int(message.get("offset", 0)),
-                               message.get("end"), self.send, self.out)
+        """Serve one request (protocol.REQUESTS names them all, and what each must carry)."""
+        if message["t"] == "apply":  # its entries follow: whatever goes wrong, they are read to their `end`
+            self.apply(message)
+            return
+        protocol.check_request(message)
+        self.handlers[message["t"]](message)
+
+    # --- the requests, in protocol.REQUESTS order ---
+
+    def ping(self, message: dict) -> None:  # the laptop's link keeper checks a kept link before it reuses it
+        self.send("pong")
+
+    def facts(self, message: dict) -> None:
+        self.send("facts", **facts.collect(message.get("workdir", "~")))
+
+    def device(self, message: dict) -> None:
+        self.send("device", **facts.device_facts())
+
+    def bench(self, message: dict) -> None:
+        self.send("bench", **ceiling.measure(message.get("seconds", 10)))
+
+    def prepare(self, message: dict) -> None:
+        """A sync begins: it takes the project's sync lock, waiting for another sync."""
+        prepared = host_dirs.prepare(message["workdir"], message["project"])
+        project_dir = prepared["project_dir"]
+        prepared.update(self.receiver.begin(project_dir, bool(message.get("for_run")), WaitNotice(self.send)))
+        if message.get("manifest"):  # the laptop scans its side meanwhile: one round trip for both
+            prepared.update(manifest.manifest(self.receiver.target(project_dir)))
+        self.send("prepared", **prepared)
+
+    def sync_done(self, message: dict) -> None:  # no reply: the laptop does not wait for it
+        self.receiver.end_sync()
+
+    def release_tree(self, message: dict) -> None:  # no reply: the run this sync was for will not start
+        self.receiver.release_tree(message.get("project_dir"))
+
+    def blocks(self, message: dict) -> None:  # the digests follow the reply as one blob: 64 KiB per GiB, no hex
+        found, digests = self.receiver.blocks(message["project_dir"], message["paths"])
+        self.send("blocks", found=found, size=len(digests))
+        self.out.write(digests)
+        self.out.flush()
+
+    def apply(self, message: dict) -> None:
+        """The puts that follow are read through Incoming: a failure leaves them in step."""
+        incoming = protocol.Incoming(self.inp)
+        try:
+            protocol.check_request(message)
+            self.send("applied", **self.receiver.apply(message, incoming))
+            self.receiver.save_records()  # after the reply: the laptop need not wait for it
+        except protocol.ProtocolError:
+            raise
+        except Exception:
+            incoming.skip_to_end()  # the laptop sends all of its puts: the next request starts after `end`
+            raise
+
+    def setup_state(self, message: dict) -> None:  # get, or with `state` put, the project's last successful setup
+        from . import setup_state  # lazy: start-up time (most sessions never ask)
+        if message.get("state") is None:
+            self.send("setup_state", state=setup_state.get(message["project_dir"]))
         else:
-            raise RequestError("bad_request", f"unknown request {kind!r}")
+            self.send("setup_state", state=setup_state.put(message["project_dir"], message["state"]))
+
+    def start(self, message: dict) -> None:
+        """A sync for this run holds the live tree: the job's supervisor takes it over."""
+        cwd = host_dirs.project_dir_of(message["cwd"], "").rstrip("/")
+        started = jobs.start(message, self.receiver.held_trees.get(cwd))
+        if not message.get("keep_tree"):
+            self.receiver.release_tree(cwd)
+        self.send("started", **started)
+
+    def free_port(self, message: dict) -> None:  # node 0 of a multi-node run: where its torchrun serves the rendezvous
+        self.send("free_port", port=jobs.free_port())
+
+    def follow(self, message: dict) -> None:
+        following.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out,
+                         int(message.get("metrics_offset", 0)), bool(message.get("until_now")))
+
+    def status(self, message: dict) -> None:
+        self.send("status", **run_status.read_status(message["run_dir"]))
+
+    def stop(self, message: dict) -> None:
+        self.send("stopped", **stopping.stop(message["run_dir"], float(message.get("grace", 10))))
+
+    def list_files(self, message: dict) -> None:
+        from . import fetching  # lazy: start-up time (only `offload fetch` asks)
+        self.send("file_list", **fetching.list_files(message["project_dir"], message["patterns"], self.send,
+                                                     message.get("run_dir"), bool(message.get("current"))))
+
+    def read_file(self, message: dict) -> None:
+        from . import fetching  # lazy: as list_files
+        fetching.read_file(message["project_dir"], message["path"], int(message.get("offset", 0)),
+                           message.get("end"), self.send, self.out)
 
 
 class WaitNotice:
@@ -143,7 +167,7 @@ class WaitNotice:
         now = time.monotonic()
         if self.last is None:
             self.send("sync_wait")
-        elif now - self.last < jobs.IDLE_TICK_S:
+        elif now - self.last < following.IDLE_TICK_S:
             return
         else:
             self.send("tick")

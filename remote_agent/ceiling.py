@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .probe import run_json
-from .receiving import RequestError
+from .protocol import RequestError
 
 IMPORT_ALLOWANCE_S = 120  # importing torch and initialising CUDA on a cold host can take a while
 MAX_SECONDS = 3600  # an hour measures any device; more (or inf, or NaN) would hold the agent for ever

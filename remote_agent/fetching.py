@@ -14,9 +14,8 @@ import stat
 import time
 
 from . import host_dirs, outputs, protocol
-from .receiving import PART_SUFFIX, RequestError
 from .hashes import HashCache
-from .jobs import send_blob
+from .protocol import PART_SUFFIX, RequestError, send_blob
 
 RECORDS_DIR = ".offload"  # run records and caches: only a pattern that names it literally reaches it
 TICK_S = 2.0  # while hashing, a tick this often tells the laptop the link is alive
@@ -155,7 +154,7 @@ def matches(parts: list, path_parts: list) -> bool:
 def list_files(project_dir: str, patterns: list, send, run_dir: str | None = None, current: bool = False) -> dict:
     """The reply to `list_files`: project_dir, files ([relpath, size, mtime_ns, sha256] of each file the patterns
     match) and unmatched patterns. Given the run_dir of a run and not `current`: only the versions that run left,
-    the rest as `withheld` (outputs.Withheld), and `own_versions`, False when the run has no record."""
+    the rest as `withheld` (protocol.Withheld), and `own_versions`, False when the run has no record."""
     root = project_root(project_dir)
     parsed = [(pattern, pattern_parts(pattern)) for pattern in patterns]  # all refused before any is expanded
     matched, unmatched = {}, []

@@ -1,4 +1,5 @@
-"""The host side of a sync: report what is there, write what arrives, delete what the laptop says.
+"""The host side of a sync: one sync at a time into a project, into its live tree or a staged one, and what
+it writes there.
 
 Files are written under a temporary name in their final directory and renamed when complete, so a
 file under its final name is always whole, and durable before its rename (receiving.py, durable.py).
@@ -6,64 +7,26 @@ Nothing is destroyed that the sync did not write:
 `.offload/synced.json` (records.py) says what each synced path was once written, and a path is
 overwritten or deleted only while it still is that; every parent is resolved inside the project
 (fence.py). One sync at a time writes a project, and never its live tree while a job of the project
-runs: it writes a staged tree instead (tree.py).
+runs: it writes a staged tree instead (tree.py). What the host has before a sync is manifest.py's.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import stat
 
-from . import host_dirs, patching, tree
+from . import host_dirs, sidecars, tree
 from .fence import Fence, OutsideProject
-from .receiving import Receiving, RequestError, with_parents
-from .records import Records, identity, identity_of, kind_of, matches
-
-
-def project_dir_of(workdir: str, project: str) -> str:
-    return os.path.join(os.path.abspath(os.path.expanduser(workdir)), project)
-
-
-def prepare(workdir: str, project: str) -> dict:
-    """Create the project directory and prove it is writable before anything is sent."""
-    project_dir = project_dir_of(workdir, checked_project_name(project))
-    os.makedirs(os.path.join(project_dir, ".offload"), exist_ok=True)
-    probe = os.path.join(project_dir, ".offload", f"write-probe.{os.getpid()}")  # two agents may probe at once
-    with open(probe, "wb") as f:
-        f.write(b"ok")
-    os.unlink(probe)
-    return {"project_dir": project_dir, "free_bytes": shutil.disk_usage(project_dir).free}
-
-
-def checked_project_name(project: str) -> str:
-    """A project is one directory in the workdir: a name that climbs out of it or names a deeper or an absolute
-    path would have the sync write there."""
-    if not isinstance(project, str) or project in ("", ".", "..") or "/" in project or "\0" in project:
-        raise RequestError("bad_request", f"a project is one directory name in the workdir, not {project!r}")
-    return project
+from .journals import finish_patches
+from .protocol import RequestError
+from .receiving import Receiving, with_parents
+from .records import Records, identity
 
 
 def checked_relpath(relpath: str) -> str:
+    """A path inside the project, as a sync names it: never absolute, climbing, or into its `.offload/`."""
     parts = relpath.split("/") if isinstance(relpath, str) else [""]
     if not relpath or parts[0] in ("", ".offload") or "" in parts or "." in parts or ".." in parts:
         raise RequestError("bad_request", f"refusing path outside the project: {relpath!r}")
     return relpath
-
-
-def describe(path: str) -> list | None:
-    """[kind, size, mtime_ns, mode, target] of what is at path, or None."""
-    try:
-        st = os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):  # the latter: a file now stands where a parent dir was
-        return None
-    return description_of(st, path)
-
-
-def description_of(st: os.stat_result, path: str) -> list:
-    """What the laptop compares with its own file (records.identity_of is what the host compares)."""
-    kind, mode = kind_of(st), stat.S_IMODE(st.st_mode)
-    return [kind, st.st_size if kind == "file" else 0, st.st_mtime_ns, mode,
-            os.readlink(path) if kind == "link" else ""]
 
 
 class Target:
@@ -88,7 +51,7 @@ class Target:
 class Receiver:
     def __init__(self):
         self.targets = {}  # project_dir -> Target of the sync in progress (or the last one)
-        self.expected = {}  # project_dir -> every path the laptop has (its apply, or manifest, request names them)
+        self.expected = {}  # project_dir -> every path the laptop has (its apply request names them)
         self.sync_lock = None  # fd: this agent's sync in progress
         self.sync_tree_lock = None  # fd: the live tree, for the sync's duration only
         self.held_trees = {}  # project_dir -> fd of tree.lock kept for the run this sync is for
@@ -135,32 +98,8 @@ class Receiver:
 
     # --- requests ---
 
-    def manifest(self, project_dir: str, paths: list | None = None) -> dict:
-        """What is at the paths syncs put there (and at `paths`, when given): [kind, size, mtime_ns, mode,
-        target]; `changed`: synced paths that are no longer what the sync wrote (kept unless forced)."""
-        target = self.target(project_dir)
-        if paths is not None:
-            self.expected[project_dir] = set(paths)
-        present, changed, refused = {}, [], []
-        for relpath in set(paths or ()) | set(target.records.paths):
-            try:
-                path = target.path(relpath)
-            except OutsideProject as exc:
-                refused.append([relpath, str(exc)])
-                continue
-            try:
-                st = os.lstat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            present[relpath] = description_of(st, path)
-            record = target.records.paths.get(relpath)
-            if record is not None and not matches(record, identity_of(st, path)):
-                changed.append(relpath)
-        return {"present": present, "synced": sorted(target.records.paths), "changed": sorted(changed),
-                "refused": refused, "stage": target.stage.id if target.stage else None}
-
     def blocks(self, project_dir: str, paths: list) -> tuple:
-        """The stored block digests of those paths whose sidecar still matches the file (patching.py)."""
+        """The stored block digests of those paths whose sidecar still matches the file (sidecars.py)."""
         target = self.target(project_dir)
         located = []
         for relpath in paths:
@@ -168,7 +107,7 @@ class Receiver:
                 located.append((relpath, target.path(relpath)))
             except OutsideProject:
                 continue
-        return patching.stored_digests(project_dir, located)
+        return sidecars.stored_digests(project_dir, located)
 
     def apply(self, request: dict, inp) -> dict:
         """Delete, then receive `put` messages until `end`. The records are saved even if the link drops.
@@ -226,19 +165,3 @@ class Receiver:
                 target.save()
             except OSError:
                 pass  # on a full disk: the sync's own error says more; the intents log keeps what it wrote
-
-
-def finish_patches(project_dir: str) -> Records:
-    """Redo the patches a killed agent left half-applied (patching.py), and record the files they finished:
-    a patch is only ever applied to a file the sync owned, so the result is the sync's too. The caller holds
-    the project's tree, so no job reads those files meanwhile. Returns the live records."""
-    fence = Fence(project_dir)
-    redone = patching.recover(project_dir, fence)
-    records = Records.load(project_dir, resolve=fence.path)
-    if redone:
-        for relpath in redone:
-            found = identity(fence.path(relpath))
-            if found is not None and relpath in records.paths:
-                records.paths[relpath] = found
-        records.save(project_dir)
-    return records

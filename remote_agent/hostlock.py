@@ -5,7 +5,7 @@ starts. The job inherits the supervisor's descriptor, and a flock belongs to tha
 lock is held while either of them lives: a supervisor killed with -9 leaves it with its job, and the kernel drops
 it once both are gone (SIGKILL and the OOM killer included). There is no stale lock to guess about.
 
-There is one lock per host account, HOST_LOCK in its home (the agent expands `~`), whatever workdir a
+There is one lock per host account, protocol.HOST_LOCK in its home (the agent expands `~`), whatever workdir a
 registration of the box names: two registrations of one box with two workdirs still run one job at a time.
 
 `<lock>.json` names the holder (run id, run directory, since when, host user, laptop and, once it has started,
@@ -21,10 +21,11 @@ import json
 import os
 import pwd
 
-from .jobs import alive, now, run_group_alive, write_json
+from . import durable
+from .run_status import alive, now
+from .stopping import run_group_alive
 
 SUPERVISOR_MODULE = b"remote_agent.supervisor"
-HOST_LOCK = "~/.offload/gpu.lock"  # what the laptop asks for: one lock per host account
 
 
 class HostLock:
@@ -48,7 +49,7 @@ class HostLock:
     def announce(self, details: dict) -> None:
         """Write the holder's details for waiters; a lock in a directory we cannot write still locks."""
         try:
-            write_json(self.details_path, details)
+            durable.write_json_durably(self.details_path, details)
         except OSError:
             pass
 

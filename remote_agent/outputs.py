@@ -15,23 +15,14 @@ import glob
 import json
 import os
 import time
-from typing import NamedTuple, Optional
+from typing import Optional
 
-from .receiving import PART_SUFFIX
 from .hashes import HashCache, file_sha256
+from .protocol import CHANGED, DELETED, NEWER, PART_SUFFIX, Withheld
 
-DEFAULT_PATTERNS = ("out/**",)  # what `offload fetch` takes when given no pattern
 RECORDED_DIRS = "out*"  # top-level directories a run's record covers: the default patterns' out/, and out-ft/ and the like
 OUTPUTS = "outputs.json"  # in the run directory on the host
 RUN_RECORDS = ("*", "*/job")  # run directories under <project>/.offload/runs/ (a local run's is <id>/job)
-CHANGED, NEWER, DELETED = "changed", "newer", "deleted"
-
-
-class Withheld(NamedTuple):
-    """A file of file_list's `withheld`: not the run's own version any more. On the wire it is a list."""
-    path: str
-    reason: str  # CHANGED or DELETED since the run wrote it; NEWER: the run left it alone, a later run did not
-    by_run: Optional[str]  # the later run that did it; None when it was done on the host outside any run
 
 
 def scan(root: str) -> dict:

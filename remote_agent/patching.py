@@ -1,127 +1,30 @@
-"""Block-level delta on the host: keep the laptop's block digests of big files, and apply patches to them.
+"""Receiving a patch of a big file: the blocks that changed since the copy the host has (its digests are in
+the file's sidecar, sidecars.py).
 
-The agent never hashes: after a whole big file arrives, the laptop sends the digests of its blocks and they
-are kept in a sidecar, `.offload/blocks/<sha256 of the path>`, with the (size, mtime_ns, inode) the file had
-once written. A sidecar that no longer matches the file (a run or a person changed it) is never used.
-
-A patch carries the changed blocks. They are received into `.NAME.offload-part` with everything needed to
-apply them (a redo journal), so nothing under the final name changes until the journal is whole. Then:
+The blocks are received into `.NAME.offload-part` with everything needed to apply them (a redo journal,
+journals.py), so nothing under the final name changes until the journal is whole. Then:
 - no process has the file open or mapped: the journal is renamed to `.NAME.offload-patch` and the blocks are
-  written in place. A journal left by a killed agent is applied again (writing the same bytes at the same
-  offsets is idempotent) before the next manifest looks at the project; `.offload/patching/` names the
-  journals in flight, so finding them costs one directory listing, not a walk of the project.
+  written in place;
 - a process has it open (a job memory-maps train.bin): the file is copied, patched, and renamed over the old
   one, which the job keeps reading unchanged.
-Crash-safe against a killed agent or laptop, and against a power cut: the marker and the journal are durable
-before any block is written in place, and the patched file before its new sidecar and its journal's removal
-(durable.py). A journal or marker that is not whole (cut short, or unreadable) is an unfinished patch: it is
-removed with the file's sidecar, the file is left as it is, and the laptop, finding no digests, sends it whole.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 
 from . import durable, protocol
-from .fence import OutsideProject
+from .journals import commit_journal, redo, write_blocks
+from .protocol import DIGEST_BYTES, PART_SUFFIX, beside, block_count, range_length
+from .sidecars import read_sidecar, write_sidecar
 
-BLOCK = 256 << 10  # 4096 blocks per GiB: 64 KiB of digests, and a 1 MiB edit costs at most 1.25 MiB sent
-DIGEST_BYTES = 16  # xxh3_128, computed on the laptop
-PART_SUFFIX = ".offload-part"
-PATCH_SUFFIX = ".offload-patch"
 COPY_SUFFIX = ".offload-copy" + PART_SUFFIX
-BLOCKS_DIR = os.path.join(".offload", "blocks")
-PATCHING_DIR = os.path.join(".offload", "patching")
 
 
 class StalePatch(Exception):
     """The host file is not the one the laptop's patch was computed against."""
 
-
-def path_key(relpath: str) -> str:
-    return hashlib.sha256(relpath.encode()).hexdigest()[:32]
-
-
-def beside(path: str, suffix: str) -> str:
-    """dir/NAME -> dir/.NAME<suffix>."""
-    return os.path.join(os.path.dirname(path), "." + os.path.basename(path) + suffix)
-
-
-def block_count(size: int) -> int:
-    return (size + BLOCK - 1) // BLOCK
-
-
-# --- sidecars ---------------------------------------------------------------------------------------------
-
-def write_sidecar(project_dir: str, relpath: str, st: os.stat_result, digests: bytes) -> None:
-    """One JSON header line, then the raw digests; written under a temporary name and renamed."""
-    directory = os.path.join(project_dir, BLOCKS_DIR)
-    os.makedirs(directory, exist_ok=True)
-    header = {"path": relpath, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "block": BLOCK,
-              "count": len(digests) // DIGEST_BYTES}
-    durable.write_durably(os.path.join(directory, path_key(relpath)), json.dumps(header).encode() + b"\n" + digests)
-
-
-def read_sidecar(project_dir: str, relpath: str, st: os.stat_result) -> bytes | None:
-    """The stored digests, if they describe the file whose lstat is st exactly; else None."""
-    try:
-        with open(os.path.join(project_dir, BLOCKS_DIR, path_key(relpath)), "rb") as f:
-            header = json.loads(f.readline())
-            digests = f.read()
-    except (OSError, ValueError):
-        return None
-    expected = {"path": relpath, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "block": BLOCK,
-                "count": block_count(st.st_size)}
-    if header != expected or len(digests) != expected["count"] * DIGEST_BYTES:
-        return None
-    return digests
-
-
-def forget(project_dir: str, relpath: str, durably: bool = False) -> None:
-    """Drop the file's sidecar; durably, when the file may not be what the sidecar describes (a patch left
-    unfinished): a sidecar back after a power cut would let the next patch skip blocks that differ."""
-    try:
-        os.unlink(os.path.join(project_dir, BLOCKS_DIR, path_key(relpath)))
-        if durably:
-            durable.fsync_dir(os.path.join(project_dir, BLOCKS_DIR))
-    except OSError:
-        pass
-
-
-def stored_digests(project_dir: str, located: list) -> tuple:
-    """([[relpath, count], ...], the digests of those files, concatenated) for the (relpath, path) pairs with a
-    valid sidecar."""
-    found, blobs = [], []
-    for relpath, path in located:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        digests = read_sidecar(project_dir, relpath, st) if stat.S_ISREG(st.st_mode) else None
-        if digests is not None:
-            found.append([relpath, len(digests) // DIGEST_BYTES])
-            blobs.append(digests)
-    return found, b"".join(blobs)
-
-
-def store_digests(project_dir: str, message: dict, inp, just_put: bool, path: str) -> int:
-    """The `digests` message after a whole big file (at path): kept if that file is the one just written."""
-    size = int(message["size"])
-    digests = b"".join(protocol.read_exactly(inp, size))
-    relpath = message["path"]
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return size
-    if (just_put and stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (message["file_size"], message["mtime_ns"])
-            and len(digests) == block_count(st.st_size) * DIGEST_BYTES):
-        write_sidecar(project_dir, relpath, st, digests)
-    return size
-
-
-# --- receiving a patch ------------------------------------------------------------------------------------
 
 def patch_layout(message: dict) -> tuple:
     """(ranges, changed block count, bytes of block data) of a patch message, checked against its blob size."""
@@ -130,7 +33,7 @@ def patch_layout(message: dict) -> tuple:
     if any(first < 0 or count < 1 or first + count > blocks for first, count in ranges):
         raise ValueError("block range past the end of the file")
     changed = sum(count for _, count in ranges)
-    data = sum(min(count * BLOCK, file_size - first * BLOCK) for first, count in ranges)
+    data = sum(range_length(first, count, file_size) for first, count in ranges)
     if changed * DIGEST_BYTES + data + 1 != int(message["size"]):
         raise ValueError("blob size does not match the block ranges")
     return ranges, changed, data
@@ -201,7 +104,7 @@ def write_journal(project_dir: str, relpath: str, path: str, message: dict, take
     header = {"path": relpath, "size": file_size, "mode": int(message["mode"]) & 0o7777,
               "mtime_ns": int(message["mtime_ns"]), "ranges": ranges, "dev": st.st_dev, "ino": st.st_ino,
               "count": len(digests) // DIGEST_BYTES}
-    part = beside(path, PART_SUFFIX)
+    part = beside(path)
     if os.path.lexists(part):
         os.unlink(part)  # left by a killed agent
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -233,83 +136,6 @@ def same_file(path: str, ours: os.stat_result) -> bool:
     except FileNotFoundError:
         return False
     return (found.st_dev, found.st_ino) == (ours.st_dev, ours.st_ino)
-
-
-# --- applying a journal -----------------------------------------------------------------------------------
-
-def commit_journal(project_dir: str, relpath: str, part: str, path: str) -> tuple:
-    """Name the journal in `.offload/patching/`, then make the whole part file the journal; (journal, marker)."""
-    journal = beside(path, PATCH_SUFFIX)
-    marker_dir = os.path.join(project_dir, PATCHING_DIR)
-    os.makedirs(marker_dir, exist_ok=True)
-    marker = os.path.join(marker_dir, path_key(relpath))
-    durable.write_durably(marker, relpath.encode())  # before the journal: a journal no marker names is never found
-    os.replace(part, journal)  # from here on the patch is complete: redone after a crash
-    durable.fsync_dir(os.path.dirname(journal))  # and before any block is written in place
-    return journal, marker
-
-
-def redo(project_dir: str, relpath: str, journal: str, path: str) -> bool:
-    """Apply a complete journal to the file at path in place (again, after a crash: same bytes, same result);
-    whether it patched the file. A journal that is not whole is not applied at all: it goes, with the file's
-    sidecar. Nor is one whose file is gone or was replaced since."""
-    with open(journal, "rb") as f:
-        header = whole_journal(f, relpath)
-        if header is None:
-            f.close()
-            abandon(project_dir, relpath, journal)
-            return False
-        digests = f.read(header["count"] * DIGEST_BYTES)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            fd = None  # the file is gone: nothing left to patch
-        if fd is not None:
-            try:
-                st = os.fstat(fd)
-                if (st.st_dev, st.st_ino) == (header["dev"], header["ino"]):
-                    write_blocks(f, fd, header)
-                    os.fsync(fd)  # the new blocks are on disk before the sidecar says so, and the journal goes
-                    st = os.fstat(fd)
-                else:
-                    st = None  # replaced since: the journal was meant for a file that is no longer there
-            finally:
-                os.close(fd)
-            if st is not None:
-                write_sidecar(project_dir, header["path"], st, digests)
-    os.unlink(journal)
-    return fd is not None and st is not None
-
-
-def whole_journal(f, relpath: str) -> dict | None:
-    """The header of the journal open as f, if the journal is whole: a readable header for relpath, and
-    exactly the bytes that header promises after it. None for anything else (cut short, garbage)."""
-    try:
-        line = f.readline(protocol.MAX_LINE)
-        header = json.loads(line)
-        size, count = int(header["size"]), int(header["count"])
-        ranges = [(int(first), int(length)) for first, length in header["ranges"]]
-        int(header["mode"]), int(header["mtime_ns"]), int(header["dev"]), int(header["ino"])  # numbers, all
-        if header["path"] != relpath or count < 0 or size < 0:
-            return None
-        blocks = block_count(size)
-        if any(first < 0 or length < 1 or first + length > blocks for first, length in ranges):
-            return None
-        data = sum(min(length * BLOCK, size - first * BLOCK) for first, length in ranges)
-    except (ValueError, KeyError, TypeError):  # TypeError: a header that is a list, a number where a list goes
-        return None
-    if os.fstat(f.fileno()).st_size != len(line) + count * DIGEST_BYTES + data:
-        return None
-    return header
-
-
-def abandon(project_dir: str, relpath: str, journal: str) -> None:
-    """An unfinished patch: the journal goes, and the sidecar with it, so the file is sent whole next time."""
-    forget(project_dir, relpath, durably=True)
-    try:
-        os.unlink(journal)
-    except OSError:
-        pass  # not a file we wrote (a directory stands there): it stays; its marker goes, so it is never redone
 
 
 def apply_by_copy(project_dir: str, part: str, path: str) -> None:
@@ -364,80 +190,6 @@ def copy_bytes(source: int, target: int, size: int) -> None:
         copied += len(piece)
 
 
-def write_blocks(journal, fd: int, header: dict) -> None:
-    """The journal's blocks at their offsets, then size, mode and mtime: the file ends as the laptop's."""
-    size = header["size"]
-    for first, count in header["ranges"]:
-        offset = first * BLOCK
-        remaining = min(count * BLOCK, size - offset)
-        while remaining:
-            piece = journal.read(min(remaining, protocol.CHUNK))
-            if not piece:
-                raise OSError("journal shorter than its header says")
-            os.pwrite(fd, piece, offset)
-            offset += len(piece)
-            remaining -= len(piece)
-    os.ftruncate(fd, size)
-    os.fchmod(fd, header["mode"])
-    os.utime(fd, ns=(header["mtime_ns"], header["mtime_ns"]))
-
-
-def recover(project_dir: str, fence) -> list:
-    """Redo the journals a killed agent left in flight (`.offload/patching/` names them); fence resolves
-    their paths inside the project (fence.py). Returns the paths patched, whose records are now stale."""
-    marker_dir = os.path.join(project_dir, PATCHING_DIR)
-    try:
-        markers = os.listdir(marker_dir)
-    except FileNotFoundError:
-        return []
-    redone = []
-    for name in markers:
-        marker = os.path.join(marker_dir, name)
-        try:
-            relpath = marked_path(marker, name)
-            if relpath is not None and redo_marked(project_dir, relpath, fence):
-                redone.append(relpath)
-            os.unlink(marker)
-        except FileNotFoundError:
-            continue  # another agent finished it
-        except OutsideProject:
-            os.unlink(marker)  # its file now lies behind a link out of the project: never patched there
-    return redone
-
-
-def redo_marked(project_dir: str, relpath: str, fence) -> bool:
-    """Redo relpath's journal, if it got as far as having one; whether its file was patched. One that cannot
-    be read, or whose file cannot be written, is abandoned as one cut short is: the file is sent whole next
-    time."""
-    path = fence.path(relpath)
-    journal = beside(path, PATCH_SUFFIX)
-    if not os.path.lexists(journal):
-        return False
-    try:
-        return redo(project_dir, relpath, journal, path)
-    except FileNotFoundError:
-        raise  # another agent finished it: recover() moves on
-    except OSError:
-        abandon(project_dir, relpath, journal)
-        return False
-
-
-def marked_path(marker: str, name: str) -> str | None:
-    """The project path a marker names; None for a marker cut short or garbled (its journal, if any, was
-    never renamed into place: the marker is made durable first)."""
-    with open(marker, "rb") as f:
-        content = f.read(protocol.MAX_LINE)
-    try:
-        relpath = content.decode()
-    except UnicodeDecodeError:
-        return None
-    parts = relpath.split("/")
-    if path_key(relpath) != name or any(part in ("", ".", "..") for part in parts):
-        return None
-    return relpath
-
-
-# --- who has a file open ----------------------------------------------------------------------------------
 
 def in_use(st: os.stat_result) -> bool:
     """Whether any process has the file open or memory-mapped. Processes we may not look into are skipped;

@@ -1,19 +1,97 @@
-"""The one definition of the messages between the laptop and the agent.
+"""The one definition of what the laptop and the agent must agree on: the messages, and the few names and
+numbers both sides compute with.
 
 A message is one line: PREFIX, then a JSON object with a type "t", then a newline. A message whose
 "size" field is set is followed by exactly that many raw bytes (file contents, log output), so bulk
 data never pays for JSON or base64. Lines that do not start with PREFIX are noise (a .bashrc that
 prints, a motd) and are never parsed. The version is in the prefix: an agent and a laptop of different
 protocol versions cannot mistake each other's messages for their own.
+
+Besides the framing: the requests the laptop sends and the fields each must carry (REQUESTS), the error a
+request is refused with (RequestError), the reasons a sync gives for a path it kept and a fetch for a file it
+withheld, the block size of the delta sync and its digests, and the name of a file offload is still writing
+(PART_SUFFIX).
 """
 from __future__ import annotations
 
 import json
+import os
+from typing import NamedTuple, Optional
 
 VERSION = 1
 PREFIX = b"@offload/%d " % VERSION
 CHUNK = 1 << 20  # bulk data moves in 1 MiB pieces: never a whole file in memory
 MAX_LINE = 64 << 20  # a manifest of 100k files fits; a runaway line does not
+
+# Every request the laptop sends, with the fields it always sets. The agent serves exactly these
+# (__main__.py) and refuses one without its fields before serving any of it.
+REQUESTS = {
+    "ping": (), "bye": (),  # ping: the laptop's link keeper checks a kept link before it reuses it
+    "facts": (), "device": (), "bench": (),
+    "prepare": ("workdir", "project"), "sync_done": (), "release_tree": (),  # a sync's beginning and end
+    "blocks": ("project_dir", "paths"), "apply": ("project_dir",),
+    "setup_state": ("project_dir",),
+    "start": ("run_dir", "cwd", "argv"), "free_port": (), "follow": ("run_dir",), "status": ("run_dir",),
+    "stop": ("run_dir",),
+    "list_files": ("project_dir", "patterns"), "read_file": ("project_dir", "path"),
+}
+ENTRIES = ("put", "patch", "digests")  # what follows an `apply`, until an `end`
+
+# Why a sync left a path on the host alone (the `kept` of its reply); --force replaces either.
+CHANGED_ON_HOST = "changed on the host since it was synced"
+NOT_WRITTEN_BY_OFFLOAD = "on the host already, and not written by offload"
+
+# Why `offload fetch RUN` withholds a file (see outputs.py): not that run's version any more.
+CHANGED, NEWER, DELETED = "changed", "newer", "deleted"
+
+
+class Withheld(NamedTuple):
+    """A file of file_list's `withheld`: not the run's own version any more. On the wire it is a list."""
+    path: str
+    reason: str  # CHANGED or DELETED since the run wrote it; NEWER: the run left it alone, a later run did not
+    by_run: Optional[str]  # the later run that did it; None when it was done on the host outside any run
+
+
+# The delta sync: the laptop hashes big files in blocks, the host keeps those digests and applies patches.
+BLOCK = 256 << 10  # 4096 blocks per GiB: 64 KiB of digests, and a 1 MiB edit costs at most 1.25 MiB sent
+DIGEST_BYTES = 16  # xxh3_128, computed on the laptop
+
+HOST_LOCK = "~/.offload/gpu.lock"  # the lock a run or setup asks for: one per host account (see hostlock.py)
+DEFAULT_PATTERNS = ("out/**",)  # what `offload fetch` takes when given no pattern
+
+PART_SUFFIX = ".offload-part"  # `.NAME.offload-part`: NAME while offload writes it; never synced or fetched
+
+
+def block_count(size: int) -> int:
+    return (size + BLOCK - 1) // BLOCK
+
+
+def range_length(first: int, count: int, size: int) -> int:
+    """The bytes of blocks first .. first + count - 1 of a file of `size` bytes (its last block may be short)."""
+    return min(count * BLOCK, size - first * BLOCK)
+
+
+def beside(path: str, suffix: str = PART_SUFFIX) -> str:
+    """dir/NAME -> dir/.NAME<suffix>: where offload writes NAME until it is whole."""
+    return os.path.join(os.path.dirname(path), "." + os.path.basename(path) + suffix)
+
+
+class RequestError(Exception):
+    """A request the agent refuses or cannot serve: answered with one `error` message of this code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def check_request(message: dict) -> None:
+    """Refuse a request of no known type, or without a field it must carry."""
+    kind = message["t"]
+    if not isinstance(kind, str) or kind not in REQUESTS:
+        raise RequestError("bad_request", f"unknown request {kind!r}")
+    missing = [name for name in REQUESTS[kind] if name not in message]
+    if missing:
+        raise RequestError("bad_request", f"the {kind!r} request needs {', '.join(map(repr, missing))}")
 
 
 class ProtocolError(Exception):
@@ -27,6 +105,13 @@ def encode(message_type: str, /, **fields) -> bytes:
 
 def write_message(stream, message_type: str, /, **fields) -> None:
     stream.write(encode(message_type, **fields))
+    stream.flush()
+
+
+def send_blob(stream, message_type: str, offset: int, data: bytes) -> None:
+    """A message for a piece of a log or file that starts at `offset`, and the piece."""
+    stream.write(encode(message_type, offset=offset, size=len(data)))
+    stream.write(data)
     stream.flush()
 
 

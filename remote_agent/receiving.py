@@ -1,27 +1,20 @@
 """One apply's writes and deletes into a sync's target (files.py): every path checked against what the sync
 wrote there (records.py) before it is replaced or deleted, every file durable before its rename.
 
-Received files wait in a durable.Batch, un-renamed, until one flush has made a batch of them durable; then
-each is renamed, provided what stands under its final name is still the sync's to replace. An entry counts
-as written (tally, records) once it stands under its final name.
+Received files (putting.py) wait in a batch.Batch, un-renamed, until one flush has made a batch of them
+durable; then each is renamed, provided what stands under its final name is still the sync's to replace. An
+entry counts as written (tally, records) once it stands under its final name.
 """
 from __future__ import annotations
 
 import os
 
-from . import durable, patching, protocol
+from . import durable, patching, protocol, sidecars
+from .batch import Batch
 from .fence import OutsideProject
-from .patching import PART_SUFFIX, same_file
+from .protocol import CHANGED_ON_HOST, NOT_WRITTEN_BY_OFFLOAD, RequestError
+from .putting import put
 from .records import PENDING_FILE, identity, matches
-
-CHANGED_ON_HOST = "changed on the host since it was synced"
-NOT_WRITTEN_BY_OFFLOAD = "on the host already, and not written by offload"
-
-
-class RequestError(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 class Receiving:
@@ -50,7 +43,7 @@ class Receiving:
             self.keep(relpath, CHANGED_ON_HOST)  # never deleted, --force or not: it is somebody's now
             return
         self.tally["deleted"] += remove(path, current)
-        patching.forget(self.target.project_dir, relpath)
+        sidecars.forget(self.target.project_dir, relpath)
         remove_emptied_parents(self.target, relpath, still_there)
 
     def may_replace(self, relpath: str, current: list | None, path: str) -> str | None:
@@ -65,7 +58,7 @@ class Receiving:
         """Write `put` and `patch` entries until `end`; returns the first failure (later entries are read and
         dropped). A big file's `put` is followed by its block digests (`digests`), kept for later patches.
         inp is a protocol.Incoming."""
-        batch = durable.Batch()
+        batch = Batch()
         if self.record:
             batch.intent_log = os.path.join(self.target.root, PENDING_FILE)  # records.adopt_pending reads it
         try:
@@ -74,14 +67,14 @@ class Receiving:
             batch.finish()  # on a dropped link too: what arrived whole is kept
         return failure or batch.failure
 
-    def receive_entries(self, inp, failure: Exception | None, batch: durable.Batch) -> Exception | None:
+    def receive_entries(self, inp, failure: Exception | None, batch: Batch) -> Exception | None:
         just_put = None
         target = self.target
         while True:
             message = inp.next_message()
             if message["t"] == "end":
                 return failure
-            if message["t"] not in ("put", "patch", "digests"):
+            if message["t"] not in protocol.ENTRIES:
                 raise RequestError("bad_request", f"unexpected {message['t']!r} during a sync")
             relpath = message.get("path")
             path = None
@@ -99,7 +92,7 @@ class Receiving:
                 continue
             try:
                 if message["t"] == "digests":
-                    self.tally["bytes"] += patching.store_digests(target.project_dir, message, inp,
+                    self.tally["bytes"] += sidecars.store_digests(target.project_dir, message, inp,
                                                                   just_put == relpath, path)
                     continue
                 just_put = None
@@ -116,7 +109,7 @@ class Receiving:
                         self.written(relpath, path)
                     # else the laptop's file changed while it was read: it sends it again
                 else:
-                    received, committed = put(path, message, inp, batch, self, current,
+                    received, committed = put(path, message, inp, batch, self.make_dirs, current,
                                               self.commit_step(relpath, path), relpath)
                     self.tally["bytes"] += received
                     if committed:  # else the laptop's file changed while it was read: it sends it again
@@ -210,135 +203,12 @@ def remove(path: str, current: list) -> int:
     return 1
 
 
-def put(path: str, message: dict, inp, batch: durable.Batch, receiving: Receiving, existing: list | None,
-        commit_step, relpath: str) -> tuple:
-    """Write one entry; (file bytes received, whether it is whole: under its final name, or in batch to be
-    renamed there). A file's blob is its bytes and then one byte from the laptop: 1 if the file stayed the
-    same while it was read, else 0 and the part file goes, leaving the host's older copy whole. The blob is
-    always consumed from the stream."""
-    blob = int(message.get("size", 0)) if message["kind"] == "file" else 0
-    pieces = protocol.read_exactly(inp, max(blob - 1, 0))
-    status = []
-
-    def complete() -> bool:
-        status.append(inp.read(1))
-        if status == [b""]:
-            raise protocol.ProtocolError("stream ended 1 bytes before the end of a blob")
-        return status == [b"\x01"]
-
-    try:
-        committed = write_entry(path, message, pieces, complete, batch, receiving, existing, commit_step, relpath)
-    except OSError as exc:
-        if exc.filename is None:  # a failed write or close names no file: say which one it was
-            exc.filename = message["path"]
-        raise
-    finally:
-        for _ in pieces:  # a no-op when the write consumed them all
-            pass
-        if blob and not status:
-            complete()
-    return max(blob - 1, 0), committed
-
-
-def write_entry(path: str, message: dict, pieces, complete, batch: durable.Batch, receiving: Receiving,
-                existing: list | None, commit_step, relpath: str) -> bool:
-    """Put the entry at path (where `existing` is, records.identity), a file or link through batch; False
-    when complete() says the file's bytes are not one version of it. commit_step: (move(part), written()),
-    the rename itself, and what is told once the entry stands under its final name."""
-    move, written = commit_step
-    kind, mode, mtime_ns = message["kind"], int(message["mode"]) & 0o7777, int(message["mtime_ns"])
-    parent, _, name = path.rpartition("/")  # an absolute path from the fence: plain string work, 10,000 a sync
-    receiving.make_dirs(parent, batch.touched)
-    if kind == "dir":
-        if existing is not None and existing[0] != "dir":
-            os.unlink(path)
-        receiving.make_dirs(path, batch.touched)
-        written()
-        return True
-    if existing is not None and existing[0] == "dir":
-        try:
-            os.rmdir(path)  # an empty directory, left where the laptop now has a file: nothing of a run's is lost
-        except OSError:
-            raise RequestError("bad_request",
-                               f"{message['path']} is a directory on the host; remove it there first") from None
-    part = f"{parent}/.{name}{PART_SUFFIX}"
-    fd = None
-    if kind == "link":
-        remove_leftover(part)
-        os.symlink(message["target"], part)
-        ours = os.lstat(part)
-    else:
-        try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            remove_leftover(part)
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        ours = os.fstat(fd)
-
-    def discard() -> None:
-        if same_file(part, ours):
-            os.unlink(part)
-
-    def rename() -> None:  # by the batch, once the part's bytes are durable (no other sync writes its parts:
-        try:                 # the project's sync lock, tree.py)
-            if not move(part):
-                discard()
-                return
-        except BaseException:
-            discard()
-            raise
-        written(intended)  # a rename keeps the inode and times: the path is now what the part was
-
-    size = 0
-    try:
-        if kind == "link":
-            os.utime(part, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
-        else:
-            size = write_part(fd, pieces, mode, mtime_ns, int(message.get("size", 0)))
-            if not complete():
-                os.close(fd)
-                os.unlink(part)
-                return False
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
-        discard()
-        raise
-    intended = identity(part) if kind == "link" else ["file", size, mtime_ns, ours.st_ino, ""]
-    batch.add(fd, path, size, rename, discard, intent=(relpath, intended), device=ours.st_dev)
-    return True
-
-
 def is_empty_dir(path: str) -> bool:
     try:
         return not os.listdir(path)
     except OSError:
         return False
 
-
-def remove_leftover(part: str) -> None:
-    """A part file left by a killed agent, or still open in one whose laptop went away: that one keeps writing
-    into the unlinked file, and its clean-up leaves ours alone."""
-    if os.path.lexists(part):
-        os.unlink(part)
-
-
-def write_part(fd: int, pieces, mode: int, mtime_ns: int, expected: int) -> int:
-    """Write fd, left open for the batch to sync; its size. Straight os.write of each received piece (no
-    buffer object a file: 10,000 small files a sync). Mode and mtime are set on the open file, so they land
-    on this file and no other. A file of `expected` bytes or more hands its bytes to the disk as they come."""
-    early = durable.EarlyWriteback(fd) if expected > durable.WRITEBACK_BYTES else None
-    written = 0
-    for piece in pieces:
-        done = os.write(fd, piece)
-        while done < len(piece):  # a short write (a signal, a full disk's last blocks): the rest
-            done += os.write(fd, memoryview(piece)[done:])
-        written += done
-        if early is not None:
-            early.wrote(done)
-    os.fchmod(fd, mode)
-    os.utime(fd, ns=(mtime_ns, mtime_ns))
-    return written
 
 
 def drain(inp, size: int) -> None:

@@ -1,6 +1,6 @@
 """The last setup that succeeded in a project directory on the host: `.offload/setup.json`.
 
-The laptop decides whether setup runs (see offload/setup.py); the host only keeps what it was told, next to
+The laptop decides whether setup runs (see offload/runs/setup.py); the host only keeps what it was told, next to
 the project it describes, so that every laptop using this directory sees the same record.
 """
 from __future__ import annotations
@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 import os
 
-from . import host_dirs
-from .receiving import RequestError
-from .jobs import write_json
+from . import durable, host_dirs
+from .protocol import RequestError
 
 STATE = os.path.join(".offload", "setup.json")
 
@@ -34,5 +33,5 @@ def put(project_dir: str, state: dict) -> dict:
         raise RequestError("bad_request", f"a setup record needs a key, not {state!r}")
     path = state_path(project_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_json(path, state)
+    durable.write_json_durably(path, state)
     return state

@@ -22,9 +22,9 @@ import subprocess
 import sys
 import time
 
-from . import files, hostlock, outputs, supervisor_error, tree
+from . import durable, hostlock, journals, outputs, supervisor_error, tree
 from .fence import OutsideProject
-from .jobs import JOB, LOG, STATUS, now, write_json
+from .run_status import JOB, LOG, STATUS, now
 
 LOCK_POLL_S = 0.1  # how soon a freed lock is taken; the kernel frees it the moment its holder exits
 HOLDER_GRACE_S = 2.0  # how long to wait for a new holder to write who it is before reporting it unknown
@@ -55,7 +55,7 @@ class Supervisor:
     def record(self, **fields) -> None:
         self.status.update(fields)
         try:
-            write_json(self.status_path, self.status)
+            durable.write_json_durably(self.status_path, self.status)
         except OSError as exc:  # named, for supervisor.err: the temporary file that failed means nothing to users
             raise OSError(exc.errno, f"cannot record the run's status: {exc.strerror}", self.status_path) from exc
 
@@ -108,7 +108,7 @@ class Supervisor:
             return self.run_job()
         project_dir = tree_job["project_dir"]
         try:
-            files.finish_patches(project_dir)  # never start a job on a half-patched file
+            journals.finish_patches(project_dir)  # never start a job on a half-patched file
             if tree_job.get("stage"):
                 self.note_kept(tree.switch_in(project_dir, tree.Stage(project_dir, tree_job["stage"]),
                                               consume=bool(tree_job.get("consume"))))

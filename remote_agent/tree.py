@@ -24,7 +24,7 @@ import time
 
 from . import durable
 from .fence import Fence, OutsideProject
-from .patching import PART_SUFFIX, beside
+from .protocol import CHANGED_ON_HOST, beside
 from .records import Records, identity, matches
 
 SYNC_LOCK = os.path.join(".offload", "sync.lock")
@@ -189,7 +189,7 @@ def switch_in(project_dir: str, stage: Stage, consume: bool) -> list:
             placed[relpath] = current  # the very same file (a hard link of it): nothing to do
             continue
         if not live.owns(relpath, current):
-            kept.append([relpath, "changed on the host since it was synced"])
+            kept.append([relpath, CHANGED_ON_HOST])
             continue
         place(os.path.join(stage.root, *relpath.split("/")), target, wanted, current)
         placed[relpath] = identity(target)
@@ -202,7 +202,7 @@ def switch_in(project_dir: str, stage: Stage, consume: bool) -> list:
         if current is None:
             continue
         if not matches(live.paths[relpath], current):
-            kept.append([relpath, "changed on the host since it was synced"])
+            kept.append([relpath, CHANGED_ON_HOST])
             continue
         remove(target, current)
     Records(placed, int(meta.get("generation", 0))).save(project_dir)
@@ -220,7 +220,7 @@ def place(source: str, target: str, wanted: list, current: list | None) -> None:
         return
     if current is not None and current[0] == "dir":
         os.rmdir(target)  # an empty directory the sync made; one a run filled is not the live records'
-    part = beside(target, PART_SUFFIX)
+    part = beside(target)
     if os.path.lexists(part):
         os.unlink(part)
     if wanted[0] == "link":

@@ -124,7 +124,6 @@ PLAIN_REQUESTS = [
     plain_request("ping"), plain_request("device"), plain_request("free_port"), plain_request("sync_done"),
     plain_request("release_tree", project_dir=project_dir),
     prepare_request(),
-    plain_request("manifest", project_dir=project_dir, paths=relpaths),
     plain_request("blocks", project_dir=project_dir, paths=relpaths),
     start_request(), start_request(),
     plain_request("follow", run_dir=run_dir, offset=st.integers(-5, 1 << 20), metrics_offset=st.integers(-5, 100),

@@ -40,9 +40,28 @@ def test_a_malformed_field_in_a_request_is_one_line_and_the_agent_serves_on(link
     with pytest.raises(RemoteError) as excinfo:
         agent.request("stop", run_dir=str(tmp_path), grace="soon")  # float("soon")
     assert one_line_internal_error(excinfo).startswith("ValueError: ")
+    assert agent.request("ping")["t"] == "pong"
+
+
+def test_a_request_without_a_field_it_must_carry_is_refused_naming_it_and_the_agent_serves_on(link, tmp_path):
+    agent, _ = link
     with pytest.raises(RemoteError) as excinfo:
-        agent.request("manifest", project_dir=str(tmp_path))  # no paths
-    assert one_line_internal_error(excinfo) == "KeyError: 'paths'"
+        agent.request("blocks", project_dir=str(tmp_path))  # no paths
+    assert excinfo.value.code == "bad_request" and excinfo.value.detail == "the 'blocks' request needs 'paths'"
+    with pytest.raises(RemoteError) as excinfo:
+        agent.request("start", cwd=str(tmp_path), argv=["true"])  # no run directory: nothing is started
+    assert excinfo.value.code == "bad_request" and excinfo.value.detail == "the 'start' request needs 'run_dir'"
+    assert agent.request("ping")["t"] == "pong"
+
+
+def test_an_apply_without_its_project_is_refused_after_its_puts_so_the_stream_stays_in_step(link):
+    agent, _ = link
+    agent.send("apply", delete=[], forget=[])
+    agent.write(put("a.bin", os.urandom(3 << 20)) + put("b.bin", b"b"), flush=True)  # read to `end`, never as requests
+    agent.send("end")
+    with pytest.raises(RemoteError) as excinfo:
+        agent.recv()
+    assert excinfo.value.code == "bad_request" and excinfo.value.detail == "the 'apply' request needs 'project_dir'"
     assert agent.request("ping")["t"] == "pong"
 
 

@@ -38,8 +38,7 @@ def agent(local_agent):
 def start_apply(agent, workdir: Path, project: Path, paths: list) -> str:
     agent.send("prepare", workdir=str(workdir), project=project_dir_name(project))
     project_dir = skip_ticks(agent)["project_dir"]
-    agent.request("manifest", project_dir=project_dir, paths=paths)
-    agent.send("apply", project_dir=project_dir, delete=[], forget=[])
+    agent.send("apply", project_dir=project_dir, delete=[], forget=[], paths=paths)
     return project_dir
 
 
@@ -98,8 +97,7 @@ def test_a_laptop_that_goes_away_mid_file_leaves_the_old_file_whole(agent, tmp_p
     put_file(agent, "w.bin", old)
     agent.send("end")
     agent.recv()
-    agent.request("manifest", project_dir=str(project_dir), paths=["w.bin"])
-    agent.send("apply", project_dir=str(project_dir), delete=[], forget=[])
+    agent.send("apply", project_dir=str(project_dir), delete=[], forget=[], paths=["w.bin"])
     part = project_dir / f".w.bin{PART_SUFFIX}"
     agent.write(put_header("w.bin", len(new)) + new[: 2 * MiB], flush=True)
     assert wait_for(lambda: part.exists() and part.stat().st_size == 2 * MiB, 10)
@@ -129,8 +127,7 @@ def test_a_second_sync_of_the_project_waits_for_the_first_and_a_vanished_laptops
         assert not (project_dir / "w.bin").exists() and parts(project_dir) == []
 
         assert skip_ticks(second)["t"] == "prepared"
-        second.request("manifest", project_dir=str(project_dir), paths=["w.bin"])
-        second.send("apply", project_dir=str(project_dir), delete=[], forget=[])
+        second.send("apply", project_dir=str(project_dir), delete=[], forget=[], paths=["w.bin"])
         second.write(put_header("w.bin", len(fresh)) + fresh + WHOLE, flush=True)
         second.send("end")
         assert second.recv()["written"] == 1
@@ -230,8 +227,7 @@ def test_a_full_disk_while_writing_is_reported_and_leaves_nothing_half_written(a
     agent.send("end")
     agent.recv()
 
-    agent.request("manifest", project_dir=str(project_dir), paths=["ok.txt", "big.bin", "after.txt"])
-    agent.send("apply", project_dir=str(project_dir), delete=[], forget=[])
+    agent.send("apply", project_dir=str(project_dir), delete=[], forget=[], paths=["ok.txt", "big.bin", "after.txt"])
     put_file(agent, "big.bin", os.urandom(3 * MiB))
     put_file(agent, "after.txt", b"read, never written\n")
     agent.send("end")

@@ -10,7 +10,7 @@ import pytest
 
 from offload.mfu.peaks import PRECISIONS, cpu_peak
 from remote_agent import facts
-from remote_agent.facts import merge_cpu_facts, parse_cpuinfo, parse_lscpu
+from remote_agent.cpu import merge_cpu_facts, parse_cpuinfo, parse_lscpu
 
 DATA = Path(__file__).parent / "data"
 EPYC_FLAGS = ["avx", "avx2", "avx512_bf16", "avx512f", "avx_vnni", "fma"]

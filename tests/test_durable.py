@@ -25,7 +25,7 @@ from sshd_server import descendants, wait_for
 
 from offload.sync.blocks import plan_delta
 from offload.sync.push import project_dir_name, sync_project
-from remote_agent import durable, patching
+from remote_agent import durable, journals, patching, sidecars
 from remote_agent.fence import Fence
 
 from test_sync_delta import Project, journal_left_by_a_killed_agent, leftovers, patch_message
@@ -254,7 +254,7 @@ def test_a_journal_or_marker_that_is_not_whole_leaves_the_file_as_it_was_and_the
     project_dir, old, new, journal, marker = journal_left_by_a_killed_agent(project)
     damage(journal, marker)
 
-    patching.recover(project_dir, Fence(project_dir))  # what the next manifest does first: it must not apply a part of the patch
+    journals.recover(project_dir, Fence(project_dir))  # what the next manifest does first: it must not apply a part of the patch
 
     assert project.host_file.read_bytes() == old
     assert not os.listdir(Path(project_dir) / ".offload" / "patching")
@@ -263,7 +263,7 @@ def test_a_journal_or_marker_that_is_not_whole_leaves_the_file_as_it_was_and_the
         Path(journal).rmdir()
     if damage not in (garbage_marker, empty_marker):  # a marker that names no file cannot say whose journal it was
         assert leftovers(project.host_file.parent) == []
-        assert patching.stored_digests(project_dir, [("train.bin", str(project.host_file))]) == ([], b"")  # so the file goes whole
+        assert sidecars.stored_digests(project_dir, [("train.bin", str(project.host_file))]) == ([], b"")  # so the file goes whole
         result = project.sync()
         assert result.sent_files == 1 and result.sent_bytes >= 16 * MiB
     else:
@@ -281,10 +281,10 @@ def test_a_journal_cut_short_found_by_a_manifest_is_no_error_and_the_sync_comple
     project.sync()
     project_dir = str(project.host_file.parent)
     project.overwrite(MiB, MiB)
-    message, blob = patch_message(plan_delta(project.local, patching.stored_digests(project_dir, [("train.bin", str(project.host_file))])[1]),
+    message, blob = patch_message(plan_delta(project.local, sidecars.stored_digests(project_dir, [("train.bin", str(project.host_file))])[1]),
                                   project.local.read_bytes())
     part = patching.write_journal(project_dir, "train.bin", str(project.host_file), message, io.BytesIO(blob).read)
-    journal, _ = patching.commit_journal(project_dir, "train.bin", part, str(project.host_file))
+    journal, _ = journals.commit_journal(project_dir, "train.bin", part, str(project.host_file))
     os.truncate(journal, os.path.getsize(journal) // 2)
 
     result = project.sync()

@@ -192,7 +192,7 @@ HOSTILE_AGENT = """\
 import hashlib, json, os, sys
 sys.path.insert(0, os.getcwd())
 from remote_agent.__main__ import Agent
-from remote_agent.jobs import send_blob
+from remote_agent.protocol import send_blob
 
 PAYLOAD = b"#!/bin/sh\\necho pwned\\n"
 STRAY = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "stray.json")))

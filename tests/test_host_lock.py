@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.runs import sinks as stream
+from offload.runs import follow as stream
 from offload.transport.agent import start_local
 from remote_agent import facts, host_dirs, hostlock, supervisor, supervisor_error
 from remote_agent.facts import parse_compute_apps

@@ -15,7 +15,7 @@ from offload.mfu.nanogpt import A100_BF16_PEAK_TFLOPS
 from offload.mfu.tracker import METRICS_WARMUP_STEPS
 from offload.mfu.peaks import cpu_peak
 from offload.runs.record import load_runs
-from remote_agent.facts import cpu_facts
+from remote_agent.cpu import cpu_facts
 from terminal import read_terminal
 from test_example import EXAMPLE, SHORT, example  # noqa: F401  (the fixture, a fresh copy of the example)
 

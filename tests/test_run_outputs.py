@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import run_offload
 from offload.runs.record import load_runs
 from remote_agent import outputs
-from remote_agent.outputs import CHANGED, DELETED, NEWER, Withheld
+from remote_agent.protocol import CHANGED, DELETED, NEWER, Withheld
 from sshd_server import wait_for
 
 # writes (or deletes) files under out/, each holding the id of the run that wrote it

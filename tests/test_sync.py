@@ -310,7 +310,7 @@ def test_killing_the_client_mid_file_leaves_the_old_file_whole_and_the_next_sync
 
 def described(root: Path, entries: list) -> dict:
     """What the agent's manifest reports for paths present under root (the host's view)."""
-    from remote_agent.files import describe
+    from remote_agent.manifest import describe
 
     return {e.path: found for e in entries if (found := describe(str(root / e.path))) is not None}
 

@@ -20,10 +20,11 @@ from pathlib import Path
 from conftest import register_host, run_offload
 from sshd_server import wait_for
 
-from offload.sync.blocks import BLOCK, plan_delta
+from offload.sync.blocks import plan_delta
 from offload.errors import OffloadError
 from offload.sync.push import project_dir_name, sync_project
-from remote_agent import patching
+from remote_agent import journals, patching, sidecars
+from remote_agent.protocol import BLOCK, PART_SUFFIX
 
 MiB = 1 << 20
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -184,11 +185,11 @@ def journal_left_by_a_killed_agent(project: Project, tail: bytes = b"") -> tuple
     with open(project.local, "ab") as f:
         f.write(tail)
     new = project.local.read_bytes()
-    host_digests = patching.stored_digests(project_dir, [("train.bin", str(project.host_file))])[1]
+    host_digests = sidecars.stored_digests(project_dir, [("train.bin", str(project.host_file))])[1]
     message, blob = patch_message(plan_delta(project.local, host_digests), new)
     stream = io.BytesIO(blob)
     part = patching.write_journal(project_dir, "train.bin", str(project.host_file), message, stream.read)
-    journal, marker = patching.commit_journal(project_dir, "train.bin", part, str(project.host_file))
+    journal, marker = journals.commit_journal(project_dir, "train.bin", part, str(project.host_file))
     return project_dir, old, new, Path(journal), Path(marker)
 
 
@@ -238,7 +239,7 @@ def test_a_client_killed_during_delta_syncs_leaves_the_old_or_the_new_file_whole
     local = root / "train.bin"
     local.write_bytes(rng.randbytes(24 * MiB))
     host_file = Path(host["workdir"]) / project_dir_name(root) / "train.bin"
-    arriving_patch = host_file.with_name(f".train.bin{patching.PART_SUFFIX}")  # the journal, while its blocks come
+    arriving_patch = host_file.with_name(f".train.bin{PART_SUFFIX}")  # the journal, while its blocks come
     assert run_offload("sync", "--project", str(root)).returncode == 0
     started = time.monotonic()
     with open(local, "r+b") as f:

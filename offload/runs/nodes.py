@@ -10,7 +10,7 @@ import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
-from remote_agent.hostlock import HOST_LOCK
+from remote_agent.protocol import HOST_LOCK, beside
 
 from offload.console import say
 from offload.config import project as project_config
@@ -103,7 +103,7 @@ class LocalNode(Node):
         for entry in entries:
             final = destination(root, entry.path)
             final.parent.mkdir(parents=True, exist_ok=True)
-            part = final.with_name(f".{final.name}.offload-part")
+            part = Path(beside(str(final)))
             shutil.copy2(files / entry.path, part)
             part.replace(final)
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from remote_agent.hostlock import HOST_LOCK
+from remote_agent.protocol import HOST_LOCK
 
 from offload.config import project as project_config
 from offload.console import say

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from remote_agent.fetching import matches, pattern_parts
-from remote_agent.outputs import DELETED, Withheld
+from remote_agent.protocol import DELETED, Withheld
 
 from offload.errors import OffloadError
 from offload.runs.record import find_run, record_of

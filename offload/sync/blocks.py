@@ -11,18 +11,14 @@ from dataclasses import dataclass
 
 import xxhash
 
-from remote_agent.patching import BLOCK, DIGEST_BYTES
+from remote_agent.protocol import BLOCK, DIGEST_BYTES, block_count, range_length
 
 DELTA_MIN_BYTES = 8 << 20  # smaller files are sent whole: a round trip and a hash would cost more than they save
 DELTA_MAX_FRACTION = 0.5  # past this share of changed blocks a whole-file put writes less on the host
 
 
-def block_count(size: int) -> int:
-    return (size + BLOCK - 1) // BLOCK
-
-
 def block_length(index: int, size: int) -> int:
-    return min(BLOCK, size - index * BLOCK)
+    return range_length(index, 1, size)
 
 
 class BlockHasher:

@@ -19,9 +19,8 @@ import sys
 from pathlib import Path
 
 from remote_agent import protocol
-from remote_agent.receiving import PART_SUFFIX, RequestError
+from remote_agent.protocol import DEFAULT_PATTERNS, PART_SUFFIX, RequestError
 from remote_agent.fetching import pattern_parts
-from remote_agent.outputs import DEFAULT_PATTERNS
 
 from offload.console import ProgressBar
 from offload.errors import OffloadError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from remote_agent.outputs import Withheld
+from remote_agent.protocol import Withheld
 
 from offload.errors import OffloadError, RemoteError
 

@@ -14,8 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from remote_agent.patching import DIGEST_BYTES
-from remote_agent.receiving import CHANGED_ON_HOST, NOT_WRITTEN_BY_OFFLOAD
+from remote_agent.protocol import CHANGED_ON_HOST, DIGEST_BYTES, NOT_WRITTEN_BY_OFFLOAD, PART_SUFFIX
 
 from offload.transport.agent import DISK_HINT
 from offload.paths import laptop_identity
@@ -194,7 +193,7 @@ def scan_all(root: Path) -> list:
     found = []
     for directory, _, names in os.walk(root):
         for name in sorted(names):
-            if name.endswith(".offload-part"):
+            if name.endswith(PART_SUFFIX):
                 continue  # an interrupted fetch's leftovers are not files of the run
             path = Path(directory) / name
             st = path.lstat()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from remote_agent.receiving import CHANGED_ON_HOST
+from remote_agent.protocol import CHANGED_ON_HOST
 
 from offload.sync.scan import LocalEntry
 

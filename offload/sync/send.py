@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from remote_agent import protocol
-from remote_agent.patching import BLOCK, DIGEST_BYTES
+from remote_agent.protocol import BLOCK, DIGEST_BYTES
 
 from offload.console import ProgressBar
 from offload.sync.blocks import DELTA_MIN_BYTES, BlockHasher, Delta, as_ranges, block_length, plan_delta

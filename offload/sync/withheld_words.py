@@ -1,7 +1,7 @@
 """Files a fetch withheld (not the run's own versions any more: remote_agent/outputs.py), in words."""
 from __future__ import annotations
 
-from remote_agent.outputs import DELETED, NEWER
+from remote_agent.protocol import DELETED, NEWER
 
 NAMED_WITHHELD = 10  # up to this many withheld files are named one per line
 CURRENT_HINT = "--current fetches the version there now"
