@@ -34,7 +34,9 @@ $(STAMP): pyproject.toml
 demo: install
 	cd examples/chargpt && ../../$(BIN)/offload run train.py
 
+# The import contracts first (.importlinter: offload's layers, remote_agent alone), then the tests.
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 bench: install

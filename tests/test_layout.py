@@ -4,6 +4,10 @@ import hidden inside a function unless start-up time needs it there (the import 
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +73,26 @@ def test_imports_inside_functions_say_why(path):
             if isinstance(node, (ast.Import, ast.ImportFrom)) and LAZY_MARK not in lines[node.lineno - 1]:
                 silent.append(f"line {node.lineno} in {function.name}")
     assert not silent, f"{relative(path)}: imports inside functions without a `# {LAZY_MARK} ...` comment: {', '.join(silent)}"
+
+
+def lint_imports(tree: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--no-cache"], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module, planted", [
+    ("offload/errors.py", "import offload.cli.app\n"),           # layer 0 reaching up to the CLI
+    ("offload/mfu/report.py", "import offload.transport.link\n"),  # mfu and transport are siblings that never meet
+    ("remote_agent/protocol.py", "import yaml\n"),              # the agent takes nothing but the standard library
+])
+def test_the_import_contracts_break_the_build_when_a_layer_imports_upward(tmp_path, module, planted):
+    """`make test` runs lint-imports first: it passes on the code as it is, and fails on each planted import."""
+    tree = tmp_path / "tree"
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tree / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / ".importlinter", tree)
+    assert lint_imports(tree).returncode == 0, lint_imports(tree).stdout
+    (tree / module).write_text((tree / module).read_text() + planted)
+    broken = lint_imports(tree)
+    assert broken.returncode != 0 and "BROKEN" in broken.stdout
