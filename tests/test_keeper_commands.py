@@ -200,3 +200,23 @@ def test_an_edit_in_a_subpackage_retires_the_keeper(offload_home, fresh_sshd, pr
     connections = logins(fresh_sshd)
     assert run_offload(*sync_installed, cwd=tmp_path, env=installed).returncode == 0
     assert logins(fresh_sshd) == connections  # and the new keeper keeps the link
+
+
+def test_an_unknown_host_key_is_asked_about_on_the_clients_terminal(offload_home, fresh_sshd, project, monkeypatch):
+    import terminal
+
+    register_host(offload_home, fresh_sshd, trust_key=False)
+    question = b"Trust this key and continue connecting? [y/N] "
+    monkeypatch.setenv("OFFLOAD_KEEP_ALIVE", "0")
+    own = terminal.run_in_terminal(["run", "report.py"], b"n\n", question, cwd=project)
+    monkeypatch.delenv("OFFLOAD_KEEP_ALIVE")
+    assert run_offload("status", "nosuch", cwd=project).returncode == 1  # a keeper runs from here on
+    pid = keeper_pid(offload_home)
+    refused = terminal.run_in_terminal(["run", "report.py"], b"n\n", question, cwd=project)
+    assert refused == own and refused[0] != 0 and question.decode() in refused[1], (refused, own)
+    assert not (offload_home.path / "known_hosts").exists()
+    trusted = terminal.run_in_terminal(["run", "report.py"], b"y\n", question, cwd=project)
+    assert trusted[0] == 0 and question.decode() in trusted[1] and '"argv": []' in trusted[1], trusted
+    assert (offload_home.path / "known_hosts").read_text().count(fresh_sshd.host_public_key) == 1
+    assert keeper_pid(offload_home) == pid  # asked by the keeper, on this terminal: the command never ran twice
+    assert trusted[1].count(question.decode()) == 1
