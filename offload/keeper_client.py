@@ -166,7 +166,7 @@ def ask_keeper(argv: list, fingerprint: str) -> int | str | None:
             socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], list(STANDARD_FDS))
         except OSError:
             return None  # the keeper died before it ran anything: this process does it
-        return Terminal(sock).serve(sock.makefile("rb"))
+        return KeptCommand(sock).serve(sock.makefile("rb"))
 
 
 def command_request(argv: list, fingerprint: str) -> dict:
@@ -187,7 +187,7 @@ def stream_facts(stream) -> list | None:
     return [stream.encoding, stream.errors, stream.line_buffering, stream.write_through]
 
 
-class Terminal:
+class KeptCommand:
     """This process's side of the command the keeper runs: it waits for the exit code and passes Ctrl-C on.
 
     Ctrl-C is taken by a handler of ours only where Python's own would raise KeyboardInterrupt (not where the
