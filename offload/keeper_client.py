@@ -1,28 +1,32 @@
-"""The thin end of `offload sync`: hand the command to the link keeper and relay what it prints.
+"""The thin end of a command the link keeper runs: hand it the command line, with this process's stdin, stdout
+and stderr, and wait for the exit code.
 
-Standard library only, and nothing of offload's heavier modules (home.py imports only os): a sync that
-finds the keeper running costs a Python start-up and one local socket round trip on top of the sync itself.
-None from `run` means "do it in this process instead" (keeper switched off, not startable, no private
-place for its socket, another user's process at that socket, or a host key to confirm).
+Standard library only, and nothing of offload's heavier modules (paths.py imports only os): a command that
+finds the keeper running costs a Python start-up and one local socket round trip on top of the command itself.
+The keeper writes and reads the passed descriptors itself, so the command's output (text, and bytes exactly as
+written) and its prompts are this terminal's, as in-process; Ctrl-C here is passed on. None from `run` means "do
+it in this process instead" (keeper switched off, not startable, busy with another command, no private place
+for its socket, another user's process at that socket, no cwd or a standard stream closed here).
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
-import stat
 import struct
 import sys
 import time
 
-from offload import paths as home
+from offload import paths
 
-PROTOCOL = 1
+PROTOCOL = 2
 KEEP_ALIVE_ENV = "OFFLOAD_KEEP_ALIVE"  # seconds an idle keeper stays; 0 switches the keeper off
 DEFAULT_KEEP_ALIVE_S = 600.0  # as ssh's ControlPersist is commonly set
 START_DEADLINE_S = 10.0  # from spawning the keeper to its socket answering
-SOCKET_PATH_MAX = 100  # AF_UNIX paths: 108 bytes on Linux, 104 on macOS
-SOCKET_RECORD = "keeper.socket"  # in OFFLOAD_HOME: where the running keeper listens, whatever TMPDIR says now
+STALE = "stale"
+STANDARD_FDS = (0, 1, 2)  # passed to the keeper, which makes them the command's own
+STREAM_NAMES = ("stdin", "stdout", "stderr")
 
 
 def keep_alive_s() -> float:
@@ -32,87 +36,36 @@ def keep_alive_s() -> float:
         return DEFAULT_KEEP_ALIVE_S
 
 
-def config_dir() -> str:
-    return home.config_dir_name()
-
-
-def socket_path() -> str | None:
-    """Where a new keeper listens: in OFFLOAD_HOME; when that path is too long for a unix socket, in a private
-    directory under the temp dir. None when that directory is not private: then there is no keeper."""
-    path = os.path.join(config_dir(), "keeper.sock")
-    if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
-        return path
-    import hashlib
-    import tempfile
-
-    private = os.path.join(tempfile.gettempdir(), f"offload-{os.getuid()}")
-    if not private_directory(private):
-        return None
-    return os.path.join(private, hashlib.sha256(os.fsencode(path)).hexdigest()[:16] + ".sock")
-
-
-def private_directory(path: str) -> bool:
-    """Made here and now (mkdir is atomic), or already this user's alone: a real directory, not a link, that
-    nobody else may enter. Another user may have made it first to catch our socket: it is then not used, and
-    never chmod-ed or chown-ed into shape."""
-    try:
-        os.mkdir(path, 0o700)
-        return True
-    except FileExistsError:
-        pass
-    except OSError:
-        return False
-    try:
-        found = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and found.st_mode & 0o077 == 0
-
-
-def socket_record_path() -> str:
-    return os.path.join(config_dir(), SOCKET_RECORD)
-
-
-def recorded_socket() -> str | None:
-    """The socket the running keeper named when it started, or None when no keeper did."""
-    try:
-        with open(socket_record_path(), "rb") as record:
-            return os.fsdecode(record.read()) or None
-    except OSError:
-        return None
-
-
-def pid_path() -> str:
-    return os.path.join(config_dir(), "keeper.pid")
-
-
 def stop_keeper() -> str:
     """SIGTERM to the keeper named by the pid file; what happened, in words."""
-    import signal
-
     try:
-        with open(pid_path()) as pid_file:
+        with open(paths.keeper_pid_path()) as pid_file:
             pid = int(pid_file.read())
         os.kill(pid, signal.SIGTERM)
     except (OSError, ValueError):
         return "no link keeper is running"
     deadline = time.monotonic() + 5
-    while os.path.exists(pid_path()) and time.monotonic() < deadline:
-        time.sleep(0.02)  # it removes its pid file last: then its links are closed
+    while os.path.exists(paths.keeper_pid_path()) and time.monotonic() < deadline:
+        time.sleep(0.02)  # it removes its pid file last: then its idle links are closed
     return f"stopped the link keeper (pid {pid})"
 
 
 def code_fingerprint() -> str:
-    """Of offload's own code as installed now: a keeper started before an upgrade (or an edit) must not serve."""
+    """Of offload's own code as installed now, subpackages included, and of the Python that runs it: a keeper
+    started before an upgrade (or an edit), or by another interpreter (a local run uses it), must not serve."""
     parts = []
     package_dir = os.path.dirname(os.path.abspath(__file__))
-    for directory in (package_dir, os.path.join(os.path.dirname(package_dir), "remote_agent")):
-        try:
-            with os.scandir(directory) as listing:
-                parts += [f"{e.name}:{e.stat().st_size}:{e.stat().st_mtime_ns}" for e in listing if e.name.endswith(".py")]
-        except OSError:
-            pass
-    return " ".join(sorted(parts))
+    for top in (package_dir, os.path.join(os.path.dirname(package_dir), "remote_agent")):
+        for directory, subdirectories, files in os.walk(top):
+            subdirectories[:] = [name for name in subdirectories if name != "__pycache__"]
+            for name in files:
+                try:
+                    found = os.stat(os.path.join(directory, name)) if name.endswith(".py") else None
+                except OSError:  # gone as we looked (an upgrade in progress): the next command looks again
+                    continue
+                if found is not None:
+                    parts.append(f"{os.path.relpath(directory, top)}/{name}:{found.st_size}:{found.st_mtime_ns}")
+    return " ".join([sys.executable, package_dir, *sorted(parts)])
 
 
 class ForeignPeer(Exception):
@@ -148,20 +101,21 @@ def connect(path: str) -> socket.socket | None:
 
 
 def connect_recorded() -> socket.socket | None:
-    path = recorded_socket()
+    path = paths.recorded_keeper_socket()
     return connect(path) if path else None
 
 
 def spawn_keeper() -> None:
     """Start the keeper in its own session with no link to this terminal: it outlives this command. It runs
     in /, so it is given OFFLOAD_HOME as the absolute path this process reads."""
-    import subprocess
+    import subprocess  # lazy: only the command that starts a keeper pays for it
 
-    os.makedirs(config_dir(), exist_ok=True)
-    with open(os.path.join(config_dir(), "keeper.log"), "ab") as log:
+    home = paths.config_dir_name()
+    os.makedirs(home, exist_ok=True)
+    with open(os.path.join(home, "keeper.log"), "ab") as log:
         subprocess.Popen([sys.executable, "-m", "offload.keeper"], stdin=subprocess.DEVNULL, stdout=log,
                          stderr=log, cwd="/", start_new_session=True, close_fds=True,
-                         env={**os.environ, "OFFLOAD_HOME": config_dir()})
+                         env={**os.environ, "OFFLOAD_HOME": home})
 
 
 def connect_or_start() -> socket.socket | None:
@@ -170,7 +124,7 @@ def connect_or_start() -> socket.socket | None:
         sock = connect_recorded()
         if sock is not None:
             return sock
-        if socket_path() is None:  # no private place for a socket: no keeper, and nothing said about it
+        if paths.keeper_socket_path() is None:  # no private place for a socket: no keeper, nothing said about it
             return None
         try:
             spawn_keeper()
@@ -199,53 +153,78 @@ def run(argv: list) -> int | None:
     return None
 
 
-STALE = "stale"
-
-
 def ask_keeper(argv: list, fingerprint: str) -> int | str | None:
+    try:
+        request = command_request(argv, fingerprint)
+    except OSError:  # no cwd (deleted under us), or a standard stream closed: the command runs here, as it can
+        return None
     sock = connect_or_start()
     if sock is None:
         return None
     with sock:
-        request = {"v": PROTOCOL, "code": fingerprint, "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
-                   "tty": {"stdin": sys.stdin.isatty(), "stdout": sys.stdout.isatty(), "stderr": sys.stderr.isatty()},
-                   "columns": terminal_columns()}
         try:
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            return relay(sock.makefile("rb"))
+            socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], list(STANDARD_FDS))
         except OSError:
             return None  # the keeper died before it ran anything: this process does it
+        return KeptCommand(sock).serve(sock.makefile("rb"))
 
 
-def terminal_columns() -> int:
-    """As shutil.get_terminal_size() decides (COLUMNS first, then the terminal, else 80), without shutil."""
-    if os.environ.get("COLUMNS", "").isdigit() and int(os.environ["COLUMNS"]) > 0:
-        return int(os.environ["COLUMNS"])
-    try:
-        columns = os.get_terminal_size(sys.stderr.fileno()).columns
-    except (OSError, ValueError):
-        columns = 0
-    return columns if columns > 0 else 80  # a new pty reports 0 columns until someone sets its size
+def command_request(argv: list, fingerprint: str) -> dict:
+    """The command line and everything of this process the command sees in-process; our stdin, stdout and stderr
+    themselves go along with it (SCM_RIGHTS), so the command reads and writes them as we would."""
+    for fd in STANDARD_FDS:
+        os.fstat(fd)  # OSError when closed: nothing to pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return {"v": PROTOCOL, "code": fingerprint, "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
+            "umask": umask, "streams": {name: stream_facts(getattr(sys, name)) for name in STREAM_NAMES}}
 
 
-def relay(replies) -> int | None:
-    """Print the keeper's output as it comes; its last line is the exit code (or "redo here")."""
-    started = False
-    for line in replies:
-        reply = json.loads(line)
-        if "o" in reply or "e" in reply:
-            started = True
-            stream = sys.stdout if "o" in reply else sys.stderr
-            stream.write(reply.get("o", reply.get("e")))
-            stream.flush()
-        elif "exit" in reply:
-            return int(reply["exit"])
-        elif reply.get("redo") and not started:
-            return None
-        elif reply.get("stale"):
-            return STALE
-    if started:  # it printed, then vanished: say so rather than run the command a second time
-        print("offload: error: the link keeper stopped in the middle of the command "
-              "(its log: keeper.log in offload's config dir)", file=sys.stderr)
-        return 1
-    return None
+def stream_facts(stream) -> list | None:
+    """How Python opened this standard stream, for the keeper to open the passed descriptor alike."""
+    if stream is None or not hasattr(stream, "line_buffering"):
+        return None
+    return [stream.encoding, stream.errors, stream.line_buffering, stream.write_through]
+
+
+class KeptCommand:
+    """This process's side of the command the keeper runs: it waits for the exit code and passes Ctrl-C on.
+
+    Ctrl-C is taken by a handler of ours only where Python's own would raise KeyboardInterrupt (not where the
+    shell started us with SIGINT ignored): it sends `interrupt`, and the keeper raises it in the command."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def serve(self, replies) -> int | str | None:
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self.on_interrupt)
+        try:
+            return self.wait(replies)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def wait(self, replies) -> int | str | None:
+        """The exit code; STALE, or None ("run it here"), when the keeper could not take the command."""
+        started = False
+        for line in replies:
+            reply = json.loads(line)
+            if "exit" in reply:
+                return int(reply["exit"])
+            if reply.get("stale"):
+                return STALE
+            started = started or bool(reply.get("started"))
+            if reply.get("busy") and not started:
+                return None
+        if started:  # it began, then the keeper vanished: say so rather than run the command a second time
+            print("offload: error: the link keeper stopped in the middle of the command "
+                  "(its log: keeper.log in offload's config dir)", file=sys.stderr)
+            return 1
+        return None
+
+    def on_interrupt(self, signum, frame) -> None:
+        try:
+            self.sock.sendall(b'{"interrupt": true}\n')
+        except OSError:
+            pass  # the keeper is gone: the wait sees the end of its replies

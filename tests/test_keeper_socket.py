@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import OffloadHome, register_host, run_offload, stop_keeper
-from offload.keeper_client import PROTOCOL, SOCKET_PATH_MAX, code_fingerprint
+from offload.keeper_client import PROTOCOL, code_fingerprint
+from offload.paths import SOCKET_PATH_MAX
 from other_user import NOBODY, ForeignListener, send_as_nobody
 from procs import alive
 from test_keeper import keeper_pid, logins
@@ -45,7 +46,7 @@ def fallback_dir(tmpdir: Path) -> Path:
 
 
 def fallback_socket(offload_home_path: Path, tmpdir: Path) -> Path:
-    """Where keeper_client.socket_path() puts a long OFFLOAD_HOME's socket: named by the path it would have had."""
+    """Where paths.keeper_socket_path() puts a long OFFLOAD_HOME's socket: named by the path it would have had."""
     digest = hashlib.sha256(os.fsencode(str(offload_home_path / "keeper.sock"))).hexdigest()[:16]
     return fallback_dir(tmpdir) / f"{digest}.sock"
 
