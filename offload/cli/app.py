@@ -191,13 +191,9 @@ def hosts_check(
     raise typer.Exit(check_hosts(name, connect_timeout, bench_seconds if bench else None))
 
 
-REDO = "redo"  # run_cli's answer when the caller should run the command itself (see redo below)
-
-
-def run_cli(argv: list, redo=lambda exc: False, log_internal=lambda exc: None) -> int | str:
-    """Run one command line; the exit code, every error printed as one line. redo(exc) true: REDO instead
-    of printing exc (the link keeper hands a host key to confirm back to the terminal it came from);
-    log_internal(exc) sees each internal error (the keeper logs its traceback)."""
+def run_cli(argv: list, log_internal=lambda exc: None) -> int:
+    """Run one command line; the exit code, every error printed as one line. log_internal(exc) sees each
+    internal error (the link keeper logs its traceback)."""
     DEBUG["on"] = False
     INVOCATION["argv"] = list(argv)
     try:
@@ -205,8 +201,6 @@ def run_cli(argv: list, redo=lambda exc: False, log_internal=lambda exc: None) -
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except OffloadError as exc:
-        if redo(exc):
-            return REDO
         hint = f" (hint: {exc.hint})" if exc.hint else ""
         print(f"offload: error: {exc.message}{hint}", file=sys.stderr)
         return exc.exit_code
