@@ -212,7 +212,9 @@ def test_an_unreachable_node_fails_the_run_before_anything_starts_on_the_reachab
                          cwd=project)
     workdir_a = Path(yaml.safe_load((offload_home.path / "hosts.yaml").read_text())["hosts"]["a"]["workdir"])
     assert not list(workdir_a.glob("proj-*")), "the project was synced to a, for a run that cannot happen"
-    # a ran an agent for the connection check; once the laptop is gone, only sshd is left there
+    # a ran an agent for the connection check; once the laptop's links are gone (the link keeper kept a's), only
+    # sshd is left there
+    assert run_offload("hosts", "disconnect").returncode == 0
     assert wait_for(lambda: not non_sshd_processes(two_boxes.namespaces[0]), 15), \
         non_sshd_processes(two_boxes.namespaces[0])
     assert not (project / ".offload" / "runs").exists()
