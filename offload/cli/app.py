@@ -12,7 +12,7 @@ import typer
 
 from offload.errors import OffloadError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run PyTorch training on your own GPU box over SSH; locally on the CPU when it is off.")
 hosts_app = typer.Typer(no_args_is_help=True, help="Register and check GPU hosts.")
 app.add_typer(hosts_app, name="hosts")
@@ -20,8 +20,18 @@ DEBUG = {"on": False}
 INVOCATION = {"argv": []}  # the arguments run_cli was given: a failed run's diagnosis repeats them (diagnose.py)
 
 
+def print_version(asked: bool) -> None:
+    if asked:
+        from offload import __version__  # lazy: only for --version
+
+        print(f"offload {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of internal errors.")):
+def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of internal errors."),
+         version: bool = typer.Option(False, "--version", is_eager=True, callback=print_version,
+                                      help="Show offload's version and exit.")):
     DEBUG["on"] = debug
 
 
@@ -41,11 +51,14 @@ def run(
     resume: Optional[str] = typer.Option(None, "--resume", help="Run RUN's command again, with its fetched files put back."),
     force: bool = typer.Option(False, "--force", help="Replace files changed on the host since they were synced (says which)."),
     include: Optional[List[str]] = typer.Option(None, "--include", help="Send files matching PATTERN (gitignore-style, from the project root) whatever the ignore rules say (repeatable)."),
+    env: Optional[List[str]] = typer.Option(None, "--env", "-e", metavar="KEY=VALUE", help="Set an environment variable for the job, over the host's env (repeatable)."),
+    module: bool = typer.Option(False, "-m", "--module", help="SCRIPT is a module name, run as `python -m SCRIPT ARGS`."),
 ):
     """Sync the project to the host and run SCRIPT there, streaming its output back."""
     if script is None and resume is None:
         raise typer.BadParameter("missing SCRIPT (or --resume RUN)", param_hint="SCRIPT")
     from offload.runs.job import RunOptions, run as run_job  # lazy: keeps `offload --help` fast (paramiko, torch facts)
+    from offload.runs.launch import env_assignments  # lazy: as above
 
     hosts = list(host or [])
     raise typer.Exit(run_job(RunOptions(script=script, args=list(args or []), host=hosts[0] if len(hosts) == 1 else None,
@@ -53,7 +66,8 @@ def run(
                                         no_fallback=no_fallback, connect_timeout=connect_timeout, project=project,
                                         detach=detach, reconnect_for=reconnect_for, fetch=list(fetch or []),
                                         no_wait=no_wait, resume=resume, include=list(include or []),
-                                        command_line=list(INVOCATION["argv"]), force=force)))
+                                        command_line=list(INVOCATION["argv"]), force=force,
+                                        env=env_assignments(env or []), module=module)))
 
 
 @app.command()
