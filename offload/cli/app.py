@@ -160,12 +160,13 @@ def hosts_add(
     gpus: Optional[int] = typer.Option(None, "--gpus", help="Processes per node by default."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept the host's key without asking."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
+    force: bool = typer.Option(False, "--force", help="Save the host even when its python cannot start offload's agent."),
 ):
-    """Register a host; connects once to confirm its key."""
+    """Register a host; connects once to confirm its key and check its python and torch."""
     from offload.cli.hosts import add_host  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(add_host(name, destination, dict(port=port, identity_file=identity, proxy_jump=proxy_jump, python=python,
-                                                      workdir=workdir, gpus=gpus), yes, connect_timeout))
+                                                      workdir=workdir, gpus=gpus), yes, connect_timeout, force))
 
 
 @hosts_app.command("list")
@@ -182,6 +183,20 @@ def hosts_remove(name: str = typer.Argument(...)):
     from offload.cli.hosts import remove_host  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(remove_host(name))
+
+
+@hosts_app.command("set")
+def hosts_set(
+    name: str = typer.Argument(..., help="A registered host."),
+    key: Optional[str] = typer.Argument(None, help="A hosts.yaml key (python, workdir, gpus, port, ...), or env.VARIABLE."),
+    value: Optional[str] = typer.Argument(None, help="Its new value, checked as hosts.yaml is."),
+    default: bool = typer.Option(False, "--default", help="Make NAME the default host (the first in hosts.yaml)."),
+    unset: bool = typer.Option(False, "--unset", help="Remove KEY from the host, back to its default."),
+):
+    """Change one setting of a registered host in place, or make it the default."""
+    from offload.cli.hosts_set import set_host  # lazy: keeps `offload --help` fast
+
+    raise typer.Exit(set_host(name, key, value, default, unset))
 
 
 @hosts_app.command("disconnect")
