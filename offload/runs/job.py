@@ -23,6 +23,7 @@ from offload.runs.connect import connect_nodes, in_parallel
 from offload.runs.diagnose import diagnose_failure
 from offload.runs.fetched import fetch_run
 from offload.runs.follow import exit_code_of, follow_all
+from offload.runs.job_input import JobInput
 from offload.runs.interrupt import ask_to_stop, describe_stop
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
 from offload.runs.record import RunRecord, new_run_id, project_root_of, script_in_project
@@ -206,7 +207,8 @@ def say_differing_devices(nodes: list, all_facts: list) -> None:
 def start_node(job: Job, node) -> dict:
     return start_request(node.link.agent, run_dir=node.run_dir, cwd=node.project_dir, argv=job.argvs[node.rank],
                          env=launch.job_env(node.target.env, job.run_id, job.options.env), lock=node.lock,
-                         wait=not job.options.no_wait, run_id=job.run_id, tree=node.tree)
+                         wait=not job.options.no_wait, run_id=job.run_id, tree=node.tree,
+                         stdin=not job.options.detach and len(job.nodes) == 1)
 
 
 def started_outcome(job: Job, started: list) -> int | None:
@@ -257,8 +259,11 @@ def follow_nodes(job: Job) -> tuple:
                 if message is None:
                     node.stop(STOP_GRACE_S)
 
+        job_input = JobInput() if len(nodes) == 1 else None
+        if job_input is not None:
+            outputs.callback(job_input.stop)  # before a Ctrl-C's question reads the terminal
         return follow_all([(node.link, node.run_dir, sink) for node, sink in zip(nodes, sinks)],
-                          job.options.reconnect_for, stop_the_others)
+                          job.options.reconnect_for, stop_the_others, job_input)
 
 
 def interrupted(job: Job) -> int:
