@@ -170,6 +170,14 @@ class Agent:
         fetching.read_file(message["project_dir"], message["path"], int(message.get("offset", 0)),
                            message.get("end"), self.send, self.out)
 
+    def project_dirs(self, message: dict) -> None:
+        from . import cleaning  # lazy: start-up time (only `offload hosts clean` asks)
+        self.send("project_dirs", dirs=cleaning.project_dirs(message["workdir"]))
+
+    def remove_project(self, message: dict) -> None:
+        from . import cleaning  # lazy: as project_dirs
+        self.send("removed_project", **cleaning.remove(message["workdir"], message["name"]))
+
 
 class WaitNotice:
     """Told once that another sync holds the project, then ticks, so the laptop knows why it waits."""

@@ -34,6 +34,7 @@ REQUESTS = {
     "start": ("run_dir", "cwd", "argv"), "free_port": (), "follow": ("run_dir",), "status": ("run_dir",),
     "stop": ("run_dir",),
     "list_files": ("project_dir", "patterns"), "read_file": ("project_dir", "path"),
+    "project_dirs": ("workdir",), "remove_project": ("workdir", "name"),  # `offload hosts clean` (cleaning.py)
 }
 ENTRIES = ("put", "patch", "digests")  # what follows an `apply`, until an `end`
 # What the laptop sends during a `follow` with `stdin` (its stdin for the job, job_stdin.py): a `stdin` message

@@ -199,6 +199,22 @@ def hosts_set(
     raise typer.Exit(set_host(name, key, value, default, unset))
 
 
+@hosts_app.command("clean")
+def hosts_clean(
+    name: str = typer.Argument(..., help="A registered host."),
+    older_than: float = typer.Option(7.0, "--older-than", min=0, metavar="DAYS", help="Remove only directories unused for this many days."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Remove them without asking."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1, help="Seconds to wait for the host's SSH banner."),
+):
+    """List the project directories under the host's workdir and remove old ones, after confirmation.
+
+    Never one a run or a sync is using, and nothing outside the workdir.
+    """
+    from offload.cli.hosts_clean import clean_host  # lazy: keeps `offload --help` fast
+
+    raise typer.Exit(clean_host(name, older_than, yes, connect_timeout))
+
+
 @hosts_app.command("disconnect")
 def hosts_disconnect():
     """Close the SSH connections kept open between syncs (the link keeper)."""
