@@ -8,12 +8,13 @@ no longer followed: in the link keeper, a read left waiting would take the next 
 """
 from __future__ import annotations
 
+import io
 import os
 import select
 import sys
 import threading
 
-from remote_agent.protocol import encode
+from remote_agent import protocol
 
 from offload.errors import OffloadError
 
@@ -25,7 +26,7 @@ class JobInput:
     """Forwards this process's stdin to the agent that follows the run, from attach() until stop()."""
 
     def __init__(self, fd: int | None = None):
-        self.fd = sys.stdin.fileno() if fd is None else fd
+        self.fd = stdin_descriptor() if fd is None else fd  # None: no stdin to read, EOF for the job at once
         self.agent, self.thread = None, None
         self.answered = threading.Event()
         self.stopped = threading.Event()
@@ -50,6 +51,8 @@ class JobInput:
     def forward(self) -> None:
         try:
             while not self.stopped.is_set() and not self.ended:
+                if self.fd is None:
+                    raise OSError("no stdin")
                 if not readable(self.fd, POLL_S):
                     continue
                 data = os.read(self.fd, CHUNK)
@@ -57,7 +60,7 @@ class JobInput:
                     self.end()
                     return
                 self.answered.clear()
-                self.agent.write(encode("stdin", size=len(data)) + data, flush=True)
+                self.agent.write(protocol.encode("stdin", size=len(data)) + data, flush=True)
                 while not self.answered.wait(POLL_S):
                     if self.stopped.is_set():
                         return
@@ -86,6 +89,13 @@ class JobInput:
         """Following is over (ended, or Ctrl-C): stop reading, and end the job's stdin if it still runs."""
         self.stop_forwarding()
         self.end()
+
+
+def stdin_descriptor() -> int | None:
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # closed, or replaced by one without a descriptor
+        return None
 
 
 def readable(fd: int, timeout: float) -> bool:
