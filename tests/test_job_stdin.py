@@ -4,13 +4,16 @@ pipe and a real terminal."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import signal
 import time
 
 import pytest
 
-from conftest import run_offload
+from conftest import run_offload, start_offload
 from sshd_server import wait_for
-from terminal import run_in_terminal
+from terminal import read_terminal, run_in_terminal
 
 # Reads lines until EOF, saying each; then says EOF (a job whose stdin never ends would hang here).
 ECHO = ("import sys\n"
@@ -81,3 +84,27 @@ def test_input_typed_at_a_terminal_reaches_the_job(box, echo_project, keep_alive
         code, shown = run_in_terminal(["run", "ask.py"], b"alice\n", b"name? ", cwd=echo_project)
         assert code == 0, shown
         assert "hello alice" in shown
+
+
+@pytest.mark.parametrize("keep_alive", ["0", "600"])
+def test_ctrl_c_detach_ends_the_jobs_stdin_and_the_question_reads_the_terminal(box, echo_project, keep_alive):
+    leader, follower = pty.openpty()
+    proc = start_offload("run", "echo.py", cwd=echo_project, stdin=follower, stdout=follower, stderr=follower,
+                         start_new_session=True, env={**os.environ, "OFFLOAD_KEEP_ALIVE": keep_alive})
+    os.close(follower)
+    try:
+        seen = read_terminal(leader, 60, until=b"ready")
+        os.write(leader, b"one\n")
+        seen = read_terminal(leader, 30, seen, until=b"got 'one\\n'")
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as the terminal sends it
+        seen = read_terminal(leader, 30, seen, until=b"[y/N]")
+        os.write(leader, b"n\n")  # detach: the question has the answer, not the job
+        assert proc.wait(timeout=30) == 130
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        os.close(leader)
+    meta = json.loads(next((echo_project / ".offload" / "runs").glob("*/meta.json")).read_text())
+    host_log = f"{meta['run_dir']}/output.log"
+    assert wait_for(lambda: b"EOF" in open(host_log, "rb").read(), 20)  # detached: the job read EOF, and ended
+    assert b"got 'n" not in open(host_log, "rb").read()
