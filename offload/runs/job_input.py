@@ -13,6 +13,7 @@ import os
 import select
 import sys
 import threading
+import time
 
 from remote_agent import protocol
 
@@ -99,8 +100,22 @@ def stdin_descriptor() -> int | None:
 
 
 def readable(fd: int, timeout: float) -> bool:
+    """Input is waiting, and reading it will not stop us: `offload run ... &` in a shell must not be stopped
+    (SIGTTIN) for reading the terminal its shell reads, so in the background we wait as the job does."""
     try:
         ready, _, _ = select.select([fd], [], [], timeout)
     except (OSError, ValueError):  # closed, or not a descriptor select takes: nothing to forward
         raise OSError("stdin cannot be read") from None
-    return bool(ready)
+    return bool(ready) and not in_background(fd)
+
+
+def in_background(fd: int) -> bool:
+    """Whether fd is our controlling terminal and another process group has it (a terminal that is not ours
+    to control, a pipe or a file never stops a reader)."""
+    try:
+        if os.tcgetpgrp(fd) != os.getpgrp():
+            time.sleep(POLL_S)
+            return True
+    except OSError:
+        pass
+    return False
