@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 from conftest import register_host, run_offload
 from offload import __version__
@@ -61,7 +63,7 @@ def test_dash_m_runs_locally_too_and_refuses_a_path(offload_home, project):
     assert result.returncode != 0 and "is not a module name" in result.stderr, result.stderr
 
 
-def test_shell_completion_is_on(offload_home):
+def test_shell_completion_is_on(offload_home, tmp_path):
     shown = run_offload("--show-completion", "bash")
     assert shown.returncode == 0, shown.stderr
     assert "complete -o default -F _offload_completion offload" in shown.stdout
@@ -72,5 +74,15 @@ def test_shell_completion_is_on(offload_home):
     assert "set" in completed.stdout.split()
     installed = run_offload("--install-completion", "bash", env={"SHELL": "/bin/bash"})
     assert installed.returncode == 0, installed.stderr
-    bashrc = (offload_home.home / ".bashrc").read_text()
-    assert "offload" in bashrc
+    # a real bash, as a new terminal starts it: its ~/.bashrc sources the script, which completes `offload hosts s`
+    command = tmp_path / "bin" / "offload"  # `offload` on PATH, running this checkout
+    command.parent.mkdir()
+    command.write_text(f"#!/bin/sh\nexec {sys.executable} -m offload \"$@\"\n")
+    command.chmod(0o755)
+    completed = subprocess.run(
+        ["bash", "-c", "source ~/.bashrc; COMP_WORDS=(offload hosts s); COMP_CWORD=2; _offload_completion offload; "
+                       "printf '%s\\n' \"${COMPREPLY[@]}\""],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "HOME": str(offload_home.home), "PATH": f"{command.parent}:{os.environ['PATH']}"})
+    assert completed.returncode == 0, completed.stderr
+    assert "set" in completed.stdout.split(), completed.stdout
