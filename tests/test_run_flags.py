@@ -86,3 +86,19 @@ def test_shell_completion_is_on(offload_home, tmp_path):
         env={**os.environ, "HOME": str(offload_home.home), "PATH": f"{command.parent}:{os.environ['PATH']}"})
     assert completed.returncode == 0, completed.stderr
     assert "set" in completed.stdout.split(), completed.stdout
+
+
+def test_dash_m_under_torchrun_runs_the_module_on_every_rank(tmp_path):
+    """The argv plan_launch gives -m with several processes, run for real: each rank runs the module."""
+    from offload.runs.launch import plan_launch, plan_node_launch
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "train.py").write_text(MODULE.replace("'cwd'", "'rank': os.environ['RANK'], 'cwd'"))
+    argv = plan_launch(sys.executable, "pkg.train", ["--", "x y"], 2, module=True)
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    reports = sorted((json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"])
+    assert [(r["rank"], r["spec"], r["argv"]) for r in reports] == [("0", "pkg.train", ["--", "x y"]),
+                                                                     ("1", "pkg.train", ["--", "x y"])]
+    node_argv = plan_node_launch("python", "pkg.train", ["a"], 1, 2, 0, "h:1", "id", "h", module=True)
+    assert node_argv[-4:] == ["--module", "--", "pkg.train", "a"]

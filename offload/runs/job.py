@@ -23,8 +23,8 @@ from offload.runs.connect import connect_nodes, in_parallel
 from offload.runs.diagnose import diagnose_failure
 from offload.runs.fetched import fetch_run
 from offload.runs.follow import exit_code_of, follow_all
-from offload.runs.job_input import JobInput
 from offload.runs.interrupt import ask_to_stop, describe_stop
+from offload.runs.job_input import JobInput
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
 from offload.runs.record import RunRecord, new_run_id, project_root_of, script_in_project
 from offload.runs.resume import resumed
@@ -185,8 +185,8 @@ def plan_argvs(job: Job, nproc: int) -> list:
 def record_fields(job: Job, nproc: int) -> dict:
     first = job.nodes[0]
     fields = dict(host=first.target.name, address=first.target.address, argv=job.argvs[0], script=job.script,
-                  args=job.options.args, module=job.options.module, fallback=first.fallback, project_dir=first.project_dir, run_dir=first.run_dir,
-                  **job.measurement.start_meta())
+                  args=job.options.args, module=job.options.module, fallback=first.fallback,
+                  project_dir=first.project_dir, run_dir=first.run_dir, **job.measurement.start_meta())
     if len(job.nodes) > 1:
         fields.update(rdzv_endpoint=job.endpoint, nproc_per_node=nproc,
                       nodes=[{"host": node.target.name, "address": node.target.address, "argv": argv,
