@@ -32,7 +32,7 @@ def echo_project(project):
 
 
 @pytest.mark.parametrize("keep_alive", ["0", "600"])  # in its own process; through the link keeper
-def test_a_pipe_reaches_the_job_on_the_host_then_eof(box, echo_project, keep_alive):
+def test_a_pipe_reaches_the_job_on_the_host_then_eof(offload_home, box, echo_project, keep_alive):
     env = {"OFFLOAD_KEEP_ALIVE": keep_alive}
     for attempt in range(2):  # with the keeper: the first starts it, the second runs in it
         sent = "".join(f"line {attempt} {i} \u00fcber\n" for i in range(3)) + "no newline at the end"
@@ -41,6 +41,7 @@ def test_a_pipe_reaches_the_job_on_the_host_then_eof(box, echo_project, keep_ali
         got = [line for line in result.stdout.splitlines() if line.startswith("got ")]
         assert got == [f"got {line + chr(10)!r}" for line in sent.split("\n")[:-1]] + ["got 'no newline at the end'"]
         assert result.stdout.rstrip().endswith("EOF")
+    assert (offload_home.path / "keeper.pid").exists() == (keep_alive != "0")  # the second ran in the keeper
 
 
 def test_a_big_input_the_job_reads_slowly_arrives_whole(box, echo_project):
@@ -78,12 +79,13 @@ def test_a_job_that_never_reads_does_not_stall_its_output(box, echo_project):
 
 
 @pytest.mark.parametrize("keep_alive", ["0", "600"])
-def test_input_typed_at_a_terminal_reaches_the_job(box, echo_project, keep_alive, monkeypatch):
+def test_input_typed_at_a_terminal_reaches_the_job(offload_home, box, echo_project, keep_alive, monkeypatch):
     monkeypatch.setenv("OFFLOAD_KEEP_ALIVE", keep_alive)
     for _ in range(2):
         code, shown = run_in_terminal(["run", "ask.py"], b"alice\n", b"name? ", cwd=echo_project)
         assert code == 0, shown
         assert "hello alice" in shown
+    assert (offload_home.path / "keeper.pid").exists() == (keep_alive != "0")
 
 
 @pytest.mark.parametrize("keep_alive", ["0", "600"])
