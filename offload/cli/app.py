@@ -12,7 +12,7 @@ import typer
 
 from offload.errors import OffloadError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run PyTorch training on your own GPU box over SSH; locally on the CPU when it is off.")
 hosts_app = typer.Typer(no_args_is_help=True, help="Register and check GPU hosts.")
 app.add_typer(hosts_app, name="hosts")
@@ -20,8 +20,18 @@ DEBUG = {"on": False}
 INVOCATION = {"argv": []}  # the arguments run_cli was given: a failed run's diagnosis repeats them (diagnose.py)
 
 
+def print_version(asked: bool) -> None:
+    if asked:
+        from offload import __version__  # lazy: only for --version
+
+        print(f"offload {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of internal errors.")):
+def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of internal errors."),
+         version: bool = typer.Option(False, "--version", is_eager=True, callback=print_version,
+                                      help="Show offload's version and exit.")):
     DEBUG["on"] = debug
 
 
@@ -41,11 +51,14 @@ def run(
     resume: Optional[str] = typer.Option(None, "--resume", help="Run RUN's command again, with its fetched files put back."),
     force: bool = typer.Option(False, "--force", help="Replace files changed on the host since they were synced (says which)."),
     include: Optional[List[str]] = typer.Option(None, "--include", help="Send files matching PATTERN (gitignore-style, from the project root) whatever the ignore rules say (repeatable)."),
+    env: Optional[List[str]] = typer.Option(None, "--env", "-e", metavar="KEY=VALUE", help="Set an environment variable for the job, over the host's env (repeatable)."),
+    module: bool = typer.Option(False, "-m", "--module", help="SCRIPT is a module name, run as `python -m SCRIPT ARGS`."),
 ):
     """Sync the project to the host and run SCRIPT there, streaming its output back."""
     if script is None and resume is None:
         raise typer.BadParameter("missing SCRIPT (or --resume RUN)", param_hint="SCRIPT")
     from offload.runs.job import RunOptions, run as run_job  # lazy: keeps `offload --help` fast (paramiko, torch facts)
+    from offload.runs.launch import env_assignments  # lazy: as above
 
     hosts = list(host or [])
     raise typer.Exit(run_job(RunOptions(script=script, args=list(args or []), host=hosts[0] if len(hosts) == 1 else None,
@@ -53,7 +66,8 @@ def run(
                                         no_fallback=no_fallback, connect_timeout=connect_timeout, project=project,
                                         detach=detach, reconnect_for=reconnect_for, fetch=list(fetch or []),
                                         no_wait=no_wait, resume=resume, include=list(include or []),
-                                        command_line=list(INVOCATION["argv"]), force=force)))
+                                        command_line=list(INVOCATION["argv"]), force=force,
+                                        env=env_assignments(env or []), module=module)))
 
 
 @app.command()
@@ -146,12 +160,13 @@ def hosts_add(
     gpus: Optional[int] = typer.Option(None, "--gpus", help="Processes per node by default."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept the host's key without asking."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1),
+    force: bool = typer.Option(False, "--force", help="Save the host even when its python cannot start offload's agent."),
 ):
-    """Register a host; connects once to confirm its key."""
+    """Register a host; connects once to confirm its key and check its python and torch."""
     from offload.cli.hosts import add_host  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(add_host(name, destination, dict(port=port, identity_file=identity, proxy_jump=proxy_jump, python=python,
-                                                      workdir=workdir, gpus=gpus), yes, connect_timeout))
+                                                      workdir=workdir, gpus=gpus), yes, connect_timeout, force))
 
 
 @hosts_app.command("list")
@@ -168,6 +183,36 @@ def hosts_remove(name: str = typer.Argument(...)):
     from offload.cli.hosts import remove_host  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(remove_host(name))
+
+
+@hosts_app.command("set")
+def hosts_set(
+    name: str = typer.Argument(..., help="A registered host."),
+    key: Optional[str] = typer.Argument(None, help="A hosts.yaml key (python, workdir, gpus, port, ...), or env.VARIABLE."),
+    value: Optional[str] = typer.Argument(None, help="Its new value, checked as hosts.yaml is."),
+    default: bool = typer.Option(False, "--default", help="Make NAME the default host (the first in hosts.yaml)."),
+    unset: bool = typer.Option(False, "--unset", help="Remove KEY from the host, back to its default."),
+):
+    """Change one setting of a registered host in place, or make it the default."""
+    from offload.cli.hosts_set import set_host  # lazy: keeps `offload --help` fast
+
+    raise typer.Exit(set_host(name, key, value, default, unset))
+
+
+@hosts_app.command("clean")
+def hosts_clean(
+    name: str = typer.Argument(..., help="A registered host."),
+    older_than: float = typer.Option(7.0, "--older-than", min=0, metavar="DAYS", help="Remove only directories unused for this many days."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Remove them without asking."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1, help="Seconds to wait for the host's SSH banner."),
+):
+    """List the project directories under the host's workdir and remove old ones, after confirmation.
+
+    Never one a run or a sync is using, and nothing outside the workdir.
+    """
+    from offload.cli.hosts_clean import clean_host  # lazy: keeps `offload --help` fast
+
+    raise typer.Exit(clean_host(name, older_than, yes, connect_timeout))
 
 
 @hosts_app.command("disconnect")

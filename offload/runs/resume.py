@@ -22,7 +22,8 @@ def resumed(root: Path, options) -> tuple:
         if not previous.get("script"):
             raise OffloadError(f"run {previous['run_id']} has no recorded command to run again",
                                hint=f"give it: offload run --resume {previous['run_id']} SCRIPT [ARGS...]")
-        options = replace(options, script=previous["script"], args=list(previous.get("args") or []))
+        options = replace(options, script=previous["script"], args=list(previous.get("args") or []),
+                          module=bool(previous.get("module")))
     files = files_dir(root, previous["run_id"])
     if not files.is_dir():
         if previous.get("host") != LOCAL:
