@@ -75,7 +75,7 @@ def check_python(client, target, force: bool) -> None:
     except RemoteError as exc:
         if not force:
             raise OffloadError(f"{target.name} not added: {exc.message}",
-                               hint=f"give the interpreter that has torch with --python PATH, or add --force to save it anyway") from None
+                               hint="give the interpreter that has torch with --python PATH, or add --force to save it anyway") from None
         say(f"warning: {exc.message}; saved anyway (--force)")
         return
     hello = agent.hello
