@@ -1,27 +1,60 @@
-"""`offload runs`: the project's runs, one row each."""
+"""`offload runs`: the project's runs, one row each, newest last (next to the prompt), readable at 80 columns."""
 from __future__ import annotations
 
+import shlex
 import sys
 
-from offload.console import add_plain_row, table_console
+from offload.console import add_plain_row, say, table_console
 from offload.mfu.report import duration_text, percent
 from offload.runs.record import duration_s, load_runs
 
+SHOWN_BY_DEFAULT = 20  # the newest runs; --all or -n N for more
 
-def print_runs(project_root) -> int:
-    found = load_runs(project_root)
-    if not found:
-        print(f"offload: no runs recorded in {project_root}/.offload/runs", file=sys.stderr)
-        return 0
+
+def exit_text(meta: dict) -> str:
+    if meta.get("signal"):
+        return meta["signal"]
+    return "running?" if meta.get("exit_code") is None else str(meta["exit_code"])
+
+
+def command_text(meta: dict) -> str:
+    """The script and its arguments as a shell would need them typed."""
+    return " ".join(shlex.quote(word) for word in [meta.get("script") or "?", *(meta.get("args") or [])])
+
+
+def ran_on(meta: dict, host: str) -> bool:
+    return meta.get("host") == host or any(node.get("host") == host for node in meta.get("nodes") or [])
+
+
+def runs_table(found: list):
+    """The id never wraps (it is what people copy); the command wraps, at spaces where it can, and a cell
+    stacks the host over its device, so that the whole row fits 80 columns."""
     from rich.table import Table  # lazy: rich costs start-up time; only a listing pays it
 
-    table = Table("run", "host", "device", "duration", "exit", "final loss", "MFU", box=None)
+    table = Table(box=None, padding=(0, 1), pad_edge=False)
+    table.add_column("run", no_wrap=True, min_width=len(found[0]["run_id"]) if found else 0)
+    table.add_column("host\ndevice", max_width=16)
+    table.add_column("took", no_wrap=True)
+    table.add_column("exit", max_width=9)
+    table.add_column("loss\nMFU", no_wrap=True)
+    table.add_column("command", overflow="fold", min_width=16)  # a word longer than the column folds, never lost
     for meta in found:
-        exit_text = "running?" if meta.get("exit_code") is None else str(meta["exit_code"])
-        if meta.get("signal"):
-            exit_text = meta["signal"]
         loss = meta.get("final_loss")
-        add_plain_row(table, meta["run_id"], meta.get("host", "?"), meta.get("device") or "?", duration_text(duration_s(meta)), exit_text,
-                      "?" if loss is None else f"{loss:.4f}", percent(meta.get("mfu")))
-    table_console().print(table)
+        add_plain_row(table, meta["run_id"], f"{meta.get('host', '?')}\n{meta.get('device') or '?'}",
+                      duration_text(duration_s(meta)), exit_text(meta),
+                      f"{'?' if loss is None else f'{loss:.4f}'}\n{percent(meta.get('mfu'))}", command_text(meta))
+    return table
+
+
+def print_runs(project_root, host: str | None = None, count: int | None = SHOWN_BY_DEFAULT) -> int:
+    """The newest `count` runs (all with None), only those on `host` when given."""
+    found = [meta for meta in load_runs(project_root) if host is None or ran_on(meta, host)]
+    if not found:
+        on_host = f" on {host}" if host else ""
+        print(f"offload: no runs{on_host} recorded in {project_root}/.offload/runs", file=sys.stderr)
+        return 0
+    shown = found if count is None else found[-count:]
+    table_console().print(runs_table(shown))
+    if len(shown) < len(found):
+        say(f"the newest {len(shown)} of {len(found)} runs; `offload runs --all` lists every one")
     return 0
