@@ -27,22 +27,21 @@ def ran_on(meta: dict, host: str) -> bool:
 
 
 def runs_table(found: list):
-    """The id never wraps (it is what people copy); the command wraps, at spaces where it can, and a cell
-    stacks the host over its device, so that the whole row fits 80 columns."""
+    """The id never wraps (it is what people copy); the command wraps, at spaces where it can; cells stack two
+    facts (host over device, exit over duration, loss over MFU) so that a row fits 80 columns."""
     from rich.table import Table  # lazy: rich costs start-up time; only a listing pays it
 
     table = Table(box=None, padding=(0, 1), pad_edge=False)
     table.add_column("run", no_wrap=True, min_width=len(found[0]["run_id"]) if found else 0)
-    table.add_column("host\ndevice", max_width=16)
-    table.add_column("took", no_wrap=True)
-    table.add_column("exit", max_width=9)
+    table.add_column("host\ndevice", max_width=14)
+    table.add_column("exit\ntook", max_width=9)
     table.add_column("loss\nMFU", no_wrap=True)
-    table.add_column("command", overflow="fold", min_width=16)  # a word longer than the column folds, never lost
+    table.add_column("command", overflow="fold", ratio=1)  # a word longer than the column folds, never lost
     for meta in found:
-        loss = meta.get("final_loss")
+        loss = "?" if meta.get("final_loss") is None else f"{meta['final_loss']:.4f}"
         add_plain_row(table, meta["run_id"], f"{meta.get('host', '?')}\n{meta.get('device') or '?'}",
-                      duration_text(duration_s(meta)), exit_text(meta),
-                      f"{'?' if loss is None else f'{loss:.4f}'}\n{percent(meta.get('mfu'))}", command_text(meta))
+                      f"{exit_text(meta)}\n{duration_text(duration_s(meta))}", f"{loss}\n{percent(meta.get('mfu'))}",
+                      command_text(meta))
     return table
 
 

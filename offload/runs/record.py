@@ -35,7 +35,7 @@ class RunRecord:
         return self.dir / "output.log"
 
     def create(self, **meta) -> None:
-        make_records_dir(self.dir.parents[1])
+        make_records_dir(self.dir.parents[2])  # <root>/.offload/runs/<id>
         self.dir.mkdir(parents=True, exist_ok=False)
         self.meta = {"run_id": self.run_id, "started_at": timestamp(), "started_unix": round(time.time(), 3),
                      "ended_at": None, "exit_code": None, **meta}
