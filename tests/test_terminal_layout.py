@@ -81,7 +81,7 @@ def test_a_rich_console_of_80_columns_gets_both_tables_whole():
     meta = {"run_id": "20260102-030405-ab12", "host": "4070ti", "device": "NVIDIA GeForce RTX 4070 Ti",
             "started_unix": 1.0, "ended_unix": 106.0, "exit_code": 0, "final_loss": 2.3456, "mfu": 0.123,
             "script": "train.py", "args": ARGS}
-    console.print(runs_table([meta, {**meta, "run_id": "20260102-030406-cd34", "exit_code": None}]))
+    console.print(runs_table([meta, {**meta, "run_id": "20260102-030406-cd34", "exit_code": None}], console.width))
     shown = console.export_text()
     assert_fits(shown)
     for word in [*words_of(" ".join(row.values())), meta["run_id"], "20260102-030406-cd34", *ARGS, "running?"]:
