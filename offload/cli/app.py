@@ -20,7 +20,7 @@ app.add_typer(hosts_app, name="hosts")
 DEBUG = {"on": False}
 INVOCATION = {"argv": []}  # the arguments run_cli was given: a failed run's diagnosis repeats them (diagnose.py)
 RUN_HELP = "The run: its id, a unique prefix or a unique last 4+ characters of one, `last` or `running`."
-PROJECT_HELP = "Project directory (default: the nearest one up from here with offload.yaml, .offload/ or .git)."
+PROJECT_HELP = "Project directory (default: the nearest one up from here with offload.yaml, .offload/runs/ or .git)."
 CONNECT_TIMEOUT_HELP = "Seconds to wait for the host's SSH banner."
 RECONNECT_FOR_HELP = "Seconds to keep reconnecting after the link drops."
 
