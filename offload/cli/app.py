@@ -136,6 +136,8 @@ def fetch_files(
 ):
     """Copy files from the run's project directory on its host, verified by SHA-256, resumable.
 
+    RUN may be left out: `offload fetch out/ckpt.pt` fetches from the last run (a path or a glob is never a RUN).
+
     Only the versions the run itself left: a file a later run changed is named and not fetched (--current
     fetches it). Exit 0 when every listed file is here, 3 when some were withheld so.
     """
