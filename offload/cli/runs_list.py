@@ -6,6 +6,7 @@ import sys
 from offload.console import add_plain_row, table_console
 from offload.mfu.report import duration_text, percent
 from offload.runs.record import duration_s, load_runs
+from offload.runs.run_state import exit_text
 
 
 def print_runs(project_root) -> int:
@@ -17,11 +18,8 @@ def print_runs(project_root) -> int:
 
     table = Table("run", "host", "device", "duration", "exit", "final loss", "MFU", box=None)
     for meta in found:
-        exit_text = "running?" if meta.get("exit_code") is None else str(meta["exit_code"])
-        if meta.get("signal"):
-            exit_text = meta["signal"]
         loss = meta.get("final_loss")
-        add_plain_row(table, meta["run_id"], meta.get("host", "?"), meta.get("device") or "?", duration_text(duration_s(meta)), exit_text,
+        add_plain_row(table, meta["run_id"], meta.get("host", "?"), meta.get("device") or "?", duration_text(duration_s(meta)), exit_text(meta),
                       "?" if loss is None else f"{loss:.4f}", percent(meta.get("mfu")))
     table_console().print(table)
     return 0

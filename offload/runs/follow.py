@@ -55,10 +55,15 @@ def follow_run(link, run_dir: str, sink, reconnect_for: float) -> dict:
             link.reconnect(exc.reason, reconnect_for, sink.log_bytes)
 
 
-def follow_all(pairs: list, reconnect_for: float, on_failure) -> tuple:
+def stop_following() -> None:
+    raise KeyboardInterrupt
+
+
+def follow_all(pairs: list, reconnect_for: float, on_failure, on_interrupt=stop_following) -> tuple:
     """Follow every (link, run_dir, sink) at once until all have ended; on_failure(index, ended) is called for the
     first that ends with a non-zero exit (ended: each one's exit message so far, None for those still running). Returns each one's exit message, in order, and the index of the first
-    failure (None if none failed). Following happens in threads: Ctrl-C reaches the caller at once."""
+    failure (None if none failed). Following happens in threads: Ctrl-C reaches the caller at once, as
+    on_interrupt(), which raises KeyboardInterrupt to stop following, or returns to follow on to the end."""
     finished = queue.Queue()
 
     def follow_one(index: int, link, run_dir: str, sink) -> None:
@@ -70,8 +75,12 @@ def follow_all(pairs: list, reconnect_for: float, on_failure) -> tuple:
     for index, (link, run_dir, sink) in enumerate(pairs):
         threading.Thread(target=follow_one, args=(index, link, run_dir, sink), daemon=True).start()
     ended, first_failed = [None] * len(pairs), None
-    for _ in pairs:
-        index, result = finished.get()
+    while None in ended:
+        try:
+            index, result = finished.get()
+        except KeyboardInterrupt:
+            on_interrupt()
+            continue
         if isinstance(result, Exception):
             raise result
         ended[index] = result

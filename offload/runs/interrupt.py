@@ -35,11 +35,3 @@ class StopOnInterrupt:
 def ask_to_stop(where: str) -> bool:
     """After Ctrl-C while following: in a terminal, whether to stop the run on `where` too (default no)."""
     return interactive() and ask_yes_no(f"\nstop the run on {where} too?")
-
-
-def describe_stop(run_id: str, host: str, stopped: dict) -> str:
-    if not stopped.get("signalled"):
-        return f"run {run_id} on {host} was not running ({stopped.get('state')}); nothing to stop"
-    if stopped["signalled"] == "SIGKILL":
-        return f"run {run_id} on {host} ignored SIGTERM for the grace period: sent SIGKILL to its process group"
-    return f"sent SIGTERM to run {run_id}'s process group on {host}; it has ended"

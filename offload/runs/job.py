@@ -23,15 +23,17 @@ from offload.runs.connect import connect_nodes, in_parallel
 from offload.runs.diagnose import diagnose_failure
 from offload.runs.fetched import fetch_run
 from offload.runs.follow import exit_code_of, follow_all
-from offload.runs.interrupt import ask_to_stop, describe_stop
+from offload.runs.interrupt import ask_to_stop
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
 from offload.runs.record import RunRecord, new_run_id, project_root_of, script_in_project
 from offload.runs.resume import resumed
+from offload.runs.run_state import describe_stop
 from offload.runs.selected import selection_for
 from offload.runs.sinks import LinePrefixer, NodeOutput, StatusLine
 from offload.runs.start import report_busy_gpus, say_busy, say_waiting, start_request
 
 STOP_GRACE_S = 10.0
+INTERRUPTED_EXIT = 130  # as a shell reports a process that Ctrl-C ended
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Job:
     record: RunRecord | None = None
     measurement: RunMeasurement | None = None
     missing: object = None  # diagnose.Missing: set when the run failed for want of a file that was not sent
+    stopping: bool = False  # asked at Ctrl-C to stop the run: it is followed on to its end
 
     @property
     def where(self) -> str:
@@ -131,12 +134,14 @@ def launch_and_follow(job: Job) -> int:
             watching.enter_context(node.watching(job.run_id, state.get("pgid")))
         try:
             ended, first_failed = follow_nodes(job)
-        except KeyboardInterrupt:  # the laptop was only watching: the run goes on unless asked to stop
-            return interrupted(job)
+        except KeyboardInterrupt:  # the laptop was only watching: the run goes on on the host
+            return detached(job)
     code = nodes_outcome(job.nodes, ended, first_failed, job.record)
     first = job.nodes[0]
     report(job.record, job.measurement, lambda figures: first.estimates(figures, job.options.args, job.script, job.root))
-    if code and job.selection is not None and len(job.nodes) == 1:
+    if job.stopping and ended[first_failed or 0].get("signal"):
+        return INTERRUPTED_EXIT  # the stop ended it; a script that exited by itself has its own exit code
+    if code and job.selection is not None and len(job.nodes) == 1 and not job.stopping:
         job.missing = diagnose_failure(job.record, first.project_dir, job.root, job.selection, job.options)
     if job.options.fetch:
         fetch_run(first.link.agent, job.root, job.record.meta, job.options.fetch)  # node 0's own versions
@@ -256,18 +261,35 @@ def follow_nodes(job: Job) -> tuple:
                     node.stop(STOP_GRACE_S)
 
         return follow_all([(node.link, node.run_dir, sink) for node, sink in zip(nodes, sinks)],
-                          job.options.reconnect_for, stop_the_others)
+                          job.options.reconnect_for, stop_the_others, lambda: stop_when_asked(job, lock, status))
 
 
-def interrupted(job: Job) -> int:
-    """Ctrl-C while following: in a terminal, ask whether to stop the run (on every node) too; else detach."""
-    run_id = job.run_id
-    if not ask_to_stop(job.where):
-        job.record.update(detached=True)
-        on = f"on {job.nodes[0].where}" if len(job.nodes) == 1 else "on its nodes"
-        say(f"detached: run {run_id} goes on {on}; `offload logs {run_id} -f` follows it again")
-        return 130
+def stop_when_asked(job: Job, lock: threading.Lock, status: StatusLine) -> None:
+    """Ctrl-C while following: in a terminal, ask (no output under the question) whether to stop the run on every
+    node too; if so, stop it and return, to follow it to its end: what its SIGTERM handler prints, its exit.
+    Otherwise, or at a second Ctrl-C, raise KeyboardInterrupt: the laptop stops following."""
+    if job.stopping:
+        raise KeyboardInterrupt
+    with lock:
+        status.clear()
+        stop = ask_to_stop(job.where)
+    if not stop:
+        raise KeyboardInterrupt
+    job.stopping = True
+    job.record.update(stopped=True)
     for node in job.nodes:
-        say(describe_stop(run_id, node.where, node.stop(STOP_GRACE_S)))
-    job.record.end(stopped=True)
-    return 130
+        stopped = node.stop(STOP_GRACE_S)
+        with lock:
+            say(describe_stop(job.run_id, node.where, stopped))
+
+
+def detached(job: Job) -> int:
+    """The laptop stopped following (Ctrl-C): the run goes on, or goes on ending, on its hosts."""
+    run_id = job.run_id
+    if job.stopping:
+        say(f"run {run_id} is being stopped; `offload status {run_id}` says how it ended")
+        return INTERRUPTED_EXIT
+    job.record.update(detached=True)
+    on = f"on {job.nodes[0].where}" if len(job.nodes) == 1 else "on its nodes"
+    say(f"detached: run {run_id} goes on {on}; `offload logs {run_id} -f` follows it again")
+    return INTERRUPTED_EXIT
