@@ -222,7 +222,7 @@ def started_outcome(job: Job, started: list) -> int | None:
     if "failed" in states:  # its supervisor failed before the job could start
         return finish(job.record, started[states.index("failed")])
     if "busy" in states:
-        job.record.end(state="busy", exit_code=BUSY_EXIT)
+        job.record.end(started[states.index("busy")], state="busy", exit_code=BUSY_EXIT)
         for node, state in zip(job.nodes, started):
             if state["state"] == "busy":
                 say_busy(node.where, state)
@@ -251,7 +251,7 @@ def follow_nodes(job: Job) -> tuple:
             outputs.callback(sink.close)
 
         def stop_the_others(failed: int, ended: list) -> None:
-            if len(nodes) == 1:
+            if len(nodes) == 1 or job.stopping:  # asked at Ctrl-C: every node is being stopped already
                 return
             with lock:
                 status.clear()

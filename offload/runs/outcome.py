@@ -1,5 +1,5 @@
-"""How a run ended, recorded and said: the exit code into meta.json and one line when it failed; the summary of
-MFU and friends with hints."""
+"""How a run ended, recorded and said: the exit code and the host's end time into meta.json and one line when it
+failed; the summary of MFU and friends with hints, for a run followed to its end or followed again (logs)."""
 from __future__ import annotations
 
 from offload.console import say
