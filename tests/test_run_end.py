@@ -139,6 +139,20 @@ def test_a_run_killed_by_the_stop_it_was_asked_for_reads_so_everywhere(box, proj
     assert "was not running (killed by SIGTERM)" in run_offload("stop", "last", cwd=project).stderr
 
 
+def test_a_run_ended_with_offload_stop_reads_so_everywhere(box, project):
+    (project / "sleeper.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(300)\n")
+    assert run_offload("run", "--detach", "sleeper.py", cwd=project).returncode == 0
+    (meta,) = load_runs(project)
+    assert wait_for(lambda: "up" in (Path(meta["run_dir"]) / "output.log").read_text(), 30)
+    stopped = run_offload("stop", "last", "--grace", "2", cwd=project)
+    assert stopped.returncode == 0 and "process group on box" in stopped.stderr, stopped.stderr
+    (meta,) = load_runs(project)
+    assert meta["signal"] == "SIGTERM" and meta["ended_unix"] == host_status(meta)["ended_at"]
+    assert runs_row(project, meta["run_id"]).split()[-3] == "SIGTERM"
+    assert run_offload("status", "last", cwd=project).stdout.strip().endswith("killed by SIGTERM")
+    assert "was not running (killed by SIGTERM)" in run_offload("stop", "last", cwd=project).stderr
+
+
 def test_runs_stopped_while_waiting_for_the_host_read_so_in_runs_status_and_stop(box, project, tmp_path):
     go = tmp_path / "go"
     (project / "hold.py").write_text(HOLD)

@@ -7,7 +7,7 @@ import threading
 from contextlib import ExitStack
 
 from offload.console import say
-from offload.runs.follow import exit_code_of, follow, follow_all
+from offload.runs.follow import follow, follow_all
 from offload.runs.outcome import finish, report_recorded, run_end_status
 from offload.runs.reach import link_for
 from offload.runs.record import find_run, node_metas, project_root_of, record_of
@@ -38,10 +38,9 @@ def logs_command(project, reference: str, following: bool, reconnect_for: float)
     if any(message["t"] != "exit" for message in ended):  # still running: nothing more to say yet
         return 0
     # Ended, and the laptop's copy of its output is whole: the run ends here as it does when followed.
-    status = run_end_status(ended)
-    finish(record, status)
+    finish(record, run_end_status(ended))
     report_recorded(record, root)
-    return exit_code_of(status) if following else 0
+    return 0
 
 
 def catch_up(record, nodes: list, prefixed: bool, following: bool, reconnect_for: float) -> list:

@@ -22,18 +22,15 @@ from offload.runs import launch
 from offload.runs.connect import connect_nodes, in_parallel
 from offload.runs.diagnose import diagnose_failure
 from offload.runs.fetched import fetch_run
-from offload.runs.follow import exit_code_of, follow_all
-from offload.runs.interrupt import ask_to_stop
+from offload.runs.follow import exit_code_of, follow_all, stop_following
+from offload.runs.interrupt import INTERRUPTED_EXIT, STOP_GRACE_S, detached, stop_when_asked
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
 from offload.runs.record import RunRecord, new_run_id, project_root_of, script_in_project
 from offload.runs.resume import resumed
-from offload.runs.run_state import describe_stop
 from offload.runs.selected import selection_for
 from offload.runs.sinks import LinePrefixer, NodeOutput, StatusLine
 from offload.runs.start import report_busy_gpus, say_busy, say_waiting, start_request
 
-STOP_GRACE_S = 10.0
-INTERRUPTED_EXIT = 130  # as a shell reports a process that Ctrl-C ended
 
 
 @dataclass
@@ -70,7 +67,8 @@ class Job:
     record: RunRecord | None = None
     measurement: RunMeasurement | None = None
     missing: object = None  # diagnose.Missing: set when the run failed for want of a file that was not sent
-    stopping: bool = False  # asked at Ctrl-C to stop the run: it is followed on to its end
+    asked: bool = False  # whether to stop the run, at Ctrl-C
+    stopping: bool = False  # and told yes: it is followed on to its end
 
     @property
     def where(self) -> str:
@@ -132,10 +130,10 @@ def launch_and_follow(job: Job) -> int:
     with ExitStack() as watching:
         for node, state in zip(job.nodes, started):
             watching.enter_context(node.watching(job.run_id, state.get("pgid")))
-        try:
-            ended, first_failed = follow_nodes(job)
-        except KeyboardInterrupt:  # the laptop was only watching: the run goes on on the host
-            return detached(job)
+        followed = follow_to_end(job)
+    if followed is None:  # the laptop was only watching: the run goes on (or goes on ending) on the host
+        return detached(job)
+    ended, first_failed = followed
     code = nodes_outcome(job.nodes, ended, first_failed, job.record)
     first = job.nodes[0]
     report(job.record, job.measurement, lambda figures: first.estimates(figures, job.options.args, job.script, job.root))
@@ -238,6 +236,17 @@ def started_outcome(job: Job, started: list) -> int | None:
     return None
 
 
+def follow_to_end(job: Job) -> tuple | None:
+    """The nodes followed to their end: (each one's exit message, the first that failed); None once the laptop
+    stops following (Ctrl-C, and no to stopping the run; or a second Ctrl-C)."""
+    while True:
+        try:
+            return follow_nodes(job)
+        except KeyboardInterrupt:  # asked while following; else pressed before the followers started: ask now
+            if job.asked or not stop_when_asked(job, threading.Lock(), StatusLine()):
+                return None
+
+
 def follow_nodes(job: Job) -> tuple:
     """Every node's output to the terminal and the record until all have ended; the first failure stops the
     others. c10d hands out ranks in the order nodes join, so rank 0 may run on any node: every node feeds the
@@ -261,35 +270,5 @@ def follow_nodes(job: Job) -> tuple:
                     node.stop(STOP_GRACE_S)
 
         return follow_all([(node.link, node.run_dir, sink) for node, sink in zip(nodes, sinks)],
-                          job.options.reconnect_for, stop_the_others, lambda: stop_when_asked(job, lock, status))
-
-
-def stop_when_asked(job: Job, lock: threading.Lock, status: StatusLine) -> None:
-    """Ctrl-C while following: in a terminal, ask (no output under the question) whether to stop the run on every
-    node too; if so, stop it and return, to follow it to its end: what its SIGTERM handler prints, its exit.
-    Otherwise, or at a second Ctrl-C, raise KeyboardInterrupt: the laptop stops following."""
-    if job.stopping:
-        raise KeyboardInterrupt
-    with lock:
-        status.clear()
-        stop = ask_to_stop(job.where)
-    if not stop:
-        raise KeyboardInterrupt
-    job.stopping = True
-    job.record.update(stopped=True)
-    for node in job.nodes:
-        stopped = node.stop(STOP_GRACE_S)
-        with lock:
-            say(describe_stop(job.run_id, node.where, stopped))
-
-
-def detached(job: Job) -> int:
-    """The laptop stopped following (Ctrl-C): the run goes on, or goes on ending, on its hosts."""
-    run_id = job.run_id
-    if job.stopping:
-        say(f"run {run_id} is being stopped; `offload status {run_id}` says how it ended")
-        return INTERRUPTED_EXIT
-    job.record.update(detached=True)
-    on = f"on {job.nodes[0].where}" if len(job.nodes) == 1 else "on its nodes"
-    say(f"detached: run {run_id} goes on {on}; `offload logs {run_id} -f` follows it again")
-    return INTERRUPTED_EXIT
+                          job.options.reconnect_for, stop_the_others,
+                          lambda: stop_when_asked(job, lock, status) or stop_following())
