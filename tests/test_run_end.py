@@ -71,6 +71,20 @@ def test_a_detached_run_followed_again_ends_with_the_summary_and_the_hosts_end_t
     assert " 2.9000 " in row and not row.rstrip().endswith("n/a")
 
 
+def test_a_run_detached_at_ctrl_c_and_followed_again_ends_with_the_summary(box, project, tmp_path):
+    go = tmp_path / "go"  # the run ends only once the laptop has detached
+    (project / "nano.py").write_text(NANOGPT_STYLE + HOLD.replace("import os, sys, time\n", "import os\n"))
+    code, shown = ctrl_c_and_answer(project, ["nano.py", str(go)], b"iter 11", b"n\n")
+    assert code == 130 and "detached: run" in shown, shown
+    go.touch()
+    again = run_offload("logs", "last", "-f", cwd=project)
+    assert again.returncode == 0, again.stderr
+    (meta,) = load_runs(project)
+    assert meta["iterations"] and meta["final_loss"] == pytest.approx(2.9) and meta["mfu_source"] == "log"
+    assert "time per iteration" in again.stderr and "20.0 ms" in again.stderr and "wall time" in again.stderr
+    assert meta["ended_unix"] == host_status(meta)["ended_at"]
+
+
 def test_status_records_the_hosts_end_time_not_when_it_was_typed(box, project):
     (project / "quick.py").write_text("print('done')\n")
     assert run_offload("run", "--detach", "quick.py", cwd=project).returncode == 0
