@@ -35,11 +35,11 @@ def logs_command(project, reference: str, following: bool, reconnect_for: float)
         ended = catch_up(record, node_metas(meta), bool(meta.get("nodes")), following, reconnect_for)
     except KeyboardInterrupt:
         return 130
-    if any(message["t"] != "exit" for message in ended):  # still running: nothing more to say yet
-        return 0
-    # Ended, and the laptop's copy of its output is whole: the run ends here as it does when followed.
-    finish(record, run_end_status(ended))
-    report_recorded(record, root)
+    status = run_end_status(ended)
+    if all(message["t"] == "exit" for message in ended) and status.get("state") != "busy":  # busy: it never ran
+        # Ended, and the laptop's copy of its output is whole: the run ends here as it does when followed.
+        finish(record, status)
+        report_recorded(record, root)
     return 0
 
 

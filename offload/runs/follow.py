@@ -50,7 +50,7 @@ def follow_run(link, run_dir: str, sink, reconnect_for: float) -> dict:
         try:
             return follow(link.agent, run_dir, sink.log_bytes, sink, sink.metrics_bytes)
         except LinkLost as exc:
-            if not link.reconnects or reconnect_for <= 0:
+            if not link.reconnects or reconnect_for <= 0 or getattr(sink, "closed", False):  # closed: nobody watches
                 raise
             link.reconnect(exc.reason, reconnect_for, sink.log_bytes)
 

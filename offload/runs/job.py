@@ -32,7 +32,6 @@ from offload.runs.sinks import LinePrefixer, NodeOutput, StatusLine
 from offload.runs.start import report_busy_gpus, say_busy, say_waiting, start_request
 
 
-
 @dataclass
 class RunOptions:
     script: str | None = None     # None only with resume: RUN's own command
@@ -244,6 +243,8 @@ def follow_to_end(job: Job) -> tuple | None:
             return follow_nodes(job)
         except KeyboardInterrupt:  # asked while following; else pressed before the followers started: ask now
             if job.asked or not stop_when_asked(job, threading.Lock(), StatusLine()):
+                for node in job.nodes:  # its follower may be mid-message: the link must not serve another command
+                    node.link.cut()
                 return None
 
 
