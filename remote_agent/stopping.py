@@ -18,7 +18,8 @@ def stop(run_dir: str, grace: float) -> dict:
     if status["state"] == "waiting":
         status = stop_waiting(run_dir, status)
         if status["state"] != "running":  # else it took the lock as we asked: stop its job as any other
-            return {"state": status["state"], "signalled": "SIGTERM" if status["state"] == "exited" else None}
+            return {"state": status["state"], "signalled": "SIGTERM" if status["state"] == "exited" else None,
+                    "stopped_waiting": bool(status.get("stopped_waiting"))}
     orphaned = status["state"] == "lost" and bool(status.get("pgid")) and \
         run_group_alive(status["pgid"], status["run_dir"])  # its supervisor was killed, not its job
     if status["state"] != "running" and not orphaned:

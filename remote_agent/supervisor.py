@@ -166,7 +166,7 @@ class Supervisor:
 
     def record_stopped_while_waiting(self) -> None:
         self.record(state="exited", ended_at=now(), exit_code=None, signal=signal.Signals(self.stop_signal).name,
-                    note="stopped while waiting for the GPU lock")
+                    note="stopped while waiting for the GPU lock", stopped_waiting=True)  # the job never started
 
     def run_job(self) -> int:
         job = self.job

@@ -4,41 +4,22 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from contextlib import ExitStack
 
 from offload.console import say
 from offload.runs.follow import follow, follow_all
-from offload.runs.interrupt import describe_stop
-from offload.runs.outcome import describe_failed, finish, run_end_status
+from offload.runs.outcome import finish, report_recorded, run_end_status
 from offload.runs.reach import link_for
 from offload.runs.record import find_run, node_metas, project_root_of, record_of
+from offload.runs.run_state import describe_status, describe_stop
 from offload.runs.sinks import NodeOutput, StatusLine
 
 ENDED = ("exited", "lost", "failed")  # a run in one of these states will not change any more
 
 
-def describe_status(status: dict) -> str:
-    state = status.get("state")
-    if state == "running":
-        return f"running (pid {status.get('pid')}, since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(status['started_at']))})"
-    if state == "waiting":
-        holder = status.get("holder") or {}
-        return f"waiting for the host's GPU (held by run {holder.get('run_id', '?')})"
-    if state == "exited" and status.get("signal"):
-        return f"killed by {status['signal']}"
-    if state == "exited":
-        return f"exited {status.get('exit_code')}"
-    if state == "lost":
-        return "lost (its supervisor died without recording an exit)"
-    if state == "failed":
-        return f"failed: {status.get('error')}"
-    return state or "unknown"
-
-
 def record_end(project_root, meta: dict, status: dict) -> None:
     """Write an ended run's exit into meta.json, if the laptop has not recorded it yet."""
-    if status.get("state") in ENDED and meta.get("exit_code") is None and not meta.get("stopped"):
+    if status.get("state") in ENDED and meta.get("exit_code") is None:
         finish(record_of(project_root, meta), status)
 
 
@@ -55,9 +36,10 @@ def logs_command(project, reference: str, following: bool, reconnect_for: float)
     except KeyboardInterrupt:
         return 130
     status = run_end_status(ended)
-    if status.get("state") == "failed" and meta.get("exit_code") is not None:  # else record_end says it
-        say(describe_failed(meta["run_id"], meta["host"], status))
-    record_end(root, meta, status)
+    if all(message["t"] == "exit" for message in ended) and status.get("state") != "busy":  # busy: it never ran
+        # Ended, and the laptop's copy of its output is whole: the run ends here as it does when followed.
+        finish(record, status)
+        report_recorded(record, root)
     return 0
 
 
@@ -101,6 +83,6 @@ def stop_command(project, reference: str, grace: float) -> int:
         with link_for(node) as link:
             stopped = link.agent.request("stop", run_dir=node["run_dir"], grace=grace, timeout=grace + 60)
             statuses.append(link.agent.request("status", run_dir=node["run_dir"]))
-        say(describe_stop(meta["run_id"], node["host"], stopped))
+        say(describe_stop(meta["run_id"], node["host"], stopped, statuses[-1]))
     record_end(root, meta, run_end_status(statuses))
     return 0

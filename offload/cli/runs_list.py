@@ -7,14 +7,9 @@ import sys
 from offload.console import add_plain_row, say, table_console
 from offload.mfu.report import duration_text, percent
 from offload.runs.record import duration_s, load_runs
+from offload.runs.run_state import exit_text
 
 SHOWN_BY_DEFAULT = 20  # the newest runs; --all or -n N for more
-
-
-def exit_text(meta: dict) -> str:
-    if meta.get("signal"):
-        return meta["signal"]
-    return "running?" if meta.get("exit_code") is None else str(meta["exit_code"])
 
 
 def command_text(meta: dict) -> str:

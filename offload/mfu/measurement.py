@@ -16,6 +16,7 @@ class RunMeasurement:
                  nodes: int = 1):
         """nodes > 1: a multi-node run of identical nodes (facts are node 0's): its peak is every node's."""
         self.facts, self.args, self.override, self.ceiling = facts, args, override, ceiling or {}
+        self.nproc, self.nodes = nproc, nodes
         self.device = plan_device(facts, args, nproc, override)
         self.device = replace(self.device, count=self.device.count * nodes)
         self.tracker = MfuTracker(*self.peak_for(self.device.dtype), dtype=self.device.dtype,
@@ -27,9 +28,22 @@ class RunMeasurement:
         peak = self.device.peak
         return self.device.job_peak_tflops, peak.source, None if peak.tflops else peak.source
 
+    @classmethod
+    def from_meta(cls, meta: dict) -> "RunMeasurement":
+        """The measurement a run started with, from its meta.json (start_meta), for a run followed again."""
+        return cls(meta.get("device_facts") or {}, meta.get("args") or [], meta.get("nproc") or meta.get("nproc_per_node") or 1,
+                   meta.get("peak_override"), meta.get("ceiling"), nodes=max(1, len(meta.get("nodes") or [])))
+
+    def replay(self, output: bytes, metrics: bytes) -> None:
+        """Feed the tracker a whole run's output.log and metrics.jsonl, line by line as following fed them."""
+        self.tracker.feed_output_lines(output.split(b"\n")[:-1])  # a last line without its newline was never fed
+        self.tracker.feed_metrics_lines(metrics[:metrics.rfind(b"\n") + 1])
+
     def start_meta(self) -> dict:
+        """The device and peak, and what they came from (for from_meta)."""
         return {"device": self.device.label, "device_kind": self.device.kind, "device_facts": self.facts,
-                "dtype": self.device.dtype, "peak_tflops": self.device.job_peak_tflops}
+                "dtype": self.device.dtype, "peak_tflops": self.device.job_peak_tflops, "nproc": self.nproc,
+                "peak_override": self.override, "ceiling": self.ceiling}
 
     def end_meta(self) -> dict:
         summary = self.tracker.summary()

@@ -14,6 +14,7 @@ Pure functions on plain data; no torch, no files.
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
@@ -85,6 +86,21 @@ class MfuTracker:
             self.log_lines.append(parsed)
         elif self.tokens_per_iter is None:
             self.tokens_per_iter = parse_tokens_per_iter(line)
+
+    def feed_output_lines(self, lines: list) -> None:
+        """Whole lines of the run's output, as bytes without their newline."""
+        for line in lines:
+            self.feed_line(line.decode("utf-8", errors="replace").rstrip("\r"))
+
+    def feed_metrics_lines(self, data: bytes) -> None:
+        """Whole lines of the run's metrics.jsonl; a malformed line is the script's problem, not a reason to stop."""
+        for line in data.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                self.feed_metrics(record)
 
     def feed_metrics(self, record: dict) -> bool:
         """Take one metrics record; False (and ignored) when it is not one."""

@@ -57,16 +57,44 @@ def follow_run(link, run_dir: str, sink, reconnect_for: float, job_input=None) -
         try:
             return follow(link.agent, run_dir, sink.log_bytes, sink, sink.metrics_bytes, job_input=job_input)
         except LinkLost as exc:
-            if not link.reconnects or reconnect_for <= 0:
+            if not link.reconnects or reconnect_for <= 0 or getattr(sink, "closed", False):  # closed: nobody watches
                 raise
             link.reconnect(exc.reason, reconnect_for, sink.log_bytes)
 
 
-def follow_all(pairs: list, reconnect_for: float, on_failure, job_input=None) -> tuple:
+def stop_following() -> None:
+    raise KeyboardInterrupt
+
+
+class HeldInterrupt:
+    """Ctrl-C held while the followers start, then handed to whoever would have had it: a press never leaves some
+    nodes followed and others not. Only in the main thread, and only where a handler would take it (not where
+    SIGINT is ignored)."""
+
+    def __init__(self):
+        self.previous, self.pressed = None, False
+
+    def hold(self) -> None:
+        if threading.current_thread() is threading.main_thread() and callable(signal.getsignal(signal.SIGINT)):
+            self.previous = signal.signal(signal.SIGINT, self.on_press)
+
+    def on_press(self, signum, frame) -> None:
+        self.pressed = True
+
+    def release(self) -> None:
+        previous, self.previous = self.previous, None
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+            if self.pressed:
+                previous(signal.SIGINT, None)  # KeyboardInterrupt, or a local run's stop
+
+
+def follow_all(pairs: list, reconnect_for: float, on_failure, on_interrupt=stop_following, job_input=None) -> tuple:
     """Follow every (link, run_dir, sink) at once until all have ended; on_failure(index, ended) is called for the
     first that ends with a non-zero exit (ended: each one's exit message so far, None for those still running). Returns each one's exit message, in order, and the index of the first
-    failure (None if none failed). Following happens in threads: Ctrl-C reaches the caller at once. job_input, if
-    any, is the first one's stdin."""
+    failure (None if none failed). Following happens in threads: Ctrl-C reaches the caller at once, as
+    on_interrupt(), which raises KeyboardInterrupt to stop following, or returns to follow on to the end. job_input,
+    if any, is the first one's stdin."""
     finished = queue.Queue()
 
     def follow_one(index: int, link, run_dir: str, sink) -> None:
@@ -75,11 +103,22 @@ def follow_all(pairs: list, reconnect_for: float, on_failure, job_input=None) ->
         except Exception as exc:  # noqa: BLE001 - handed to the main thread, which reports it
             finished.put((index, exc))
 
-    for index, (link, run_dir, sink) in enumerate(pairs):
-        threading.Thread(target=follow_one, args=(index, link, run_dir, sink), daemon=True).start()
+    held = HeldInterrupt()
+    held.hold()
+    try:
+        for index, (link, run_dir, sink) in enumerate(pairs):
+            threading.Thread(target=follow_one, args=(index, link, run_dir, sink), daemon=True).start()
+    except BaseException:
+        held.release()
+        raise
     ended, first_failed = [None] * len(pairs), None
-    for _ in pairs:
-        index, result = finished.get()
+    while None in ended:
+        try:
+            held.release()
+            index, result = finished.get()
+        except KeyboardInterrupt:
+            on_interrupt()
+            continue
         if isinstance(result, Exception):
             raise result
         ended[index] = result

@@ -22,8 +22,8 @@ from offload.runs import launch
 from offload.runs.connect import connect_nodes, in_parallel
 from offload.runs.diagnose import diagnose_failure
 from offload.runs.fetched import fetch_run
-from offload.runs.follow import exit_code_of, follow_all
-from offload.runs.interrupt import ask_to_stop, describe_stop
+from offload.runs.follow import exit_code_of, follow_all, stop_following
+from offload.runs.interrupt import INTERRUPTED_EXIT, STOP_GRACE_S, detached, stop_when_asked
 from offload.runs.job_input import JobInput
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
 from offload.runs.record import RunRecord, new_run_id, project_root_of, script_in_project
@@ -31,8 +31,6 @@ from offload.runs.resume import resumed
 from offload.runs.selected import selection_for
 from offload.runs.sinks import LinePrefixer, NodeOutput, StatusLine
 from offload.runs.start import report_busy_gpus, say_busy, say_waiting, start_request
-
-STOP_GRACE_S = 10.0
 
 
 @dataclass
@@ -71,6 +69,8 @@ class Job:
     record: RunRecord | None = None
     measurement: RunMeasurement | None = None
     missing: object = None  # diagnose.Missing: set when the run failed for want of a file that was not sent
+    asked: bool = False  # whether to stop the run, at Ctrl-C
+    stopping: bool = False  # and told yes: it is followed on to its end
 
     @property
     def where(self) -> str:
@@ -132,14 +132,16 @@ def launch_and_follow(job: Job) -> int:
     with ExitStack() as watching:
         for node, state in zip(job.nodes, started):
             watching.enter_context(node.watching(job.run_id, state.get("pgid")))
-        try:
-            ended, first_failed = follow_nodes(job)
-        except KeyboardInterrupt:  # the laptop was only watching: the run goes on unless asked to stop
-            return interrupted(job)
+        followed = follow_to_end(job)
+    if followed is None:  # the laptop was only watching: the run goes on (or goes on ending) on the host
+        return detached(job)
+    ended, first_failed = followed
     code = nodes_outcome(job.nodes, ended, first_failed, job.record)
     first = job.nodes[0]
     report(job.record, job.measurement, lambda figures: first.estimates(figures, job.options.args, job.script, job.root))
-    if code and job.selection is not None and len(job.nodes) == 1:
+    if job.stopping and ended[first_failed or 0].get("signal"):
+        return INTERRUPTED_EXIT  # the stop ended it; a script that exited by itself has its own exit code
+    if code and job.selection is not None and len(job.nodes) == 1 and not job.stopping:
         job.missing = diagnose_failure(job.record, first.project_dir, job.root, job.selection, job.options)
     if job.options.fetch:
         fetch_run(first.link.agent, job.root, job.record.meta, job.options.fetch)  # node 0's own versions
@@ -221,7 +223,7 @@ def started_outcome(job: Job, started: list) -> int | None:
     if "failed" in states:  # its supervisor failed before the job could start
         return finish(job.record, started[states.index("failed")])
     if "busy" in states:
-        job.record.end(state="busy", exit_code=BUSY_EXIT)
+        job.record.end(started[states.index("busy")], state="busy", exit_code=BUSY_EXIT)
         for node, state in zip(job.nodes, started):
             if state["state"] == "busy":
                 say_busy(node.where, state)
@@ -237,6 +239,19 @@ def started_outcome(job: Job, started: list) -> int | None:
     return None
 
 
+def follow_to_end(job: Job) -> tuple | None:
+    """The nodes followed to their end: (each one's exit message, the first that failed); None once the laptop
+    stops following (Ctrl-C, and no to stopping the run; or a second Ctrl-C)."""
+    while True:
+        try:
+            return follow_nodes(job)
+        except KeyboardInterrupt:  # asked while following; else pressed before the followers started: ask now
+            if job.asked or not stop_when_asked(job, threading.Lock(), StatusLine()):
+                for node in job.nodes:  # its follower may be mid-message: the link must not serve another command
+                    node.link.cut()
+                return None
+
+
 def follow_nodes(job: Job) -> tuple:
     """Every node's output to the terminal and the record until all have ended; the first failure stops the
     others. c10d hands out ranks in the order nodes join, so rank 0 may run on any node: every node feeds the
@@ -250,7 +265,7 @@ def follow_nodes(job: Job) -> tuple:
             outputs.callback(sink.close)
 
         def stop_the_others(failed: int, ended: list) -> None:
-            if len(nodes) == 1:
+            if len(nodes) == 1 or job.stopping:  # asked at Ctrl-C: every node is being stopped already
                 return
             with lock:
                 status.clear()
@@ -263,18 +278,14 @@ def follow_nodes(job: Job) -> tuple:
         if job_input is not None:
             outputs.callback(job_input.stop)  # before a Ctrl-C's question reads the terminal
         return follow_all([(node.link, node.run_dir, sink) for node, sink in zip(nodes, sinks)],
-                          job.options.reconnect_for, stop_the_others, job_input)
+                          job.options.reconnect_for, stop_the_others, lambda: asked_at_ctrl_c(job, job_input, lock, status),
+                          job_input)
 
 
-def interrupted(job: Job) -> int:
-    """Ctrl-C while following: in a terminal, ask whether to stop the run (on every node) too; else detach."""
-    run_id = job.run_id
-    if not ask_to_stop(job.where):
-        job.record.update(detached=True)
-        on = f"on {job.nodes[0].where}" if len(job.nodes) == 1 else "on its nodes"
-        say(f"detached: run {run_id} goes on {on}; `offload logs {run_id} -f` follows it again")
-        return 130
-    for node in job.nodes:
-        say(describe_stop(run_id, node.where, node.stop(STOP_GRACE_S)))
-    job.record.end(stopped=True)
-    return 130
+def asked_at_ctrl_c(job: Job, job_input, lock, status) -> None:
+    """Ctrl-C while following: the job's stdin ends first, so the question reads the terminal, not the job; then
+    stop the run and follow it to its end when asked to, else stop following (KeyboardInterrupt)."""
+    if job_input is not None:
+        job_input.stop()
+    if not stop_when_asked(job, lock, status):
+        stop_following()

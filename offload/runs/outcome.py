@@ -1,11 +1,14 @@
-"""How a run ended, recorded and said: the exit code into meta.json and one line when it failed; the summary of
-MFU and friends with hints."""
+"""How a run ended, recorded and said: the exit code and the host's end time into meta.json and one line when it
+failed; the summary of MFU and friends with hints, for a run followed to its end or followed again (logs)."""
 from __future__ import annotations
 
 from offload.console import say
+from offload.mfu.measurement import RunMeasurement
 from offload.mfu.report import print_summary, summary_rows
+from offload.runs.estimates import gpu_estimates
 from offload.runs.follow import exit_code_of
 from offload.runs.record import duration_s
+from offload.runs.run_state import STOPPED_WAITING
 
 BUSY_EXIT = 75  # EX_TEMPFAIL: the host is busy, try again later
 
@@ -16,10 +19,14 @@ def describe_failed(run_id: str, host: str, status: dict) -> str:
 
 
 def finish(record, finished: dict) -> int:
-    """The exit code of a run that ended with `finished` (its exit or status message), recorded and said."""
+    """The exit code of a run that ended with `finished` (its exit or status message), recorded (when: the
+    host's end time) and said."""
     code = exit_code_of(finished)
-    record.end(exit_code=code, signal=finished.get("signal"), state=finished.get("state"))
-    if finished.get("state") == "failed":
+    record.end(finished, exit_code=code, signal=finished.get("signal"), state=finished.get("state"),
+               stopped_waiting=bool(finished.get("stopped_waiting")))
+    if finished.get("stopped_waiting"):
+        say(f"run {record.run_id} was {STOPPED_WAITING} for the host's GPU: it never started")
+    elif finished.get("state") == "failed":
         say(describe_failed(record.run_id, record.meta.get("host", "the host"), finished))
     elif finished.get("state") == "lost":
         say(f"run {record.run_id} was lost: its supervisor died without recording an exit")
@@ -56,10 +63,28 @@ def report(record, measurement, estimates=lambda figures: []) -> None:
     take elsewhere) and hints to the terminal."""
     figures = measurement.end_meta()
     record.update(**figures)
-    if not figures["iterations"]:
-        say(f"MFU n/a: {figures['mfu_reason']}")
+    if not figures["iterations"]:  # nothing was measured: nothing to say (meta.json keeps mfu_reason)
         return
     print_summary(summary_rows(measurement, figures, duration_s(record.meta)), estimates(figures))
     if figures["mfu"] is None or figures["mfu"] < 0.5:
         for hint in measurement.hints(figures):
             say(f"hint: {hint}")
+
+
+def report_recorded(record, project_root) -> None:
+    """The end of a run followed again (`offload logs`), said as a followed run's is: its figures rebuilt from
+    the laptop's output.log and metrics.jsonl, byte-for-byte copies of the host's once followed to the end."""
+    meta = record.meta
+    measurement = RunMeasurement.from_meta(meta)
+    node_dirs = [record.dir / f"node{rank}" for rank in range(len(meta["nodes"]))] if meta.get("nodes") else [record.dir]
+    for node_dir in node_dirs:
+        measurement.replay(read_or_empty(node_dir / "output.log"), read_or_empty(node_dir / "metrics.jsonl"))
+    args, script = meta.get("args") or [], meta.get("script") or ""
+    report(record, measurement, lambda figures: gpu_estimates(figures, args, script, project_root) if meta.get("fallback") else [])
+
+
+def read_or_empty(path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""

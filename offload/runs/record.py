@@ -20,8 +20,8 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
-def timestamp() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+def timestamp(unix: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(unix))
 
 
 class RunRecord:
@@ -41,9 +41,15 @@ class RunRecord:
                      "ended_at": None, "exit_code": None, **meta}
         self.save()
 
-    def end(self, **changes) -> None:
-        """Record that the run ended (when, and how: exit code, signal, state, ...)."""
-        self.update(ended_at=timestamp(), ended_unix=round(time.time(), 3), **changes)
+    def end(self, host_status: dict | None = None, **changes) -> None:
+        """Record that the run ended (when, and how: exit code, signal, state, ...). When is the host's end time,
+        from its status.json, when it has one (a run whose supervisor died has none: then now); the duration
+        is then the host's too, on its own clock from when its supervisor started, whatever the laptop's says."""
+        ended, queued = (host_status or {}).get("ended_at"), (host_status or {}).get("queued_at")
+        if ended and queued:
+            changes["duration_s"] = round(ended - queued, 1)
+        ended = ended or round(time.time(), 3)
+        self.update(ended_at=timestamp(ended), ended_unix=ended, **changes)
 
     def update(self, **changes) -> None:
         self.meta.update(changes)
@@ -71,6 +77,8 @@ def load_runs(project_root: Path) -> list:
 
 
 def duration_s(meta: dict) -> float | None:
+    if meta.get("duration_s") is not None:  # the host's, on its own clock (RunRecord.end)
+        return meta["duration_s"]
     started, ended = meta.get("started_unix"), meta.get("ended_unix")
     return round(ended - started, 1) if started and ended else None
 

@@ -7,7 +7,6 @@ puts its name in front of each line (LinePrefixer); NodeOutput lets several foll
 """
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from pathlib import Path
@@ -76,8 +75,7 @@ class RunOutput:
         lines = (self.partial + data).split(b"\n")
         self.partial = lines.pop()
         if self.tracker is not None:
-            for line in lines:
-                self.tracker.feed_line(line.decode("utf-8", errors="replace").rstrip("\r"))
+            self.tracker.feed_output_lines(lines)
         if not self.partial:  # redraw only at a line's end, never in the middle of one
             self.redraw()
 
@@ -85,13 +83,7 @@ class RunOutput:
         self.metrics_file.write(data)
         self.metrics_file.flush()
         if self.tracker is not None:
-            for line in data.splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # a malformed line is the script's problem, not a reason to stop watching
-                if isinstance(record, dict):
-                    self.tracker.feed_metrics(record)
+            self.tracker.feed_metrics_lines(data)
         self.redraw()
 
     def redraw(self) -> None:
