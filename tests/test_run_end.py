@@ -49,6 +49,16 @@ def runs_row(project: Path, run_id: str) -> str:
     return row
 
 
+def runs_exit(project: Path, run_id: str) -> str:
+    """The `exit` cell of the run's row in `offload runs` (found under its column's heading)."""
+    listing = run_offload("runs", cwd=project, env={"COLUMNS": "400"})
+    assert listing.returncode == 0, listing.stderr
+    header = listing.stdout.splitlines()[0]
+    (row,) = [line for line in listing.stdout.splitlines() if run_id in line]
+    start = header.index(" exit ") + 1
+    return row[start:].split()[0]
+
+
 def test_a_detached_run_followed_again_ends_with_the_summary_and_the_hosts_end_time(box, project):
     (project / "nano.py").write_text(NANOGPT_STYLE)
     followed = run_offload("run", "nano.py", cwd=project)  # the reference: followed from its start to its end
@@ -136,7 +146,7 @@ def test_after_y_at_the_stop_prompt_the_scripts_last_words_and_exit_code_are_its
     log = (project / ".offload" / "runs" / meta["run_id"] / "output.log").read_text()
     assert log == "up\ncaught SIGTERM: saving a checkpoint\nsaved\n"
     assert meta["exit_code"] == 3 and meta["ended_unix"] == host_status(meta)["ended_at"]
-    assert runs_row(project, meta["run_id"]).split()[-3] == "3"  # not `running?` forever
+    assert runs_exit(project, meta["run_id"]) == "3"  # not `running?` forever
     assert run_offload("status", "last", cwd=project).stdout.strip().endswith("exited 3")
     stopped = run_offload("stop", "last", cwd=project)
     assert stopped.returncode == 0 and "was not running (exited 3)" in stopped.stderr
@@ -148,7 +158,7 @@ def test_a_run_killed_by_the_stop_it_was_asked_for_reads_so_everywhere(box, proj
     assert code == 130, shown
     (meta,) = load_runs(project)
     assert meta["signal"] == "SIGTERM" and meta["exit_code"] == 128 + 15
-    assert runs_row(project, meta["run_id"]).split()[-3] == "SIGTERM"
+    assert runs_exit(project, meta["run_id"]) == "SIGTERM"
     assert run_offload("status", "last", cwd=project).stdout.strip().endswith("killed by SIGTERM")
     assert "was not running (killed by SIGTERM)" in run_offload("stop", "last", cwd=project).stderr
 
@@ -162,7 +172,7 @@ def test_a_run_ended_with_offload_stop_reads_so_everywhere(box, project):
     assert stopped.returncode == 0 and "process group on box" in stopped.stderr, stopped.stderr
     (meta,) = load_runs(project)
     assert meta["signal"] == "SIGTERM" and meta["ended_unix"] == host_status(meta)["ended_at"]
-    assert runs_row(project, meta["run_id"]).split()[-3] == "SIGTERM"
+    assert runs_exit(project, meta["run_id"]) == "SIGTERM"
     assert run_offload("status", "last", cwd=project).stdout.strip().endswith("killed by SIGTERM")
     assert "was not running (killed by SIGTERM)" in run_offload("stop", "last", cwd=project).stderr
 
