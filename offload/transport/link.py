@@ -7,7 +7,9 @@ A job never depends on the link: when it drops while a run is followed, the link
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 from offload.console import interactive, say
 from offload.errors import HostUnreachable, LinkLost, OffloadError
@@ -17,6 +19,7 @@ from offload.transport.hostkeys import fingerprint
 
 FIRST_RETRY_S = 1.0
 LONGEST_RETRY_S = 30.0
+SLOW_CONNECT_S = 1.0  # a connection not made by then is said, with the address being tried
 
 
 def ask_to_trust(target, key) -> bool:
@@ -27,6 +30,20 @@ def ask_to_trust(target, key) -> bool:
           f"{key.get_name()} key fingerprint is {fingerprint(key)}.", file=sys.stderr)
     answer = input("Trust this key and continue connecting? [y/N] ")
     return answer.strip().lower() in ("y", "yes")
+
+
+@contextmanager
+def said_when_slow(message: str):
+    """Say `message` once the block has run for SLOW_CONNECT_S, so a wait for a silent host is never silent;
+    a quick connection says nothing."""
+    timer = threading.Timer(SLOW_CONNECT_S, say, (message,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()  # a line being printed ends before the command's streams are handed back
 
 
 class Link:
@@ -41,7 +58,8 @@ class Link:
 
     def open(self) -> "Link":
         self.close()
-        self.client = ssh.connect(self.target, self.connect_timeout, confirm=self.confirm)
+        with said_when_slow(f"connecting to {self.target.name} ({self.target.address})..."):
+            self.client = ssh.connect(self.target, self.connect_timeout, confirm=self.confirm)
         try:
             self.agent = agents.start_remote(self.client, self.target)
         except BaseException:
