@@ -163,9 +163,10 @@ def plan_run(job: Job) -> None:
     job.record.create(**record_fields(job, nproc))
     for node, facts in zip(nodes, all_facts):
         report_busy_gpus(facts.get("compute_apps"), node.target.name)
-        warning = node.detach_warning(facts) if options.detach else None
-        if warning:
-            say(warning)
+        for warning in (launch.cpu_processes_warning(node.where, facts, nproc),
+                        node.detach_warning(facts) if options.detach else None):
+            if warning:
+                say(warning)
 
 
 def plan_argvs(job: Job, nproc: int) -> list:

@@ -24,6 +24,14 @@ def plan_node_launch(python: str, script: str, args: list, nproc_per_node: int, 
             "--", script, *args]  # `--`: as in plan_launch
 
 
+def cpu_processes_warning(where: str, facts: dict, nproc_per_node: int) -> str | None:
+    """Several processes on a host with no GPU: torchrun starts them all the same, each on the CPU."""
+    if nproc_per_node <= 1 or facts.get("gpus"):
+        return None
+    return (f"{where} has no GPU: torchrun will run {nproc_per_node} processes on its CPU, and a script "
+            "hard-wired to CUDA (`.cuda()`, device='cuda', backend='nccl') fails there")
+
+
 def job_env(host_env: dict, run_id: str) -> dict:
     """The host's `env` from hosts.yaml, plus what every job gets."""
     return {**host_env, "OFFLOAD_RUN_ID": run_id, "PYTHONUNBUFFERED": "1"}
