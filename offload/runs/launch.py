@@ -33,7 +33,8 @@ def cpu_processes_warning(where: str, facts: dict, nproc_per_node: int) -> str |
 
 
 def job_env(host_env: dict, run_id: str) -> dict:
-    """The host's `env` from hosts.yaml, plus what every job gets."""
+    """The host's `env` from hosts.yaml, plus what every job gets (and, from the agent, the project's root first on
+    PYTHONPATH: start_request's python_path)."""
     return {**host_env, "OFFLOAD_RUN_ID": run_id, "PYTHONUNBUFFERED": "1"}
 
 
