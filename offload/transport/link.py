@@ -33,9 +33,12 @@ def ask_to_trust(target, key) -> bool:
 
 
 @contextmanager
-def said_when_slow(message: str):
+def said_when_slow(message: str, enabled: bool = True):
     """Say `message` once the block has run for SLOW_CONNECT_S, so a wait for a silent host is never silent;
     a quick connection says nothing."""
+    if not enabled:
+        yield
+        return
     timer = threading.Timer(SLOW_CONNECT_S, say, (message,))
     timer.daemon = True
     timer.start()
@@ -56,9 +59,10 @@ class Link:
         self.target, self.connect_timeout, self.confirm = target, connect_timeout, confirm
         self.client = self.agent = None
 
-    def open(self) -> "Link":
+    def open(self, say_when_slow: bool = True) -> "Link":
+        """say_when_slow: a connection not made within SLOW_CONNECT_S says so (not when reconnecting: that was said)."""
         self.close()
-        with said_when_slow(f"connecting to {self.target.name} ({self.target.address})..."):
+        with said_when_slow(f"connecting to {self.target.name} ({self.target.address})...", say_when_slow):
             self.client = ssh.connect(self.target, self.connect_timeout, confirm=self.confirm)
         try:
             self.agent = agents.start_remote(self.client, self.target)
@@ -105,7 +109,7 @@ class Link:
         started, delay = time.monotonic(), FIRST_RETRY_S
         while True:
             try:
-                self.open()
+                self.open(say_when_slow=False)
             except (HostUnreachable, LinkLost) as exc:
                 waited = time.monotonic() - started
                 if waited + delay > reconnect_for:
@@ -122,8 +126,8 @@ class LocalLink(Link):
 
     reconnects = False  # a pipe to a child process does not drop and come back
 
-    def open(self) -> "LocalLink":
-        self.close()
+    def open(self, say_when_slow: bool = True) -> "LocalLink":
+        self.close()  # a local agent starts at once: there is nothing to say
         self.agent = agents.start_local()
         return self
 
