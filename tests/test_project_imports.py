@@ -87,3 +87,17 @@ def test_a_module_missing_everywhere_says_so(offload_home, sshd, project):
     assert line == ("offload: the run needs module no_such_module_anywhere_13f, which is neither in the project nor "
                     "installed on the laptop or on box: check its name, or install it on box with a `setup:` line "
                     "in offload.yaml")
+
+
+def test_a_module_of_the_project_left_out_of_the_sync_is_named_with_the_include(offload_home, sshd, project):
+    register_host(offload_home, sshd)
+    (project / "vendor" / "tinylib").mkdir(parents=True)
+    (project / "vendor" / "tinylib" / "__init__.py").write_text("")
+    (project / ".gitignore").write_text("vendor/\n")
+    (project / "train.py").write_text("import sys\nsys.path.insert(0, 'vendor')\nimport tinylib\n")
+    result = run_offload("run", "train.py", cwd=project)
+    assert result.returncode == 1
+    (line,) = diagnosis_lines(result.stderr)
+    assert line == ("offload: the run needs module tinylib, which is in the project (vendor/tinylib) but was not sent "
+                    "to box (an ignore rule left it out): send it with --include 'vendor/tinylib/**' "
+                    "(or `include:` in offload.yaml)")

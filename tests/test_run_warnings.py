@@ -36,7 +36,7 @@ def test_trailing_options_with_values_are_moved_with_them(offload_home, sshd, pr
     assert line.endswith("put them before SCRIPT: offload run -H box '--fetch=out/*' report.py x")
 
 
-def test_script_arguments_that_are_not_offloads_options_and_those_after_a_double_dash_say_nothing(offload_home, sshd, project):
+def test_other_arguments_and_those_after_a_double_dash_say_nothing(offload_home, sshd, project):
     register_host(offload_home, sshd)
     args = ["--device=cpu", "-x", "--hostname", "a", "--", "--detach"]  # after `--`, nothing is offload's
     result = run_offload("run", "report.py", *args, cwd=project)

@@ -20,9 +20,12 @@ from offload.console import say
 
 NO_MODULE = re.compile(r"ModuleNotFoundError: No module named '(?P<name>[^'\n]+)'")
 PROBE_TIMEOUT_S = 20
+SKIPPED_DIRS = {"venv", "node_modules", "__pycache__", "site-packages"}  # another environment's copy is not its own
+MAX_DEPTH = 8
 # Run by each laptop python with the module's name: where the module is, and the distributions that ship it.
 PROBE = """import importlib.util, json, sys
 name = sys.argv[1]
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # the probe's cwd is no place the module is installed
 try:
     spec = importlib.util.find_spec(name)
 except (ImportError, ValueError):
@@ -68,7 +71,8 @@ def find_on_laptop(name: str, pythons: list) -> LaptopModule | None:
         try:
             done = subprocess.run([python, "-c", PROBE, name], capture_output=True, text=True, cwd="/",
                                   timeout=PROBE_TIMEOUT_S)
-            found = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else {}
+            lines = done.stdout.strip().splitlines() if done.returncode == 0 else []
+            found = json.loads(lines[-1]) if lines else {}
         except (OSError, subprocess.TimeoutExpired, ValueError):
             continue
         if found:
@@ -76,15 +80,19 @@ def find_on_laptop(name: str, pythons: list) -> LaptopModule | None:
     return None
 
 
-def in_project(name: str, root: Path, sent_paths) -> str | None:
-    """The project's own copy of the module (a package directory or a .py file), as a path from its root."""
-    for path in sorted(sent_paths, key=lambda p: (p.count("/"), p)):
-        parts = path.split("/")
-        if parts[-1] == f"{name}.py":
-            return path
-        if name in parts[:-1] and parts[-1] == "__init__.py" and parts.index(name) == len(parts) - 2:
-            return path.rpartition("/")[0]
-    return None
+def in_project(name: str, root: Path) -> str | None:
+    """The project's own copy of the module (a package directory or a .py file), as a path from its root: the
+    shallowest, outside hidden directories, virtualenvs and caches."""
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        here = Path(directory).relative_to(root)
+        deeper = len(here.parts) < MAX_DEPTH
+        subdirs[:] = [d for d in subdirs if deeper and not d.startswith(".") and d not in SKIPPED_DIRS]
+        if f"{name}.py" in files:
+            found.append((here / f"{name}.py").as_posix())
+        if name in subdirs and (Path(directory) / name / "__init__.py").is_file():
+            found.append((here / name).as_posix())
+    return min(found, key=lambda path: (path.count("/"), path)) if found else None
 
 
 def inside(path: str | None, root: Path) -> str | None:
@@ -99,7 +107,10 @@ def inside(path: str | None, root: Path) -> str | None:
 def explain_missing_module(name: str, host: str, root: Path, sent_paths, laptop: LaptopModule | None) -> str:
     """The one line: where `name` is, and what makes the host's python import it."""
     own = inside(laptop.where, root) if laptop else None
-    own = own or in_project(name, root, sent_paths)
+    own = own or in_project(name, root)
+    if own is not None and not any(path == own or path.startswith(own + "/") for path in sent_paths):
+        return (f"the run needs module {name}, which is in the project ({own}) but was not sent to {host} (an ignore "
+                f"rule left it out): send it with --include '{own}/**' (or `include:` in offload.yaml)")
     if own is not None:
         installable = (root / "pyproject.toml").exists() or (root / "setup.py").exists()
         fix = ("install the project there, in offload.yaml: `setup: $OFFLOAD_PYTHON -m pip install -q -e .`"
