@@ -108,10 +108,10 @@ def free_port() -> int:
 
 
 def checked_python_path(python_path) -> list:
-    """The directories the laptop puts first on the job's PYTHONPATH (the synced project's root): absolute ones."""
-    if not isinstance(python_path, list) or not all(isinstance(p, str) and os.path.isabs(p) for p in python_path):
-        raise RequestError("bad_request", f"python_path must be a list of absolute directories, not {python_path!r}")
-    return python_path
+    """The directories the laptop puts first on the job's PYTHONPATH (the synced project's root), ~ expanded."""
+    if not isinstance(python_path, list):
+        raise RequestError("bad_request", f"python_path must be a list of directories on the host, not {python_path!r}")
+    return [host_dirs.absolute(path, "a python_path directory") for path in python_path]
 
 
 def job_env(env: dict, run_dir: str, first: list = ()) -> dict:

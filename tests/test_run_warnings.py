@@ -3,8 +3,11 @@ line with the fix), and several processes on a host with no GPU (said before the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from conftest import register_host, run_offload
+from offload.runs.launch import cpu_processes_warning
+from remote_agent.facts import parse_nvidia_smi_csv
 
 
 def report_of(result) -> dict:
@@ -64,3 +67,12 @@ def test_one_process_on_a_host_with_no_gpu_is_not_warned_of(offload_home, sshd, 
     result = run_offload("run", "report.py", cwd=project)
     assert result.returncode == 0, result.stderr
     assert "has no GPU" not in result.stderr
+
+
+def test_several_processes_on_a_host_with_gpus_are_not_warned_of():
+    """The GPU itself is the one stand-in: a recorded real nvidia-smi of a two-GPU box."""
+    gpus = parse_nvidia_smi_csv((Path(__file__).parent / "data" / "nvidia-smi" / "rtx-3090-x2.csv").read_text())
+    assert len(gpus) == 2
+    assert cpu_processes_warning("box", {"gpus": gpus}, 2) is None
+    assert cpu_processes_warning("box", {"gpus": []}, 2).startswith("box has no GPU: torchrun will run 2 processes")
+    assert cpu_processes_warning("box", {"gpus": []}, 1) is None
