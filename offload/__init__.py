@@ -4,7 +4,7 @@ The laptop's side, in layers; a module imports only from the layers below its ow
 and `make test` runs `lint-imports`):
 
     7  __main__
-    6  entry, keeper          the `offload` command's entry point; the link keeper that keeps SSH links warm
+    6  entry, keeper/         the `offload` command's entry point; the link keeper that keeps SSH links warm
     5  cli/                   one module per command group: run, sync, logs/status/stop, fetch, runs, hosts
     4  runs/                  a run as one job of N nodes: record, nodes, connect, launch, start, setup, sinks,
                               follow, interrupt, outcome, resume, fetched files

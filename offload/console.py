@@ -6,6 +6,7 @@ Streams are looked up when used, never bound at import, so the link keeper can h
 """
 from __future__ import annotations
 
+import os
 import sys
 
 PROGRESS_FROM_BYTES = 8 << 20  # smaller transfers finish before a bar would be worth drawing
@@ -47,10 +48,14 @@ def plural(count: int, noun: str) -> str:
 
 
 def table_console():
-    """The terminal's width on a terminal; a pipe would get 80 columns and cut addresses, so it gets more."""
+    """The terminal's width on a terminal. A pipe gets $COLUMNS when it is set (as `COLUMNS=80 offload runs | less`
+    asks); otherwise rich's 80 would wrap rows a script greps, so it gets as much as a row needs."""
     from rich.console import Console  # lazy: rich costs start-up time only commands that draw a table pay
 
-    return Console() if sys.stdout.isatty() else Console(width=400)  # rich uses only the width it needs
+    if sys.stdout.isatty():
+        return Console()
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 400)  # rich uses only what it needs
 
 
 def add_plain_row(table, *cells) -> None:

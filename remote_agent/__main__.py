@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from . import ceiling, facts, files, following, host_dirs, jobs, manifest, protocol, run_status, stopping
+from . import ceiling, facts, files, following, host_dirs, job_stdin, jobs, manifest, protocol, run_status, stopping
 from .fence import OutsideProject
 from .protocol import RequestError
 
@@ -24,6 +24,7 @@ class Agent:
         self.out = out
         self.receiver = files.Receiver()
         self.handlers = {kind: getattr(self, kind) for kind in protocol.REQUESTS if kind not in ("bye", "apply")}
+        self.next_message = None  # a request the laptop sent while a follow served its stdin: served next
 
     def send(self, message_type: str, /, **fields) -> None:
         protocol.write_message(self.out, message_type, **fields)
@@ -32,12 +33,16 @@ class Agent:
         self.send("hello", agent=AGENT_VERSION, **facts.hello())
         while True:
             try:
-                message = protocol.read_message(self.inp)
+                message, self.next_message = self.next_message or protocol.read_message(self.inp), None
             except protocol.ProtocolError as exc:  # not a message: the laptop hears why before the channel closes
                 self.say_last("protocol", str(exc))
                 raise
             if message is None or message["t"] == "bye":
                 return
+            if message["t"] in protocol.FOLLOW_INPUT:  # late, for a follow that has ended: nobody waits for it
+                for _ in protocol.read_exactly(self.inp, int(message.get("size", 0))):
+                    pass
+                continue
             try:
                 self.handle(message)
             except RequestError as exc:
@@ -137,8 +142,17 @@ class Agent:
         self.send("free_port", port=jobs.free_port())
 
     def follow(self, message: dict) -> None:
-        following.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out,
-                         int(message.get("metrics_offset", 0)), bool(message.get("until_now")))
+        """With `stdin`, the laptop's stdin goes to the job as it follows (job_stdin.py); the job's end of it
+        closes when the follow ends, however it ends."""
+        feeder = job_stdin.Feeder(host_dirs.absolute(message["run_dir"], "a run directory"), self.inp, self.send) \
+            if message.get("stdin") else None
+        try:
+            self.next_message = following.follow(message["run_dir"], int(message.get("offset", 0)), self.send, self.out,
+                                                 int(message.get("metrics_offset", 0)), bool(message.get("until_now")),
+                                                 self.inp if feeder else None, feeder)
+        finally:
+            if feeder is not None:
+                feeder.close()
 
     def status(self, message: dict) -> None:
         self.send("status", **run_status.read_status(message["run_dir"]))
@@ -155,6 +169,14 @@ class Agent:
         from . import fetching  # lazy: as list_files
         fetching.read_file(message["project_dir"], message["path"], int(message.get("offset", 0)),
                            message.get("end"), self.send, self.out)
+
+    def project_dirs(self, message: dict) -> None:
+        from . import cleaning  # lazy: start-up time (only `offload hosts clean` asks)
+        self.send("project_dirs", dirs=cleaning.project_dirs(message["workdir"]))
+
+    def remove_project(self, message: dict) -> None:
+        from . import cleaning  # lazy: as project_dirs
+        self.send("removed_project", **cleaning.remove(message["workdir"], message["name"]))
 
 
 class WaitNotice:

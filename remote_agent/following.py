@@ -13,15 +13,20 @@ from .run_status import LIVE_STATES, LOG, METRICS, POLL_S, read_status
 IDLE_TICK_S = 2.0  # while a job is quiet, a tick tells the laptop the link is alive
 
 
-def follow(run_dir: str, offset: int, send, out, metrics_offset: int = 0, until_now: bool = False) -> None:
+def follow(run_dir: str, offset: int, send, out, metrics_offset: int = 0, until_now: bool = False,
+           inp=None, feeder=None) -> dict | None:
     """Send the log from `offset` (and whole new metrics lines) as they grow, then the exit; with
-    until_now, only what is there now, then an `eof` with the status. Returns early if the laptop speaks."""
+    until_now, only what is there now, then an `eof` with the status. Returns early if the laptop speaks:
+    with a feeder (job_stdin.py), its stdin messages are served here, and any other message is returned for
+    the agent to serve next."""
     run_dir = host_dirs.absolute(run_dir, "a run directory")
     status = read_status(run_dir)
     last_sent = time.monotonic()
     with open(os.path.join(run_dir, LOG), "rb") as log:
         log.seek(offset)
         while True:
+            if feeder is not None:
+                feeder.drain()
             metrics_offset += send_new_metrics(run_dir, metrics_offset, out)
             data = log.read(protocol.CHUNK)
             if data:
@@ -31,15 +36,19 @@ def follow(run_dir: str, offset: int, send, out, metrics_offset: int = 0, until_
                 continue
             if status["state"] not in LIVE_STATES:
                 send("exit", **status, offset=offset, metrics_offset=metrics_offset)
-                return
+                return None
             if until_now:
                 send("eof", **status, offset=offset, metrics_offset=metrics_offset)
-                return
+                return None
             if time.monotonic() - last_sent > IDLE_TICK_S:
                 send("tick", offset=offset)
                 last_sent = time.monotonic()
-            if laptop_spoke(POLL_S):
-                return
+            if laptop_spoke(POLL_S, inp):
+                if feeder is None:
+                    return None
+                message = protocol.read_message(inp)
+                if not feeder.take(message):
+                    return message
             status = read_status(run_dir)  # read before the last drain of the log, so no output is missed
 
 
@@ -57,11 +66,27 @@ def send_new_metrics(run_dir: str, offset: int, out) -> int:
     return len(data)
 
 
-def laptop_spoke(timeout: float) -> bool:
-    """True when the laptop sent something (or hung up) while we were following."""
+def laptop_spoke(timeout: float, inp=None) -> bool:
+    """True when the laptop sent something (or hung up) while we were following: in `inp`'s buffer already
+    (read ahead with a message served here), or on the descriptor."""
+    if inp is not None and buffered(inp):
+        return True
     try:
         readable, _, _ = select.select([sys.stdin.fileno()], [], [], timeout)
     except (OSError, ValueError):
         time.sleep(timeout)
         return False
     return bool(readable)
+
+
+def buffered(inp) -> bool:
+    """Whether `inp` (a BufferedReader) holds bytes already read from its descriptor, without waiting for more."""
+    fd = inp.fileno()
+    was_blocking = os.get_blocking(fd)
+    os.set_blocking(fd, False)
+    try:
+        return bool(inp.peek(1))
+    except (BlockingIOError, OSError, ValueError):
+        return False
+    finally:
+        os.set_blocking(fd, was_blocking)

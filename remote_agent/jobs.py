@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from . import durable, host_dirs, logind
+from . import durable, host_dirs, job_stdin, logind
 from .protocol import RequestError
 from .run_status import JOB, METRICS, POLL_S, SUPERVISOR_STDERR, read_status
 
@@ -35,8 +35,11 @@ def start(request: dict, tree_fd: int | None = None) -> dict:
         lock = os.path.abspath(os.path.join(cwd, os.path.expanduser(lock)))
     env = job_env(checked_env(request.get("env", {})), run_dir, checked_python_path(request.get("python_path", [])))
     os.makedirs(run_dir)
+    if request.get("stdin"):  # followed: the laptop's stdin reaches the job through this agent (job_stdin.py)
+        job_stdin.create(run_dir)
     durable.write_json_durably(os.path.join(run_dir, JOB), {  # a power cut leaves it whole, never empty
         "argv": request["argv"], "cwd": cwd, "env": env, "lock": lock, "wait": bool(request.get("wait", True)),
+        "stdin": bool(request.get("stdin")),
         "run_id": request.get("run_id") or os.path.basename(run_dir), "laptop": request.get("laptop"),
         "tree": job_tree(request.get("tree"), cwd, tree_fd, bool(request.get("keep_tree"))),
     })

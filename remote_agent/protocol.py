@@ -34,8 +34,12 @@ REQUESTS = {
     "start": ("run_dir", "cwd", "argv"), "free_port": (), "follow": ("run_dir",), "status": ("run_dir",),
     "stop": ("run_dir",),
     "list_files": ("project_dir", "patterns"), "read_file": ("project_dir", "path"),
+    "project_dirs": ("workdir",), "remove_project": ("workdir", "name"),  # `offload hosts clean` (cleaning.py)
 }
 ENTRIES = ("put", "patch", "digests")  # what follows an `apply`, until an `end`
+# What the laptop sends during a `follow` with `stdin` (its stdin for the job, job_stdin.py): a `stdin` message
+# with a blob, answered `stdin_ok` (`closed` once the job reads no more) before the next; `stdin_end` at its EOF.
+FOLLOW_INPUT = ("stdin", "stdin_end")
 
 # Why a sync left a path on the host alone (the `kept` of its reply); --force replaces either.
 CHANGED_ON_HOST = "changed on the host since it was synced"

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from . import durable, hostlock, journals, outputs, supervisor_error, tree
+from . import durable, hostlock, journals, job_stdin, outputs, supervisor_error, tree
 from .fence import OutsideProject
 from .run_status import JOB, LOG, STATUS, now
 
@@ -43,6 +43,7 @@ class Supervisor:
         self.lock = None  # the GPU lock, once held
         self.holder_note = None  # what <lock>.json says of this run
         self.job_end = None  # how the job ended, for a failure of the supervisor after it started
+        self.stdin_fd = None  # a followed job's stdin (job_stdin.py), opened before any wait; else /dev/null
 
     def on_stop(self, signum, frame) -> None:
         self.stop_signal = signum
@@ -61,6 +62,8 @@ class Supervisor:
 
     def run(self) -> int:
         open(os.path.join(self.run_dir, LOG), "ab").close()  # there to follow from the first status on, job or not
+        if self.job.get("stdin"):  # before the first status: the laptop writes to it once it hears one
+            self.stdin_fd = job_stdin.open_for_job(self.run_dir)
         tree_job = self.job.get("tree")
         self.tree_fd = tree_job.get("fd") if tree_job else None
         try:
@@ -175,8 +178,9 @@ class Supervisor:
             before = outputs.snapshot(job["cwd"])  # what the project's out*/ held, so the run's record is its own
             try:
                 proc = subprocess.Popen(
-                    job["argv"], cwd=job["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, preexec_fn=os.setpgrp, close_fds=True, pass_fds=held,
+                    job["argv"], cwd=job["cwd"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL if self.stdin_fd is None else self.stdin_fd,
+                    preexec_fn=os.setpgrp, close_fds=True, pass_fds=held,
                 )
             except OSError as exc:
                 log.write(f"offload: cannot start {job['argv'][0]}: {exc.strerror}\n".encode())
@@ -184,6 +188,9 @@ class Supervisor:
                 self.record(state="exited", started_at=now(), ended_at=now(), exit_code=127, signal=None,
                             error=f"cannot start {job['argv'][0]}: {exc.strerror}")
                 return 127
+            finally:
+                if self.stdin_fd is not None:  # the job's own now: its EOF must not wait for this process
+                    os.close(self.stdin_fd)
         self.job_pgid = proc.pid
         try:
             return self.supervise(proc, before)

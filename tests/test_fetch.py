@@ -110,6 +110,10 @@ def test_explicit_patterns_and_to_dir(box, project, tmp_path):
     assert sorted(p.name for p in (project / "copies").rglob("*") if p.is_file()) == ["ckpt.pt", "write_out.py"]
     assert sha256(project / "copies/out/ckpt.pt") == sha256(Path(meta["project_dir"]) / "out/ckpt.pt")
 
+    no_run_named = run_offload("fetch", "out/ckpt.pt", "--to", "bare", cwd=project)  # RUN left out: the last run's
+    assert no_run_named.returncode == 0, no_run_named.stderr
+    assert sha256(project / "bare/out/ckpt.pt") == sha256(Path(meta["project_dir"]) / "out/ckpt.pt")
+
     nothing = run_offload("fetch", "last", "logs/*.txt", cwd=project)
     assert nothing.returncode == 0, nothing.stderr
     assert nothing.stderr.strip() == f"fetch: no files match logs/*.txt in {meta['project_dir']} on box"

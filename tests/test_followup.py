@@ -159,27 +159,42 @@ def test_resume_of_a_remote_run_needs_its_files_fetched_first(box, project):
     assert "count 2 at" in resumed.stdout
 
 
-SPAN = ("import sys, time\n"  # records when it held the host
-        "start = time.time(); time.sleep(1.0)\n"
+SPAN = ("import os, sys, time\n"  # records when it held the host; holds it until the test lets go
+        "start = time.time(); deadline = start + 60\n"
+        "while not os.path.exists(sys.argv[2]) and time.time() < deadline:\n"
+        "    time.sleep(0.05)\n"
         "open(sys.argv[1], 'a').write(f'{start} {time.time()}\\n')\n")
+
+
+def host_state(meta: dict) -> str | None:
+    status_file = Path(meta["run_dir"]) / "status.json"
+    try:
+        return json.loads(status_file.read_text())["state"]
+    except (OSError, ValueError):
+        return None
 
 
 def test_two_runs_on_one_host_never_overlap(box, project, tmp_path):
     (project / "span.py").write_text(SPAN)
-    spans = tmp_path / "spans.txt"
-    first = start_offload("run", "span.py", str(spans), cwd=project)
+    spans, release = tmp_path / "spans.txt", tmp_path / "release"
+    first = start_offload("run", "span.py", str(spans), str(release), cwd=project)
+    second = None
     try:
-        assert wait_for(lambda: len(load_runs(project)) == 1 and load_runs(project)[0].get("device"), 20)
-        status_file = Path(load_runs(project)[0]["run_dir"]) / "status.json"  # started: it holds the host now
-        assert wait_for(lambda: status_file.exists() and json.loads(status_file.read_text())["state"] == "running", 20)
-        second = run_offload("run", "span.py", str(spans), cwd=project)
+        assert wait_for(lambda: len(load_runs(project)) == 1 and host_state(load_runs(project)[0]) == "running", 30)
+        second = start_offload("run", "span.py", str(spans), str(release), cwd=project)
+        assert wait_for(lambda: len(load_runs(project)) == 2 and host_state(load_runs(project)[1]) == "waiting", 30)
+        release.touch()  # the first ends; only then may the second start
         assert first.wait(timeout=60) == 0
+        second_err = second.communicate(timeout=60)[1].decode(errors="replace")
     finally:
-        first.kill()
-        first.wait(timeout=10)
-    assert second.returncode == 0, second.stderr
+        release.touch()
+        for process in (first, second):
+            if process is not None:
+                process.kill()
+                process.wait(timeout=10)
+    assert second.returncode == 0, second_err
     first_id = load_runs(project)[0]["run_id"]
-    assert f"box is busy: run {first_id}" in second.stderr and "waits for it" in second.stderr
+    assert f"box is busy: run {first_id}" in second_err and "waits for it" in second_err
     (a_start, a_end), (b_start, b_end) = sorted(tuple(map(float, line.split())) for line in spans.read_text().splitlines())
     assert a_end <= b_start  # the second started only after the first had finished
 

@@ -316,3 +316,13 @@ def test_saves_at_the_same_moment_never_leave_part_of_a_file(offload_home):
     assert len(read_hosts(offload_home)) == 3
     assert stat.S_IMODE(hosts_file.stat().st_mode) == 0o600
     assert [p.name for p in offload_home.path.iterdir()] == ["hosts.yaml"]
+
+
+def test_hosts_example_yaml_is_a_valid_registry_showing_every_key():
+    """The example the README points to parses as hosts.yaml does, and shows every key a host can have."""
+    from offload.config import hosts
+
+    example = Path(__file__).resolve().parent.parent / "hosts.example.yaml"
+    registry = hosts.load(example)
+    (entry,) = registry.hosts.values()
+    assert set(entry) == set(hosts.FIELDS)

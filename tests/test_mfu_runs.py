@@ -133,8 +133,8 @@ def test_offload_runs_lists_host_device_exit_loss_and_mfu(box, project):
     rows = [line.split() for line in listing.stdout.splitlines()[1:]]
     assert len(rows) == 2 and all(row[1] == "box" for row in rows)
     nano, fail = rows
-    assert nano[-2:] == ["2.9000", f"{last_meta_mfu(project, 0) * 100:.1f}%"] and nano[-3] == "0"
-    assert fail[-3:] == ["4", "?", "n/a"]
+    assert nano[-3:-1] == ["2.9000", f"{last_meta_mfu(project, 0) * 100:.1f}%"] and nano[-4] == "0"
+    assert fail[-4:] == ["4", "?", "n/a", "fail.py"] and nano[-1] == "nano.py"  # the command comes last
 
 
 def last_meta_mfu(project: Path, index: int) -> float:

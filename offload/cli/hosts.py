@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import closing
 
 from rich.table import Table
 
 from offload.config import hosts
 from offload.config.resolve import resolve, split_destination
 from offload.console import add_plain_row, say, table_console
-from offload.errors import HostKeyError, HostUnreachable, OffloadError, RevokedHostKey
+from offload.errors import HostKeyError, HostUnreachable, OffloadError, RemoteError, RevokedHostKey
+from offload.transport import agent as agents
 from offload.transport import ssh
 from offload.transport.hostkeys import fingerprint, forget_hint
 
 
-def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float) -> int:
+def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float, force: bool = False) -> int:
     registry = hosts.load()
     if not hosts.NAME_PATTERN.match(name):
         raise OffloadError(f"bad host name {name!r}: use letters, digits, '.', '_' and '-'")
@@ -42,7 +44,7 @@ def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float
         return input("Trust this key? [y/N] ").strip().lower() in ("y", "yes")
 
     try:
-        ssh.connect(target, timeout, confirm=confirm).close()
+        client = ssh.connect(target, timeout, confirm=confirm)
     except RevokedHostKey:  # nothing the user could trust: say so as it is
         raise
     except HostKeyError as exc:  # its hint would name `hosts check`, for a host that is not registered
@@ -57,10 +59,31 @@ def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float
         say(f"warning: {name} is unreachable now ({exc.reason}); saved anyway. "
             f"Its key will be confirmed by `offload hosts check {name}`")
         return 0
+    with closing(client):
+        check_python(client, target, force)
     registry.hosts[name] = entry
     registry.save()
     say(f"added {name} ({target.address}) to {registry.path}")
     return 0
+
+
+def check_python(client, target, force: bool) -> None:
+    """The host's python starts offload's agent and has torch: a python that cannot is refused (unless --force,
+    then said); a python without torch is said, since a setup may install it."""
+    try:
+        agent = agents.start_remote(client, target)
+    except RemoteError as exc:
+        if not force:
+            raise OffloadError(f"{target.name} not added: {exc.message}",
+                               hint="give the interpreter that has torch with --python PATH, or add --force to save it anyway") from None
+        say(f"warning: {exc.message}; saved anyway (--force)")
+        return
+    hello = agent.hello
+    agent.close()
+    say(f"python on {target.name}: {hello['python']} ({hello['python_version']}, {hello['python_env']})")
+    if not hello.get("has_torch"):
+        say(f"warning: no torch in {hello['python']} on {target.name}: install it there (or in offload.yaml's setup), "
+            f"or set the interpreter that has it: offload hosts set {target.name} python PATH")
 
 
 def list_hosts() -> int:

@@ -1,6 +1,8 @@
-"""`offload hosts check`: reach each host, start its agent, ask for its facts, and say them in a table row."""
+"""`offload hosts check`: reach each host, start its agent, ask for its facts, and say them: a table row per host
+where the table fits the terminal, otherwise a stacked block per host (label, value) that fits 80 columns."""
 from __future__ import annotations
 
+from rich.measure import Measurement
 from rich.table import Table
 
 from offload.config import hosts, hoststate
@@ -18,6 +20,8 @@ from offload.transport.links import open_link
 
 COLUMNS = ("host", "reachable", "auth", "python", "torch", "cuda", "gpus", "cpu", "peak TFLOPS", "free disk", LOGOUT)
 MEASURED = "measured TFLOPS"  # the extra column of `hosts check --bench`
+WIDE_FROM = 160  # columns: below that, eleven columns side by side are too narrow to read, so each host is stacked
+FLAGS = "cpu flags"  # the extra column of `hosts check --verbose`: the ISA flags the CPU peak is reckoned from
 
 
 def describe_gpus(facts: dict) -> str:
@@ -29,13 +33,17 @@ def describe_gpus(facts: dict) -> str:
 
 
 def describe_cpu(cpu: dict) -> str:
-    """'AMD EPYC: 2 cores, 1 socket, 2.60 GHz; avx2 avx512f fma'."""
+    """'AMD EPYC: 2 cores, 1 socket, 2.60 GHz' (its ISA flags are describe_flags, shown with --verbose)."""
     if not cpu:
         return "?"
     clock = f", {cpu['max_mhz'] / 1000:.2f} GHz" if cpu.get("max_mhz") else ""
     sockets = cpu.get("sockets") or 1
-    return (f"{cpu.get('model', '?')}: {cpu.get('physical_cores', '?')} cores, {sockets} socket{'s' if sockets > 1 else ''}"
-            f"{clock}; {' '.join(cpu.get('flags') or []) or 'no vector flags'}")
+    return f"{cpu.get('model', '?')}: {cpu.get('physical_cores', '?')} cores, {sockets} socket{'s' if sockets > 1 else ''}{clock}"
+
+
+def describe_flags(cpu: dict) -> str:
+    """'avx2 avx512f fma'."""
+    return " ".join(cpu.get("flags") or []) or "no vector flags"
 
 
 def describe_cuda(facts: dict) -> str:
@@ -61,10 +69,10 @@ def describe_peaks(facts: dict, override) -> str:
     return ", ".join(shown)
 
 
-def check_target(target, timeout: float, confirm, bench_seconds: float | None = None) -> dict:
+def check_target(target, timeout: float, confirm, bench_seconds: float | None = None, verbose: bool = False) -> dict:
     """One row of `hosts check` (this machine's too: config.local_target.LocalTarget, through the local agent a
     fallback run uses): every column filled, failures described rather than raised."""
-    row = dict.fromkeys(COLUMNS + ((MEASURED,) if bench_seconds else ()), "")
+    row = dict.fromkeys(COLUMNS + ((MEASURED,) if bench_seconds else ()) + ((FLAGS,) if verbose else ()), "")
     row["host"] = f"{target.name} ({target.address or 'this machine'})"
     try:
         with open_link(target, timeout, confirm) as link:
@@ -97,6 +105,8 @@ def fill_from_agent(row: dict, agent, target, bench_seconds: float | None) -> No
     row["cuda"] = describe_cuda(facts)
     row["gpus"] = describe_gpus(facts)
     row["cpu"] = describe_cpu(facts.get("cpu") or {})
+    if FLAGS in row:
+        row[FLAGS] = describe_flags(facts.get("cpu") or {})
     row["peak TFLOPS"] = describe_peaks(facts, target.peak_tflops)
     free = facts.get("workdir_free_bytes")
     row["free disk"] = f"{'?' if free is None else human_size(free)} in {workdir}"
@@ -117,8 +127,9 @@ def healthy(row: dict) -> bool:
     return row["auth"] in ("ok", "-") and not row["python"].startswith("failed") and not row["torch"].startswith("missing")
 
 
-def check_hosts(name: str | None, timeout: float, bench_seconds: float | None = None) -> int:
-    """One row per host (`local` is this machine); with bench_seconds, the measured matmul ceiling too, kept."""
+def check_hosts(name: str | None, timeout: float, bench_seconds: float | None = None, verbose: bool = False) -> int:
+    """One row per host (`local` is this machine); with bench_seconds, the measured matmul ceiling too, kept;
+    with verbose, the CPU's ISA flags."""
     registry = hosts.load()
     names = [name] if name else list(registry.hosts)
     if not names:
@@ -128,10 +139,28 @@ def check_hosts(name: str | None, timeout: float, bench_seconds: float | None = 
         say(f"ssh config: {describe_reader()}")
     if bench_seconds:
         say(f"measuring each host's matmul ceiling, about {bench_seconds:g} s each")
-    rows = [check_target(target, timeout, ask_to_trust, bench_seconds) for target in targets]
+    rows = [check_target(target, timeout, ask_to_trust, bench_seconds, verbose) for target in targets]
+    print_rows(rows, table_console())
+    return 0 if all(healthy(r) for r in rows) else 1
+
+
+def print_rows(rows: list, console) -> None:
+    """The wide table on a wide console, when no cell must be cut mid-word; otherwise each host stacked, one
+    label and its value a line."""
     columns = list(rows[0])
     table = Table(*columns)
     for row in rows:
         add_plain_row(table, *(row[c] for c in columns))
-    table_console().print(table)
-    return 0 if all(healthy(r) for r in rows) else 1
+    unbounded = Measurement.get(console, console.options.update_width(1 << 20), table)
+    if console.width >= WIDE_FROM and unbounded.minimum <= console.width:
+        console.print(table)
+        return
+    for index, row in enumerate(rows):
+        if index:
+            console.print()
+        stacked = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
+        stacked.add_column(no_wrap=True)
+        stacked.add_column(overflow="fold")  # a path longer than the line folds, never cut off
+        for column in columns:
+            add_plain_row(stacked, column, row[column])
+        console.print(stacked)

@@ -62,10 +62,18 @@ def summary_rows(measurement, meta: dict, wall_s: float | None) -> list:
 
 
 def print_summary(rows: list, extra: list = (), out=None) -> None:
+    """Label and value, aligned; wrapped by rich to a terminal's width, plain lines (never padded) off one."""
+    out = out or sys.stderr
+    rows = list(rows) + list(extra)
+    if not out.isatty():
+        width = max((len(str(label)) for label, _ in rows), default=0)
+        out.write("".join(f"  {str(label):<{width}}  {value}\n" for label, value in rows))
+        out.flush()
+        return
     from rich.console import Console  # lazy: rich is drawn only at a run's end, not at start-up
     from rich.table import Table  # lazy: as above
 
     table = Table(show_header=False, box=None, padding=(0, 2))
-    for label, value in list(rows) + list(extra):
+    for label, value in rows:
         add_plain_row(table, label, value)
-    Console(file=out or sys.stderr, width=160 if not (out or sys.stderr).isatty() else None).print(table)
+    Console(file=out).print(table)

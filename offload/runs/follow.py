@@ -11,10 +11,15 @@ from offload.errors import LinkLost, OffloadError
 SILENCE_LIMIT_S = 15  # the agent ticks every 2 s while the job is quiet; this much silence is a dead link
 
 
-def follow(agent, run_dir: str, offset: int, sink, metrics_offset: int = 0, until_now: bool = False) -> dict:
+def follow(agent, run_dir: str, offset: int, sink, metrics_offset: int = 0, until_now: bool = False,
+           job_input=None) -> dict:
     """Stream the run's log from `offset` into `sink` until the job ends (returns the `exit` message), or
-    with until_now only up to what the host has now (returns an `eof` message with the run's status)."""
-    agent.send("follow", run_dir=run_dir, offset=offset, metrics_offset=metrics_offset, until_now=until_now)
+    with until_now only up to what the host has now (returns an `eof` message with the run's status). With
+    job_input (job_input.py), our stdin goes to the job meanwhile."""
+    agent.send("follow", run_dir=run_dir, offset=offset, metrics_offset=metrics_offset, until_now=until_now,
+               stdin=job_input is not None)
+    if job_input is not None:
+        job_input.attach(agent)
     while True:
         message = agent.recv(timeout=SILENCE_LIMIT_S)
         kind = message["t"]
@@ -31,6 +36,8 @@ def follow(agent, run_dir: str, offset: int, sink, metrics_offset: int = 0, unti
                 metrics_offset += len(data)
         elif kind in ("exit", "eof"):
             return message
+        elif kind == "stdin_ok" and job_input is not None:
+            job_input.acknowledged(message)
         elif kind != "tick":
             raise OffloadError(f"unexpected message from {agent.label} while following: {kind}")
 
@@ -44,26 +51,27 @@ def exit_code_of(exit_message: dict) -> int:
     return int(exit_message.get("exit_code") or 0)
 
 
-def follow_run(link, run_dir: str, sink, reconnect_for: float) -> dict:
+def follow_run(link, run_dir: str, sink, reconnect_for: float, job_input=None) -> dict:
     """Follow to the end (the `exit` message), reconnecting after each outage of a link that can."""
     while True:
         try:
-            return follow(link.agent, run_dir, sink.log_bytes, sink, sink.metrics_bytes)
+            return follow(link.agent, run_dir, sink.log_bytes, sink, sink.metrics_bytes, job_input=job_input)
         except LinkLost as exc:
             if not link.reconnects or reconnect_for <= 0:
                 raise
             link.reconnect(exc.reason, reconnect_for, sink.log_bytes)
 
 
-def follow_all(pairs: list, reconnect_for: float, on_failure) -> tuple:
+def follow_all(pairs: list, reconnect_for: float, on_failure, job_input=None) -> tuple:
     """Follow every (link, run_dir, sink) at once until all have ended; on_failure(index, ended) is called for the
     first that ends with a non-zero exit (ended: each one's exit message so far, None for those still running). Returns each one's exit message, in order, and the index of the first
-    failure (None if none failed). Following happens in threads: Ctrl-C reaches the caller at once."""
+    failure (None if none failed). Following happens in threads: Ctrl-C reaches the caller at once. job_input, if
+    any, is the first one's stdin."""
     finished = queue.Queue()
 
     def follow_one(index: int, link, run_dir: str, sink) -> None:
         try:
-            finished.put((index, follow_run(link, run_dir, sink, reconnect_for)))
+            finished.put((index, follow_run(link, run_dir, sink, reconnect_for, job_input if index == 0 else None)))
         except Exception as exc:  # noqa: BLE001 - handed to the main thread, which reports it
             finished.put((index, exc))
 

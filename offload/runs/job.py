@@ -24,6 +24,7 @@ from offload.runs.diagnose import diagnose_failure
 from offload.runs.fetched import fetch_run
 from offload.runs.follow import exit_code_of, follow_all
 from offload.runs.interrupt import ask_to_stop, describe_stop
+from offload.runs.job_input import JobInput
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
 from offload.runs.record import RunRecord, new_run_id, project_root_of, script_in_project
 from offload.runs.resume import resumed
@@ -52,6 +53,8 @@ class RunOptions:
     force: bool = False             # replace files changed on the host since they were synced
     include: list = field(default_factory=list)  # patterns sent whatever the ignore rules say (selection.py)
     command_line: list | None = None  # the arguments `offload` was given, to say the command that sends a file
+    env: dict = field(default_factory=dict)  # --env KEY=VALUE: for the job, over the host's env
+    module: bool = False            # script is a module name: `python -m script`
 
 
 @dataclass
@@ -83,9 +86,9 @@ def run(options: RunOptions) -> int:
         options, put_back_from = resumed(root, options)
     elif not options.script:
         raise OffloadError("missing SCRIPT", hint="offload run [OPTIONS] SCRIPT [ARGS...]")
-    script = script_in_project(root, options.script)
+    script = launch.module_name(options.script) if options.module else script_in_project(root, options.script)
     registry = hosts.load()
-    selection = selection_for(root, script, options, registry)
+    selection = selection_for(root, None if options.module else script, options, registry)
     with ExitStack() as links:
         nodes = connect_nodes(links, registry, options)
         job = Job(options, root, script, nodes, None if nodes[0].fallback else selection)
@@ -172,19 +175,19 @@ def plan_run(job: Job) -> None:
 def plan_argvs(job: Job, nproc: int) -> list:
     first = job.nodes[0]
     if len(job.nodes) == 1:
-        return [launch.plan_launch(first.link.agent.hello["python"], job.script, job.options.args, nproc)]
+        return [launch.plan_launch(first.link.agent.hello["python"], job.script, job.options.args, nproc, job.options.module)]
     port = first.link.agent.request("free_port")["port"]
     job.endpoint = f"{launch.node_address(first.target)}:{port}"
     return [launch.plan_node_launch(node.link.agent.hello["python"], job.script, job.options.args, nproc, len(job.nodes),
-                                    node.rank, job.endpoint, job.run_id, launch.node_address(node.target))
+                                    node.rank, job.endpoint, job.run_id, launch.node_address(node.target), job.options.module)
             for node in job.nodes]
 
 
 def record_fields(job: Job, nproc: int) -> dict:
     first = job.nodes[0]
     fields = dict(host=first.target.name, address=first.target.address, argv=job.argvs[0], script=job.script,
-                  args=job.options.args, fallback=first.fallback, project_dir=first.project_dir, run_dir=first.run_dir,
-                  **job.measurement.start_meta())
+                  args=job.options.args, module=job.options.module, fallback=first.fallback,
+                  project_dir=first.project_dir, run_dir=first.run_dir, **job.measurement.start_meta())
     if len(job.nodes) > 1:
         fields.update(rdzv_endpoint=job.endpoint, nproc_per_node=nproc,
                       nodes=[{"host": node.target.name, "address": node.target.address, "argv": argv,
@@ -204,8 +207,9 @@ def say_differing_devices(nodes: list, all_facts: list) -> None:
 
 def start_node(job: Job, node) -> dict:
     return start_request(node.link.agent, run_dir=node.run_dir, cwd=node.project_dir, argv=job.argvs[node.rank],
-                         env=launch.job_env(node.target.env, job.run_id), lock=node.lock,
+                         env=launch.job_env(node.target.env, job.run_id, job.options.env), lock=node.lock,
                          wait=not job.options.no_wait, run_id=job.run_id, tree=node.tree,
+                         stdin=not job.options.detach and len(job.nodes) == 1,
                          python_path=[node.project_dir])  # the project's own packages import from any script
 
 
@@ -257,8 +261,11 @@ def follow_nodes(job: Job) -> tuple:
                 if message is None:
                     node.stop(STOP_GRACE_S)
 
+        job_input = JobInput() if len(nodes) == 1 else None
+        if job_input is not None:
+            outputs.callback(job_input.stop)  # before a Ctrl-C's question reads the terminal
         return follow_all([(node.link, node.run_dir, sink) for node, sink in zip(nodes, sinks)],
-                          job.options.reconnect_for, stop_the_others)
+                          job.options.reconnect_for, stop_the_others, job_input)
 
 
 def interrupted(job: Job) -> int:

@@ -1,19 +1,27 @@
 """What command starts the job: plain python for one process, torchrun for several, on one node or many."""
 from __future__ import annotations
 
+import re
 
-def plan_launch(python: str, script: str, args: list, nproc_per_node: int) -> list:
+from offload.config.hosts import first_bad_env
+from offload.errors import OffloadError
+
+MODULE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")  # what `python -m` can import
+
+
+def plan_launch(python: str, script: str, args: list, nproc_per_node: int, module: bool = False) -> list:
     """argv for the job. One process runs as nanoGPT's README runs one GPU; more go through torchrun.
     torchrun's argparse drops a `--` that comes first after the script; one `--` before the script ends
-    torchrun's own options there, so every argument after it reaches the script as given."""
+    torchrun's own options there, so every argument after it reaches the script as given. A module runs as
+    `python -m` runs it (torchrun's --module)."""
     if nproc_per_node > 1:
         return [python, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc_per_node}", "--", script, *args]
-    return [python, script, *args]
+                f"--nproc_per_node={nproc_per_node}", *(["--module"] if module else []), "--", script, *args]
+    return [python, *(["-m"] if module else []), script, *args]
 
 
 def plan_node_launch(python: str, script: str, args: list, nproc_per_node: int, nnodes: int, node_rank: int,
-                     endpoint: str, run_id: str, local_addr: str) -> list:
+                     endpoint: str, run_id: str, local_addr: str, module: bool = False) -> list:
     """argv for node `node_rank` of a multi-node job: torchrun with c10d rendezvous at node 0's endpoint.
     torchrun guesses both which node serves the rendezvous store and the address the other nodes reach this
     one at from the machine's hostname, which misses the address of a second interface (the usual case on a
@@ -21,7 +29,7 @@ def plan_node_launch(python: str, script: str, args: list, nproc_per_node: int, 
     return [python, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--node_rank={node_rank}",
             f"--nproc_per_node={nproc_per_node}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
             f"--rdzv_id={run_id}", f"--rdzv_conf=is_host={1 if node_rank == 0 else 0}", f"--local_addr={local_addr}",
-            "--", script, *args]  # `--`: as in plan_launch
+            *(["--module"] if module else []), "--", script, *args]  # `--`: as in plan_launch
 
 
 def cpu_processes_warning(where: str, facts: dict, nproc_per_node: int) -> str | None:
@@ -32,10 +40,32 @@ def cpu_processes_warning(where: str, facts: dict, nproc_per_node: int) -> str |
             "hard-wired to CUDA (`.cuda()`, device='cuda', backend='nccl') fails there")
 
 
-def job_env(host_env: dict, run_id: str) -> dict:
-    """The host's `env` from hosts.yaml, plus what every job gets (and, from the agent, the project's root first on
-    PYTHONPATH: start_request's python_path)."""
-    return {**host_env, "OFFLOAD_RUN_ID": run_id, "PYTHONUNBUFFERED": "1"}
+def job_env(host_env: dict, run_id: str, run_env: dict | None = None) -> dict:
+    """The host's `env` from hosts.yaml, the run's own --env over it, plus what every job gets (and, from the
+    agent, the project's root first on PYTHONPATH: start_request's python_path)."""
+    return {**host_env, **(run_env or {}), "OFFLOAD_RUN_ID": run_id, "PYTHONUNBUFFERED": "1"}
+
+
+def env_assignments(assignments: list) -> dict:
+    """--env KEY=VALUE flags as a mapping, each checked as hosts.yaml's env is (the last of a KEY wins)."""
+    env = {}
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        if not equals:
+            raise OffloadError(f"--env {assignment!r} is not KEY=VALUE", hint=f"write it as --env {name or 'KEY'}=VALUE")
+        problem = first_bad_env({name: value})
+        if problem:
+            raise OffloadError(f"--env: {problem[1]}")
+        env[name] = value
+    return env
+
+
+def module_name(module: str) -> str:
+    """-m's SCRIPT, refused at once unless it is a dotted name `python -m` could import."""
+    if not MODULE_PATTERN.fullmatch(module):
+        raise OffloadError(f"-m {module!r} is not a module name",
+                           hint="give a dotted name such as pkg.train (without .py), or drop -m to run a script file")
+    return module
 
 
 def node_address(target) -> str:

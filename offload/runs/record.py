@@ -1,5 +1,6 @@
-"""The laptop's record of runs: .offload/runs/<run-id>/ with output.log and meta.json; the project they belong to,
-and the run a reference names (RUN: a run id, a unique prefix of one, or `last`, the project's latest run)."""
+"""The laptop's record of runs: .offload/runs/<run-id>/ with output.log and meta.json; the project they belong to
+(found as git finds a repository), and the run a reference names (RUN: a run id, a unique prefix of one, a unique
+suffix of 4+ characters, `last`, the project's latest run, or `running`, the one run not recorded as ended)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,9 @@ from pathlib import Path
 
 from offload.errors import OffloadError
 
-RUNS_DIR = Path(".offload") / "runs"
+RECORDS_DIR = Path(".offload")
+RUNS_DIR = RECORDS_DIR / "runs"
+PROJECT_MARKERS = ("offload.yaml", str(RUNS_DIR), ".git")  # any of them, in the nearest directory, makes the root
 
 
 def new_run_id() -> str:
@@ -32,6 +35,7 @@ class RunRecord:
         return self.dir / "output.log"
 
     def create(self, **meta) -> None:
+        make_records_dir(self.dir.parents[2])  # <root>/.offload/runs/<id>
         self.dir.mkdir(parents=True, exist_ok=False)
         self.meta = {"run_id": self.run_id, "started_at": timestamp(), "started_unix": round(time.time(), 3),
                      "ended_at": None, "exit_code": None, **meta}
@@ -72,13 +76,36 @@ def duration_s(meta: dict) -> float | None:
 
 
 def project_root_of(options_project: Path | None) -> Path:
-    root = Path(options_project or Path.cwd()).resolve()
-    if not root.is_dir():
-        raise OffloadError(f"project directory {root} does not exist")
-    return root
+    """--project DIR as given; otherwise the nearest directory, from the current one up, holding offload.yaml,
+    .offload/runs/ or .git (as git finds a repository); with none of them, the current directory."""
+    if options_project is not None:
+        root = Path(options_project).resolve()
+        if not root.is_dir():
+            raise OffloadError(f"project directory {root} does not exist")
+        return root
+    here = Path.cwd().resolve()
+    return next((directory for directory in (here, *here.parents) if holds_marker(directory)), here)
+
+
+def holds_marker(directory: Path) -> bool:
+    """.offload/ counts with run records in it: a host keeps its own .offload/ (~/.offload/gpu.lock, a synced
+    project's sync.lock) in directories that are no laptop's project."""
+    return any((directory / marker).exists() for marker in PROJECT_MARKERS)
+
+
+def make_records_dir(project_root: Path) -> None:
+    """.offload/, made with a .gitignore of `*` in it so that run records never show in `git status`."""
+    records = project_root / RECORDS_DIR
+    try:
+        records.mkdir()
+    except FileExistsError:
+        return
+    (records / ".gitignore").write_text("# made by offload: its run records stay out of git\n*\n")
 
 
 LAST = "last"
+RUNNING = "running"
+SUFFIX_FROM = 4  # characters: a run id ends in 4 random hex digits, the part that tells same-second runs apart
 
 
 def find_run(project_root: Path, reference: str) -> dict:
@@ -88,15 +115,37 @@ def find_run(project_root: Path, reference: str) -> dict:
         raise OffloadError(f"no runs recorded in {project_root}", hint="start one with `offload run SCRIPT`")
     if reference == LAST:
         return recorded[-1]
+    if reference == RUNNING:
+        return the_running_run(recorded)
     exact = [meta for meta in recorded if meta["run_id"] == reference]
-    matches = exact or [meta for meta in recorded if meta["run_id"].startswith(reference)]
+    matches = exact or [meta for meta in recorded if meta["run_id"].startswith(reference)
+                        or (len(reference) >= SUFFIX_FROM and meta["run_id"].endswith(reference))]
     if not matches:
-        raise OffloadError(f"no run {reference!r} in {project_root}", hint="`offload runs` lists them")
+        raise OffloadError(f"no run {reference!r} in {project_root}",
+                           hint="`offload runs` lists them; a reference is an id, its start, its last 4+ characters, "
+                                "`last` or `running`")
     if len(matches) > 1:
-        shown = ", ".join(meta["run_id"] for meta in matches[:4])
-        raise OffloadError(f"{reference!r} names {len(matches)} runs ({shown}{', ...' if len(matches) > 4 else ''})",
-                           hint="type more of the run id")
+        raise OffloadError(f"{reference!r} names {len(matches)} runs ({listed(matches)})", hint="type more of the run id")
     return matches[0]
+
+
+def the_running_run(recorded: list) -> dict:
+    """The one run whose end is not recorded; none or several is an error that names them."""
+    running = [meta for meta in recorded if not ended(meta)]
+    if len(running) == 1:
+        return running[0]
+    if not running:
+        raise OffloadError(f"no run is running (the last one, {recorded[-1]['run_id']}, has ended)",
+                           hint="use `last`, or an id from `offload runs`")
+    raise OffloadError(f"{len(running)} runs are running ({listed(running)})", hint="name one by its id or its last 4 characters")
+
+
+def ended(meta: dict) -> bool:
+    return meta.get("ended_at") is not None or meta.get("exit_code") is not None or bool(meta.get("signal"))
+
+
+def listed(metas: list) -> str:
+    return ", ".join(meta["run_id"] for meta in metas[:4]) + (", ..." if len(metas) > 4 else "")
 
 
 def node_meta(meta: dict, node: int) -> dict:
@@ -124,11 +173,17 @@ def record_of(project_root: Path, meta: dict) -> RunRecord:
 
 
 def script_in_project(root: Path, script: str) -> str:
-    path = Path(script)
-    absolute = (path if path.is_absolute() else root / path).resolve()
+    """SCRIPT as a path from the project root. A relative one is taken from the current directory (as python
+    takes it) when that is inside the project, so `offload run train.py` in a subdirectory runs that
+    subdirectory's train.py; from outside (with --project DIR), from the project root."""
+    here = Path.cwd().resolve()
+    base = here if here == root or root in here.parents else root
+    absolute = (base / script).resolve()  # an absolute SCRIPT stays as it is
+    try:
+        relative = absolute.relative_to(root).as_posix()
+    except ValueError:
+        raise OffloadError(f"script {script} is outside the project {root}",
+                           hint="run offload from inside the project, or pass --project DIR") from None
     if not absolute.is_file():
         raise OffloadError(f"script {script} not found in {root}", hint="run offload from your project's directory, or pass --project DIR")
-    try:
-        return absolute.relative_to(root).as_posix() if path.is_absolute() else script
-    except ValueError:
-        raise OffloadError(f"script {script} is outside the project {root}") from None
+    return relative

@@ -18,11 +18,14 @@ from offload.sync.fetch import fetch_listed, list_run
 def resumed(root: Path, options) -> tuple:
     """The options with RUN's command (unless SCRIPT was given), and RUN's fetched files: (files dir, entries)."""
     previous = find_run(root, options.resume)
+    shown = options.script
     if not options.script:
         if not previous.get("script"):
             raise OffloadError(f"run {previous['run_id']} has no recorded command to run again",
                                hint=f"give it: offload run --resume {previous['run_id']} SCRIPT [ARGS...]")
-        options = replace(options, script=previous["script"], args=list(previous.get("args") or []))
+        shown, module = previous["script"], bool(previous.get("module"))
+        options = replace(options, script=shown if module else str(root / shown),  # a path recorded from the root,
+                          args=list(previous.get("args") or []), module=module)  # whatever the cwd is now
     files = files_dir(root, previous["run_id"])
     if not files.is_dir():
         if previous.get("host") != LOCAL:
@@ -31,7 +34,7 @@ def resumed(root: Path, options) -> tuple:
         fetch_local_run(previous, files)
     refuse_withheld(previous["run_id"], recorded_withheld(previous))
     entries = files_to_put_back(files, previous["run_id"])
-    say(f"resuming run {previous['run_id']}: {options.script} {' '.join(options.args)}".rstrip())
+    say(f"resuming run {previous['run_id']}: {shown} {' '.join(options.args)}".rstrip())
     return options, (files, entries)
 
 
