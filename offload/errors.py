@@ -20,9 +20,9 @@ class HostUnreachable(OffloadError):
     """Nothing SSH-speaking answered: the one failure that may fall back to a local run."""
     exit_code = SSH_FAILURE_EXIT
 
-    def __init__(self, host: str, address: str, reason: str):
+    def __init__(self, host: str, address: str, reason: str, hint: str | None = None):
         super().__init__(f"host {host} ({address}) is unreachable: {reason}",
-                         hint="is it on, and on this network? `offload hosts check` shows all hosts")
+                         hint=hint or "is it on, and on this network? `offload hosts check` shows all hosts")
         self.host, self.address, self.reason = host, address, reason
 
 

@@ -33,7 +33,7 @@ def start(request: dict, tree_fd: int | None = None) -> dict:
         if not isinstance(lock, str) or not lock:
             raise RequestError("bad_request", f"lock must be a path on the host, not {lock!r}")
         lock = os.path.abspath(os.path.join(cwd, os.path.expanduser(lock)))
-    env = job_env(checked_env(request.get("env", {})), run_dir)
+    env = job_env(checked_env(request.get("env", {})), run_dir, checked_python_path(request.get("python_path", [])))
     os.makedirs(run_dir)
     if request.get("stdin"):  # followed: the laptop's stdin reaches the job through this agent (job_stdin.py)
         job_stdin.create(run_dir)
@@ -110,7 +110,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def job_env(env: dict, run_dir: str) -> dict:
-    """The laptop's env for the job, plus where to write metrics and how to import offload_metrics."""
-    python_path = [LIB_DIR] + [p for p in (env.get("PYTHONPATH") or os.environ.get("PYTHONPATH", "")).split(os.pathsep) if p]
+def checked_python_path(python_path) -> list:
+    """The directories the laptop puts first on the job's PYTHONPATH (the synced project's root), ~ expanded."""
+    if not isinstance(python_path, list):
+        raise RequestError("bad_request", f"python_path must be a list of directories on the host, not {python_path!r}")
+    return [host_dirs.absolute(path, "a python_path directory") for path in python_path]
+
+
+def job_env(env: dict, run_dir: str, first: list = ()) -> dict:
+    """The laptop's env for the job, plus where to write metrics and how to import offload_metrics. `first` leads
+    the PYTHONPATH (the project's root, so its own packages import from a script anywhere in it, as with
+    `python -m` or an editable install); the host's own PYTHONPATH (hosts.yaml's env, else the agent's) follows."""
+    own = [p for p in (env.get("PYTHONPATH") or os.environ.get("PYTHONPATH", "")).split(os.pathsep) if p]
+    python_path = [*first, LIB_DIR, *own]
     return {**env, "OFFLOAD_METRICS": os.path.join(run_dir, METRICS), "PYTHONPATH": os.pathsep.join(python_path)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -63,6 +64,43 @@ def test_a_host_that_never_sends_a_banner_falls_back_within_the_timeout(offload_
     assert "banner" in line and report["argv"] == []
     assert len(silent_listener.accepted) == 1  # it really connected and waited for the banner
     assert 1.5 <= gave_up - connected < 2 + 3, gave_up - connected  # the --connect-timeout, not the default 10 s
+
+
+def test_a_slow_connection_says_where_it_connects_after_one_second(offload_home, sshd, project):
+    """A plain TCP socket of the test's own: the kernel answers the connect, nobody ever says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(60)
+        port = listener.getsockname()[1]
+        register_host(offload_home, sshd, port=port)
+        proc = start_offload("run", "--no-fallback", "--connect-timeout", "4", "report.py", cwd=project)
+        try:
+            accepted, _ = listener.accept()  # when offload's connect arrived
+            connected = time.monotonic()
+            with accepted:
+                line = read_line_within(proc.stderr).decode()
+                said_at = time.monotonic()
+                rest = read_rest_within(proc.stderr).decode()
+                assert proc.wait(timeout=60) == 255
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+    address = f"{sshd.user}@127.0.0.1:{port}"
+    assert line == f"offload: connecting to box ({address})...\n"
+    # the second counts from before the TCP connect, which the test sees a little later: not at once, not at the end
+    assert 0.6 <= said_at - connected < 3, said_at - connected
+    assert f"host box ({address}) is unreachable: it accepted the TCP connection but never spoke SSH " \
+           "(no SSH banner within 4 s)" in rest
+    assert f"something other than sshd may listen on port {port}" in rest
+    assert rest.count("connecting to") == 0  # said once
+
+
+def test_a_quick_connection_says_nothing_of_connecting(offload_home, sshd, project):
+    register_host(offload_home, sshd)
+    result = run_offload("run", "report.py", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "connecting to" not in result.stderr
 
 
 def test_an_unresolvable_name_falls_back(offload_home, sshd, project):

@@ -184,3 +184,34 @@ def test_hosts_check_local_reports_this_machine_and_its_peaks(offload_home):
     cpu = cpu_facts()
     assert "local (this machine)" in checked.stdout and cpu["model"] in checked.stdout
     assert f"fp32 {cpu_peak(cpu, 'fp32').tflops:.3g}" in checked.stdout
+
+
+def nanogpt_style(printed_mfu_percent: float) -> str:
+    return NANOGPT_STYLE.replace("0.05:.2f", f"{printed_mfu_percent}:.3f")
+
+
+def test_a_measured_ceiling_above_the_peak_becomes_the_peak(offload_home, sshd, project):
+    register_host(offload_home, sshd, peak_tflops={"fp32": 0.0001})  # a peak any CPU's matmuls beat
+    checked = run_offload("hosts", "check", "box", "--bench", "--bench-seconds", "2", timeout=150)
+    assert checked.returncode == 0, checked.stderr
+    ceiling = json.loads((offload_home.path / "host-state.json").read_text())["box"]["ceiling"]["fp32"]
+    assert ceiling > 0.0001
+    (project / "nano.py").write_text(nanogpt_style(0.001))  # 0.001% of an A100: 0.00312 TFLOPS achieved
+    result = run_offload("run", "nano.py", cwd=project)
+    assert result.returncode == 0, result.stderr
+    meta = last_meta(project)
+    assert meta["peak_tflops"] == pytest.approx(ceiling)
+    assert meta["peak_source"].startswith("measured matmul ceiling") and "higher one is used" in meta["peak_source"]
+    assert meta["mfu"] == pytest.approx(0.00001 * A100_BF16_PEAK_TFLOPS / ceiling) and meta["mfu"] <= 1.0
+    assert "measured matmul ceiling (offload hosts check --bench), above the 0.0001 TFLOPS" in result.stderr
+
+
+def test_mfu_is_never_over_100_percent(offload_home, sshd, project):
+    register_host(offload_home, sshd, peak_tflops={"fp32": 0.0001})  # no ceiling measured: the peak stays too low
+    (project / "nano.py").write_text(NANOGPT_STYLE)  # 0.156 TFLOPS achieved
+    result = run_offload("run", "nano.py", cwd=project)
+    assert result.returncode == 0, result.stderr
+    meta = last_meta(project)
+    assert meta["mfu"] is None and "above the peak of 0.0001, which must be too low" in meta["mfu_reason"]
+    assert re.search(r"MFU\s+n/a \(achieved 0.156 TFLOPS is above the peak", result.stderr), result.stderr
+    assert not re.search(r"\d{3,}(\.\d+)?%", result.stderr)  # no 1560000% anywhere, live line or summary

@@ -11,6 +11,7 @@ from typing import List, Optional
 import typer
 
 from offload.cli.help_layout import plain_command
+from offload.cli.options_after_script import warn_options_after_script
 from offload.errors import OffloadError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -42,6 +43,7 @@ def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of i
 
 @app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
 def run(
+    context: typer.Context,
     script: Optional[str] = typer.Argument(None, help="The training script, relative to the current directory."),
     args: Optional[List[str]] = typer.Argument(None, help="Passed to the script exactly as given."),
     host: Optional[List[str]] = typer.Option(None, "--host", "-H", help="Registered host (default: the first in hosts.yaml); repeat it for one job across several hosts."),
@@ -62,6 +64,7 @@ def run(
     """Sync the project to the host and run SCRIPT there, streaming its output back."""
     if script is None and resume is None:
         raise typer.BadParameter("missing SCRIPT (or --resume RUN)", param_hint="SCRIPT")
+    warn_options_after_script(context.command, list(INVOCATION["argv"]), script, list(args or []))
     from offload.runs.job import RunOptions, run as run_job  # lazy: keeps `offload --help` fast (paramiko, torch facts)
     from offload.runs.launch import env_assignments  # lazy: as above
 

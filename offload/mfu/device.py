@@ -2,7 +2,7 @@
 
 The device is the host's first GPU (nvidia-smi) unless there is none or the script is told --device=cpu;
 the precision is the script's --dtype, else what nanoGPT picks there (see nanogpt.py). A
-`peak_tflops` in hosts.yaml beats offload's table.
+`peak_tflops` in hosts.yaml beats offload's table, and a measured matmul ceiling above either beats both.
 """
 from __future__ import annotations
 
@@ -67,3 +67,22 @@ def plan_device(facts: dict, args: list, nproc: int, override=None) -> RunDevice
 def with_dtype(device: RunDevice, dtype: str, facts: dict, override=None) -> RunDevice:
     """The same device measured at another precision (the script's metrics said which it used)."""
     return replace(device, dtype=dtype, peak=peak_of(device.kind, device.name, facts.get("cpu") or {}, dtype, override))
+
+
+def measured_ceiling(ceiling: dict, kind: str, dtype: str) -> float | None:
+    """One device's matmul TFLOPS from `hosts check --bench`, at the precision that stands for dtype; None when
+    it was measured on another kind of device (a CPU ceiling says nothing of a GPU run)."""
+    if not ceiling or ceiling.get("device") != kind:
+        return None
+    return ceiling.get("bf16" if dtype == "bf16" else "fp32")
+
+
+def with_ceiling(device: RunDevice, ceiling: dict) -> RunDevice:
+    """The device, its peak raised to the measured ceiling where that is higher: a peak the device beats
+    (a CPU's turbo clock above the one `cpu MHz` gave) would put MFU over 100%."""
+    measured = measured_ceiling(ceiling, device.kind, device.dtype)
+    if not measured or not device.peak.tflops or measured <= device.peak.tflops:
+        return device
+    source = (f"measured matmul ceiling (offload hosts check --bench), above the {device.peak.tflops:.3g} TFLOPS "
+              f"of {device.peak.source}: the device beats that figure, so the higher one is used")
+    return replace(device, peak=Peak(measured, source))

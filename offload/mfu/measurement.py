@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from offload.mfu.device import plan_device, with_dtype
+from offload.mfu.device import measured_ceiling, plan_device, with_ceiling, with_dtype
 from offload.mfu.hints import RunFacts, hints
 from offload.mfu.tracker import MfuTracker
 
@@ -24,7 +24,7 @@ class RunMeasurement:
 
     def peak_for(self, dtype: str) -> tuple:
         """(job peak TFLOPS, source, reason) at `dtype`; switches the device's precision to it."""
-        self.device = with_dtype(self.device, dtype, self.facts, self.override)
+        self.device = with_ceiling(with_dtype(self.device, dtype, self.facts, self.override), self.ceiling)
         peak = self.device.peak
         return self.device.job_peak_tflops, peak.source, None if peak.tflops else peak.source
 
@@ -55,8 +55,8 @@ class RunMeasurement:
                 "total_flops": summary["total_flops"]}
 
     def ceiling_fraction(self, summary: dict) -> float | None:
-        measured = self.ceiling.get("bf16" if self.device.dtype == "bf16" else "fp32")
-        if not measured or not summary["achieved_tflops"] or self.ceiling.get("device") != self.device.kind:
+        measured = measured_ceiling(self.ceiling, self.device.kind, self.device.dtype)
+        if not measured or not summary["achieved_tflops"]:
             return None
         return summary["achieved_tflops"] / (measured * self.device.count)
 

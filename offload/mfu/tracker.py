@@ -118,7 +118,11 @@ class MfuTracker:
         return printed_mfu * A100_BF16_PEAK_TFLOPS * 1e12 * self.devices
 
     def mfu_of(self, flops_per_s: float | None) -> float | None:
-        return flops_per_s / (self.peak_tflops * 1e12) if flops_per_s is not None and self.peak_tflops else None
+        """None where unknown, and where over 100%: a run cannot beat its peak, so that peak is wrong."""
+        if flops_per_s is None or not self.peak_tflops:
+            return None
+        mfu = flops_per_s / (self.peak_tflops * 1e12)
+        return mfu if mfu <= 1.0 else None
 
     def status(self) -> dict:
         """Latest iteration, loss, tokens/s and MFU (None where not known yet), for a live status line."""
@@ -145,6 +149,11 @@ class MfuTracker:
         tokens_per_s, final_loss, iterations, total_flops, dtype, peak_tflops, peak_source."""
         result = self.summary_from_metrics() if self.records else self.summary_from_log()
         result.update(dtype=self.dtype, peak_tflops=self.peak_tflops, peak_source=self.peak_source)
+        achieved = result["achieved_tflops"]
+        if result["mfu"] is None and self.peak_tflops and achieved and achieved > self.peak_tflops:
+            result["reason"] = (f"achieved {achieved:.3g} TFLOPS is above the peak of {self.peak_tflops:.3g}, which "
+                                "must be too low: measure it with `offload hosts check NAME --bench`, "
+                                "or set peak_tflops in hosts.yaml")
         if result["mfu"] is None and "reason" not in result:
             result["reason"] = self.peak_reason or "the device's peak FLOP/s is unknown"
         return result

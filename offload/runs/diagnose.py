@@ -1,5 +1,5 @@
 """A run that failed for want of a file the laptop has but did not send: which file, which rule left it out,
-and the command that sends it.
+and the command that sends it. (For want of a module: missing_module.py.)
 
 The output is read as Python and numpy print it (tests/data/missing-files/ holds real recordings):
 `FileNotFoundError: [Errno 2] No such file or directory: 'data/x/train.bin'` (open, pickle, np.memmap, np.load,
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.console import say
+from offload.runs.missing_module import diagnose_missing_module
 from offload.sync.ignore import explain
 from offload.sync.selection import budget_text, is_secret
 
@@ -100,4 +101,7 @@ def diagnose_failure(record, host_project_dir: str, root: Path, selection, optio
                            command_line, options.script, options.args)
     if missing is not None:
         say(missing.message)
+    else:
+        diagnose_missing_module(output, record.meta.get("host", "the host"), root,
+                                {entry.path for entry in selection.entries})
     return missing

@@ -168,9 +168,10 @@ def plan_run(job: Job) -> None:
     job.record.create(**record_fields(job, nproc))
     for node, facts in zip(nodes, all_facts):
         report_busy_gpus(facts.get("compute_apps"), node.target.name)
-        warning = node.detach_warning(facts) if options.detach else None
-        if warning:
-            say(warning)
+        for warning in (launch.cpu_processes_warning(node.where, facts, nproc),
+                        node.detach_warning(facts) if options.detach else None):
+            if warning:
+                say(warning)
 
 
 def plan_argvs(job: Job, nproc: int) -> list:
@@ -210,7 +211,8 @@ def start_node(job: Job, node) -> dict:
     return start_request(node.link.agent, run_dir=node.run_dir, cwd=node.project_dir, argv=job.argvs[node.rank],
                          env=launch.job_env(node.target.env, job.run_id, job.options.env), lock=node.lock,
                          wait=not job.options.no_wait, run_id=job.run_id, tree=node.tree,
-                         stdin=not job.options.detach and len(job.nodes) == 1)
+                         stdin=not job.options.detach and len(job.nodes) == 1,
+                         python_path=[node.project_dir])  # the project's own packages import from any script
 
 
 def started_outcome(job: Job, started: list) -> int | None:

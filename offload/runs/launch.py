@@ -32,8 +32,17 @@ def plan_node_launch(python: str, script: str, args: list, nproc_per_node: int, 
             *(["--module"] if module else []), "--", script, *args]  # `--`: as in plan_launch
 
 
+def cpu_processes_warning(where: str, facts: dict, nproc_per_node: int) -> str | None:
+    """Several processes on a host with no GPU: torchrun starts them all the same, each on the CPU."""
+    if nproc_per_node <= 1 or facts.get("gpus"):
+        return None
+    return (f"{where} has no GPU: torchrun will run {nproc_per_node} processes on its CPU, and a script "
+            "hard-wired to CUDA (`.cuda()`, device='cuda', backend='nccl') fails there")
+
+
 def job_env(host_env: dict, run_id: str, run_env: dict | None = None) -> dict:
-    """The host's `env` from hosts.yaml, the run's own --env over it, plus what every job gets."""
+    """The host's `env` from hosts.yaml, the run's own --env over it, plus what every job gets (and, from the
+    agent, the project's root first on PYTHONPATH: start_request's python_path)."""
     return {**host_env, **(run_env or {}), "OFFLOAD_RUN_ID": run_id, "PYTHONUNBUFFERED": "1"}
 
 

@@ -7,7 +7,9 @@ A job never depends on the link: when it drops while a run is followed, the link
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 from offload.console import interactive, say
 from offload.errors import HostUnreachable, LinkLost, OffloadError
@@ -17,6 +19,7 @@ from offload.transport.hostkeys import fingerprint
 
 FIRST_RETRY_S = 1.0
 LONGEST_RETRY_S = 30.0
+SLOW_CONNECT_S = 1.0  # a connection not made by then is said, with the address being tried
 
 
 def ask_to_trust(target, key) -> bool:
@@ -29,6 +32,23 @@ def ask_to_trust(target, key) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+@contextmanager
+def said_when_slow(message: str, enabled: bool = True):
+    """Say `message` once the block has run for SLOW_CONNECT_S, so a wait for a silent host is never silent;
+    a quick connection says nothing."""
+    if not enabled:
+        yield
+        return
+    timer = threading.Timer(SLOW_CONNECT_S, say, (message,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()  # a line being printed ends before the command's streams are handed back
+
+
 class Link:
     """The SSH client and agent of one host."""
 
@@ -39,9 +59,11 @@ class Link:
         self.target, self.connect_timeout, self.confirm = target, connect_timeout, confirm
         self.client = self.agent = None
 
-    def open(self) -> "Link":
+    def open(self, say_when_slow: bool = True) -> "Link":
+        """say_when_slow: a connection not made within SLOW_CONNECT_S says so (not when reconnecting: that was said)."""
         self.close()
-        self.client = ssh.connect(self.target, self.connect_timeout, confirm=self.confirm)
+        with said_when_slow(f"connecting to {self.target.name} ({self.target.address})...", say_when_slow):
+            self.client = ssh.connect(self.target, self.connect_timeout, confirm=self.confirm)
         try:
             self.agent = agents.start_remote(self.client, self.target)
         except BaseException:
@@ -87,7 +109,7 @@ class Link:
         started, delay = time.monotonic(), FIRST_RETRY_S
         while True:
             try:
-                self.open()
+                self.open(say_when_slow=False)
             except (HostUnreachable, LinkLost) as exc:
                 waited = time.monotonic() - started
                 if waited + delay > reconnect_for:
@@ -104,8 +126,8 @@ class LocalLink(Link):
 
     reconnects = False  # a pipe to a child process does not drop and come back
 
-    def open(self) -> "LocalLink":
-        self.close()
+    def open(self, say_when_slow: bool = True) -> "LocalLink":
+        self.close()  # a local agent starts at once: there is nothing to say
         self.agent = agents.start_local()
         return self
 

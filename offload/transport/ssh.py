@@ -161,6 +161,11 @@ def handshake_error(client, target: SSHTarget, sock, exc: Exception, timeout: fl
 def no_banner_error(target: SSHTarget, sock, timeout: float) -> OffloadError:
     """Nothing SSH answered: unreachable, or (a ProxyCommand that could not run at all) a config to fix."""
     failure = sock.failure() if hasattr(sock, "failure") else None
+    if failure is None and isinstance(sock, socket.socket):  # the TCP connect was answered: something listens
+        return HostUnreachable(target.name, target.address,
+                               f"it accepted the TCP connection but never spoke SSH (no SSH banner within {timeout:g} s)",
+                               hint=f"something other than sshd may listen on port {target.port}, or sshd there is "
+                                    "hung: check the port in hosts.yaml (or ~/.ssh/config), and sshd on the host")
     if failure is None:
         return HostUnreachable(target.name, target.address, f"no SSH banner within {timeout:g} s")
     if sock.exit_status() in (126, 127):  # the shell's "cannot execute" and "not found": no host was tried
