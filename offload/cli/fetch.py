@@ -5,8 +5,8 @@ import re
 from pathlib import Path
 
 from offload.runs.fetched import fetch_run
-from offload.runs.reach import agent_for
-from offload.runs.record import find_run, node_meta, project_root_of
+from offload.runs.reach import agent_for, find_run_now
+from offload.runs.record import node_meta, project_root_of
 from offload.sync.fetch import checked_patterns
 
 WITHHELD_EXIT = 3  # `offload fetch` when some files were not the run's own versions any more, and not fetched
@@ -24,7 +24,7 @@ def run_and_patterns(run: str, patterns: list) -> tuple:
 def fetch_command(project, run: str, patterns: list, to, node: int = 0, current: bool = False) -> int:
     root = project_root_of(project)
     run, patterns = run_and_patterns(run, patterns)
-    meta = node_meta(find_run(root, run), node)
+    meta = node_meta(find_run_now(root, run), node)
     patterns = checked_patterns(patterns)  # a bad pattern needs no connection to be refused
     with agent_for(meta) as agent:
         summary = fetch_run(agent, root, meta, patterns, Path(to).expanduser().resolve() if to else None, current)

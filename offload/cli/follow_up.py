@@ -9,12 +9,11 @@ from contextlib import ExitStack
 from offload.console import say
 from offload.runs.follow import follow, follow_all
 from offload.runs.outcome import finish, report_recorded, run_end_status
-from offload.runs.reach import link_for
-from offload.runs.record import find_run, node_metas, project_root_of, record_of
-from offload.runs.run_state import describe_status, describe_stop
+from offload.runs.reach import find_run_now, link_for
+from offload.runs.record import node_metas, project_root_of, record_of
+from offload.runs.run_state import ENDED, describe_status, describe_stop
 from offload.runs.sinks import NodeOutput, StatusLine
 
-ENDED = ("exited", "lost", "failed")  # a run in one of these states will not change any more
 
 
 def record_end(project_root, meta: dict, status: dict) -> None:
@@ -25,7 +24,7 @@ def record_end(project_root, meta: dict, status: dict) -> None:
 
 def logs_command(project, reference: str, following: bool, reconnect_for: float) -> int:
     root = project_root_of(project)
-    meta = find_run(root, reference)
+    meta = find_run_now(root, reference)
     record = record_of(root, meta)
     record.dir.mkdir(parents=True, exist_ok=True)
     if record.log_path.exists():  # what the laptop has already, then what it has not
@@ -63,7 +62,7 @@ def catch_up(record, nodes: list, prefixed: bool, following: bool, reconnect_for
 
 def status_command(project, reference: str) -> int:
     root = project_root_of(project)
-    meta = find_run(root, reference)
+    meta = find_run_now(root, reference)
     statuses = []
     for rank, node in enumerate(node_metas(meta)):
         with link_for(node) as link:
@@ -77,7 +76,7 @@ def status_command(project, reference: str) -> int:
 
 def stop_command(project, reference: str, grace: float) -> int:
     root = project_root_of(project)
-    meta = find_run(root, reference)
+    meta = find_run_now(root, reference)
     statuses = []
     for node in node_metas(meta):  # every node of a multi-node run
         with link_for(node) as link:

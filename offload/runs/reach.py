@@ -8,6 +8,9 @@ from offload.config.hoststate import LOCAL
 from offload.config.local_target import LocalTarget
 from offload.config.resolve import resolve
 from offload.errors import OffloadError
+from offload.runs.outcome import finish
+from offload.runs.record import RUNNING, ended, find_run, load_runs, node_meta, record_of
+from offload.runs.run_state import ENDED
 from offload.transport.links import open_link
 
 
@@ -34,3 +37,23 @@ def agent_for(meta: dict, connect_timeout: float = 10.0):
     """The agent of the run's host (see link_for), for requests that need no reconnecting."""
     with link_for(meta, connect_timeout) as link:
         yield link.agent
+
+
+def find_run_now(project_root, reference: str) -> dict:
+    """find_run, where `running` is the run running now: the host of each run the laptop has no end for is asked
+    first, and the end of those that ended there is recorded (a host that cannot be reached is not waited for)."""
+    if reference == RUNNING:
+        for meta in load_runs(project_root):
+            if not ended(meta):
+                record_if_ended(project_root, meta)
+    return find_run(project_root, reference)
+
+
+def record_if_ended(project_root, meta: dict) -> None:
+    try:
+        with link_for(node_meta(meta, 0)) as link:
+            status = link.agent.request("status", run_dir=meta["run_dir"])
+    except OffloadError:  # unreachable now: the run stays as the laptop knows it
+        return
+    if status.get("state") in ENDED:
+        finish(record_of(project_root, meta), status)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+ENDED = ("exited", "lost", "failed")  # a run on its host in one of these states will not change any more
 STOPPED_WAITING = "stopped while waiting"  # for the host's GPU lock: its job never started (remote_agent/supervisor.py)
 
 
