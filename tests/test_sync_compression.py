@@ -150,22 +150,29 @@ def test_compression_pays_only_on_a_link_slower_than_the_codec():
 # --- a damaged compressed frame, sent by hand through the real sshd -------------------------------------------
 
 def compressed_put(path: str, data: bytes, codec: str, damage: bool = False, claim: int | None = None) -> bytes:
+    """A put of data in frames of protocol.CHUNK, as the laptop sends it; damage: one bit of the first frame
+    flipped (the frames after it then stand in the stream unread); claim: a first frame that says it holds
+    that many bytes (fewer than it does)."""
     body = data + b"\1"  # the bytes, then the laptop's status byte: the file stayed one version while read
-    blob = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(body) if codec == "zstd" \
-        else zlib.compress(body, 1)
-    if damage:
-        blob = blob[:len(blob) // 2] + bytes([blob[len(blob) // 2] ^ 0x40]) + blob[len(blob) // 2 + 1:]
-    raw_size = len(body) if claim is None else claim
-    return (protocol.encode("put", path=path, kind="file", mode=0o644, mtime_ns=1_700_000_000_000_000_000,
-                            codec=codec, raw_size=raw_size)
-            + protocol.encode(protocol.FRAME, size=len(blob), raw_size=raw_size, codec=codec) + blob)
+    compress = zstandard.ZstdCompressor(level=1, write_checksum=True).compress if codec == "zstd" \
+        else (lambda raw: zlib.compress(raw, 1))
+    frames = []
+    for start in range(0, len(body), protocol.CHUNK):
+        raw = body[start:start + protocol.CHUNK]
+        blob = compress(raw)
+        if damage and start == 0:
+            blob = blob[:len(blob) // 2] + bytes([blob[len(blob) // 2] ^ 0x40]) + blob[len(blob) // 2 + 1:]
+        raw_size = claim if claim is not None and start == 0 else len(raw)
+        frames.append(protocol.encode(protocol.FRAME, size=len(blob), raw_size=raw_size, codec=codec) + blob)
+    return protocol.encode("put", path=path, kind="file", mode=0o644, mtime_ns=1_700_000_000_000_000_000,
+                           codec=codec, raw_size=len(body)) + b"".join(frames)
 
 
 @pytest.mark.parametrize("codec", ["zstd", "zlib"])
 @pytest.mark.parametrize("how", ["damaged", "longer than it claims"])
 def test_a_damaged_compressed_frame_is_refused_and_nothing_lands_under_its_name(link, codec, how):
     agent, workdir = link
-    data = compressible(300_000, 8)
+    data = compressible(2 * protocol.CHUNK + 300_000, 8)  # three frames
     project_dir = start_apply(agent, workdir, f"corrupt-{codec}-{how[:4]}-0123abcd")
     bad = compressed_put("weights.bin", data, codec, damage=how == "damaged",
                          claim=None if how == "damaged" else 1000)
