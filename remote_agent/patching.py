@@ -85,7 +85,8 @@ def receive_patch(project_dir: str, relpath: str, path: str, message: dict, inp,
 
 def write_journal(project_dir: str, relpath: str, path: str, message: dict, take, size: int | None = None) -> str | None:
     """Receive the patch (take(n) reads n bytes of its blob) into `.NAME.offload-part`: a header line, the new
-    file's digests, the changed blocks. Returns its path, or None when the laptop marked the patch incomplete."""
+    file's digests, the changed blocks; size: the patch's bytes (its message's `size` if None: a raw blob).
+    Returns its path, or None when the laptop marked the patch incomplete."""
     try:
         ranges, changed, data = patch_layout(message, int(message["size"]) if size is None else size)
     except (KeyError, ValueError, TypeError) as exc:
