@@ -28,14 +28,17 @@ class FramedBody:
         self.compressed_well = False  # the last frame was: the next is compressed without a sample
 
     def write(self, data: bytes) -> None:
+        if not self.pending and len(data) == protocol.CHUNK:  # a file read a CHUNK at a time: no copy
+            self.send_frame(data)
+            return
         self.pending += data
         while len(self.pending) >= protocol.CHUNK:
-            self.send_frame(bytes(self.pending[:protocol.CHUNK]))
+            self.send_frame(self.pending[:protocol.CHUNK])  # a copy: the slice is deleted next
             del self.pending[:protocol.CHUNK]
 
     def close(self) -> None:
         if self.pending:
-            self.send_frame(bytes(self.pending))
+            self.send_frame(self.pending)
             self.pending = bytearray()
 
     def send_frame(self, raw: bytes) -> None:
