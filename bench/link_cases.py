@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from link_tools import OFFLOAD, RSYNC, Tools
 
 INCREMENTAL = (OFFLOAD, RSYNC)  # the tools that can sync a change (tar and the ssh pipe send everything)
 DATA_DIR, RENAMED_DIR = "data", "data_v2"
+EDIT_PAUSE_S = 1.1  # edits a second apart, as a person's are: rsync's quick check compares whole seconds
 TENSOR = "embeddings.f32"  # in the data dir: the 1 MiB change goes in the middle of it
 
 
@@ -108,6 +110,7 @@ def edited(tools: Tools, project: Path, repeat: int, case: str, edit) -> Row:
     row = Row(tools.link.label, case, tree_digest(project)[2])
     for _ in range(repeat):
         if edit is not None:
+            time.sleep(EDIT_PAUSE_S)
             edit(project)
         for tool in INCREMENTAL:
             timed(row, tools, tool, project)
