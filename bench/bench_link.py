@@ -1,7 +1,8 @@
 """Link benchmark (issue 14): `offload sync` against rsync -a, rsync -az and tar|zstd -1|ssh over a rate-limited link.
 
     .venv/bin/python bench/bench_link.py              # 100mbit and 1gbit: the ML project, the source tree
-    .venv/bin/python bench/bench_link.py --quick      # a quarter-size ML project; the source tree at 100mbit only
+    .venv/bin/python bench/bench_link.py --quick      # a quarter-size ML project; the source tree at 100mbit,
+                                                      # offload and rsync -a only (about 5 minutes)
     .venv/bin/python bench/bench_link.py --big --many # also the loopback cases: 1 GiB random, 100,000 small files
 
 Run as root (it needs network namespaces and tc). The host is a real sshd in its own network namespace
@@ -42,12 +43,12 @@ def interrupted(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every cleanup, as Ctrl-C does
 
 
-def link_rows(scratch: Path, options, first_tools: tuple) -> list:
-    """The ML project and the source tree at each rate, through one namespaced host."""
+def link_rows(scratch: Path, options, first_tools: tuple, rows: list) -> None:
+    """The ML project and the source tree at each rate, through one namespaced host; each row goes into rows
+    as it is done, so a failure later still shows the ones before it."""
     project, tree = scratch / "laptop" / "mlproject", scratch / "laptop" / "stdlib"
     link_data.say(f"ML project: text from {link_data.make_ml_project(project, options.scale)}")
     link_data.say(f"source tree: {link_data.make_source_tree(tree)}")
-    rows = []
     with contextlib.ExitStack() as stack:
         link = stack.enter_context(namespaced_link(scratch / "netns"))
         tools = Tools(link, scratch / "link")
@@ -55,16 +56,15 @@ def link_rows(scratch: Path, options, first_tools: tuple) -> list:
         for rate in options.rates:
             link.limit(rate)
             link_data.say(f"link: tbf rate {rate} on {link.laptop_iface} and {link.namespace}:{link.host_iface}")
-            rows += ml_cases(tools, project, first_tools, options.repeat)
-            if rate == RATES[0] or not options.quick:
-                rows.append(first_sync(tools, tree, first_tools, options.repeat, "source tree first sync"))
+            ml_cases(tools, project, first_tools, options.repeat, rows)
+            if rate == RATES[0] or not options.quick:  # the target is at 100mbit, against rsync -a
+                tree_tools = (OFFLOAD, RSYNC) if options.quick else first_tools
+                rows.append(first_sync(tools, tree, tree_tools, options.repeat, "source tree first sync"))
             shutil.rmtree(tools.scratch / "host", ignore_errors=True)
-    return rows
 
 
-def loopback_rows(scratch: Path, options) -> list:
+def loopback_rows(scratch: Path, options, rows: list) -> None:
     """1 GiB random (against the OpenSSH pipe) and 100,000 small files, over the tests' loopback sshd."""
-    rows = []
     with contextlib.ExitStack() as stack:
         link = stack.enter_context(loopback_link(scratch / "sshd"))
         tools = Tools(link, scratch / "loop")
@@ -80,13 +80,13 @@ def loopback_rows(scratch: Path, options) -> list:
             link_data.make_many_files(source)
             rows.append(first_sync(tools, source, (OFFLOAD, RSYNC), options.repeat, "100k files first sync"))
             rows.append(edited(tools, source, options.repeat, "100k files nothing changed", None))
-    return rows
 
 
 def parse_options():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help=f"the ML project's big files at {QUICK_SCALE:g} of their size; the source tree at {RATES[0]} only")
+                        help=f"the ML project's big files at {QUICK_SCALE:g} of their size; the source tree at {RATES[0]}, "
+                             "offload and rsync -a only")
     parser.add_argument("--repeat", type=int, default=3, help="runs per case and tool; the median is shown (default 3)")
     parser.add_argument("--rates", default=",".join(RATES), help="comma-separated tc rates (default 100mbit,1gbit)")
     parser.add_argument("--big", action="store_true", help="also 1 GiB random over loopback, against ssh 'cat > f'")
@@ -121,14 +121,14 @@ def main() -> None:
         scratch = Path(scratch_name)
         try:
             if options.link:
-                rows += link_rows(scratch, options, first_tools)
+                link_rows(scratch, options, first_tools, rows)
             if options.big or options.many:
-                rows += loopback_rows(scratch, options)
+                loopback_rows(scratch, options, rows)
         except KeyboardInterrupt:
             link_data.say("bench_link: interrupted; everything it made is removed")
-            print_table(rows, options.repeat)
             sys.exit(130)
-    print_table(rows, options.repeat)
+        finally:
+            print_table(rows, options.repeat)  # the rows done so far, whatever stopped the rest
 
 
 if __name__ == "__main__":

@@ -118,8 +118,9 @@ def edited(tools: Tools, project: Path, repeat: int, case: str, edit) -> Row:
     return done(row)
 
 
-def ml_cases(tools: Tools, project: Path, first_tools: tuple, repeat: int) -> list:
-    rows = [first_sync(tools, project, first_tools, repeat, "ML project first sync")]
+def ml_cases(tools: Tools, project: Path, first_tools: tuple, repeat: int, rows: list) -> None:
+    """Every ML project case, appended to rows as each is done."""
+    rows.append(first_sync(tools, project, first_tools, repeat, "ML project first sync"))
     rows.append(renamed(tools, project, repeat))
     rows.append(second_project(tools, project, repeat))
     rows.append(edited(tools, project, repeat, "project deleted and re-cloned", reclone))
@@ -127,4 +128,3 @@ def ml_cases(tools: Tools, project: Path, first_tools: tuple, repeat: int) -> li
     rows.append(edited(tools, project, repeat, "nothing changed", None))
     for tool in first_tools:
         remove(tools.copy_of(tool, project))
-    return rows
