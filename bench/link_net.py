@@ -69,6 +69,7 @@ def namespaced_link(directory: Path) -> Iterator[Link]:
 
 @contextlib.contextmanager
 def loopback_link(directory: Path) -> Iterator[Link]:
-    """An sshd on 127.0.0.1: on loopback every packet is counted once in lo's tx_bytes (and again in rx)."""
+    """An sshd on 127.0.0.1: on loopback every packet is counted once in lo's tx_bytes (and again in rx), the
+    packets of anything else on the machine talking over loopback too: these wire bytes are an upper bound."""
     with SshServer(directory) as server:
         yield Link(server, "loopback", (Path("/sys/class/net/lo/statistics/tx_bytes"),))
