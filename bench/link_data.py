@@ -89,20 +89,22 @@ def make_source_tree(root: Path) -> str:
     with site-packages' .py files, then pruned to what offload's own selection sends (it leaves out *.pem
     and the like), so every tool copies the same files."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    sources = [path for path in sorted(stdlib.rglob("*"))
-               if path.is_file() and not any(part.startswith(NOT_SOURCES) for part in path.relative_to(stdlib).parts)]
-    site = Path(sysconfig.get_paths()["purelib"])
-    extra = [path for path in sorted(site.rglob("*.py")) if "__pycache__" not in path.parts]
-    extra = extra[:max(0, SOURCE_FILES_MIN + 500 - len(sources))]  # 500 more: the pruning below takes a few
-    copies = [(path, path.relative_to(stdlib)) for path in sources]
-    for path, name in copies + [(path, Path("site-packages") / path.relative_to(site)) for path in extra]:
+    sources = [(path, path.relative_to(stdlib)) for path in sorted(stdlib.rglob("*")) if path.is_file()
+               and not any(part.startswith(NOT_SOURCES) for part in path.relative_to(stdlib).parts)]
+    wanted = max(0, SOURCE_FILES_MIN + 500 - len(sources))  # 500 more: the pruning below takes a few
+    sites = dict.fromkeys([stdlib / "site-packages", Path(sysconfig.get_paths()["purelib"])])  # base's, venv's
+    extra = [(path, Path(f"site{index}") / path.relative_to(site)) for index, site in enumerate(sites)
+             for path in sorted(site.rglob("*.py")) if "__pycache__" not in path.parts][:wanted]
+    for path, name in sources + extra:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, root / name)
     kept = {entry.path for entry in select_project(root).entries}
     for path in [path for path in root.rglob("*") if path.is_file() or path.is_symlink()]:
         if path.relative_to(root).as_posix() not in kept:
             path.unlink()
-    return f"{len(sources)} stdlib sources from {stdlib} and {len(extra)} .py files from {site}"
+    files = sum(1 for path in root.rglob("*") if path.is_file())
+    return (f"{files} files: {len(sources)} stdlib sources from {stdlib} and {len(extra)} .py files of "
+            f"{', '.join(map(str, sites))}, less what offload's selection leaves out")
 
 
 def make_big_file(root: Path, size: int) -> None:

@@ -58,6 +58,8 @@ def ratios_text(row) -> str:
 
 
 def print_table(rows: list, repeat: int) -> None:
+    if not rows:
+        return
     shown = [tool for tool in COLUMNS if any(tool in row.runs for row in rows)]
     print(f"\nmedians of {repeat} runs; wire = bytes both ways on the host link (the laptop end's veth "
           "tx_bytes + rx_bytes; on loopback lo's tx_bytes,\nwhich also counts whatever else on the machine talks over "
