@@ -43,9 +43,10 @@ def shakespeare_text() -> tuple[str, str]:
     weights = [12.7, 9.1, 8.2, 7.5, 7.0, 6.7, 6.3, 6.1, 6.0, 4.3, 4.0, 2.8, 2.8, 2.4, 2.4, 2.2, 2.0, 2.0, 1.9,
                1.5, 1.0, 0.8, 0.2, 0.2, 0.1, 0.1]
     words = ["".join(rng.choices(letters, weights, k=rng.randint(1, 8))) for _ in range(12_000)]
+    zipf = [1 / rank for rank in range(1, len(words) + 1)]  # words are as unevenly common as in real text
     lines = []
-    while sum(map(len, lines)) < 1_115_000:  # tinyshakespeare's size, 65 distinct characters
-        line = " ".join(rng.choices(words, k=rng.randint(2, 9)))
+    while sum(map(len, lines)) < 1_115_000:  # tinyshakespeare's size
+        line = " ".join(rng.choices(words, zipf, k=rng.randint(2, 9)))
         lines.append(line[0].upper() + line[1:] + rng.choice([",", ".", ";", ":", "!", "?", ""]))
         if rng.random() < 0.15:
             lines.append("\n" + rng.choice(words).upper() + ":")
