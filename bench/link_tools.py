@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.sync.push import project_dir_name  # where offload puts a project in its workdir
+from pipeline import start_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 OFFLOAD, RSYNC, RSYNC_Z, TAR_ZSTD, SSH_PIPE = "offload", "rsync -a", "rsync -az", "tar|zstd -1|ssh", "ssh cat"
@@ -104,16 +105,7 @@ class Tools:
         wire_before = self.link.wire_bytes()
         env = self.env()
         started = time.perf_counter()
-        processes, upstream = [], subprocess.DEVNULL
-        for index, argv in enumerate(commands):
-            last = index == len(commands) - 1
-            process = subprocess.Popen(argv, env=env, stdin=upstream, stderr=subprocess.PIPE if last else None,
-                                       stdout=subprocess.DEVNULL if last else subprocess.PIPE)
-            if process.stdout is not None:
-                upstream = process.stdout
-            processes.append(process)
-        for process in processes[:-1]:
-            process.stdout.close()  # the next process holds its own copy; an early exit then reaches the writer
+        processes = start_pipeline(commands, env, last_stderr=subprocess.PIPE)
         try:
             errors = processes[-1].communicate()[1]
             codes = [process.wait() for process in processes]
