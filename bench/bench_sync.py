@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from sshd_server import SshServer  # noqa: E402  (the tests' real-sshd fixture, reused)
 
 from offload.sync.push import project_dir_name  # noqa: E402  (where offload puts a project in its workdir)
+from pipeline import start_pipeline  # noqa: E402  (bench/ itself is on the path: this runs as a script)
 
 ALWAYS_EXCLUDED = [".git/", "__pycache__/", ".venv/", "venv/", ".offload/"]  # offload/ignore.py's set
 LO_TX_BYTES = Path("/sys/class/net/lo/statistics/tx_bytes")
@@ -79,16 +80,7 @@ def run_measured(commands: list[list[str]], env: dict) -> Run:
     os.sync()
     tx_before = int(LO_TX_BYTES.read_text())
     started = time.perf_counter()
-    processes, upstream = [], subprocess.DEVNULL
-    for index, argv in enumerate(commands):
-        last = index == len(commands) - 1
-        process = subprocess.Popen(argv, env=env, stdin=upstream, stderr=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL if last else subprocess.PIPE)
-        if process.stdout is not None:
-            upstream = process.stdout
-        processes.append(process)
-    for process in processes[:-1]:
-        process.stdout.close()  # the next process holds its own copy; an early exit then reaches the writer
+    processes = start_pipeline(commands, env, others_stderr=subprocess.DEVNULL)
     statuses = [os.wait4(process.pid, 0) for process in processes]
     seconds = time.perf_counter() - started
     wire_bytes = int(LO_TX_BYTES.read_text()) - tx_before

@@ -25,6 +25,7 @@ KEEP_ALIVE_ENV = "OFFLOAD_KEEP_ALIVE"  # seconds an idle keeper stays; 0 switche
 DEFAULT_KEEP_ALIVE_S = 600.0  # as ssh's ControlPersist is commonly set
 START_DEADLINE_S = 10.0  # from spawning the keeper to its socket answering
 STALE = "stale"
+WAKE_S = 0.2  # the longest a wait for the keeper's reply lasts before it looks again (reply_lines)
 STANDARD_FDS = (0, 1, 2)  # passed to the keeper, which makes them the command's own
 STREAM_NAMES = ("stdin", "stdout", "stderr")
 
@@ -166,7 +167,7 @@ def ask_keeper(argv: list, fingerprint: str) -> int | str | None:
             socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], list(STANDARD_FDS))
         except OSError:
             return None  # the keeper died before it ran anything: this process does it
-        return KeptCommand(sock).serve(sock.makefile("rb"))
+        return KeptCommand(sock).serve(reply_lines(sock))
 
 
 def command_request(argv: list, fingerprint: str) -> dict:
@@ -185,6 +186,27 @@ def stream_facts(stream) -> list | None:
     if stream is None or not hasattr(stream, "line_buffering"):
         return None
     return [stream.encoding, stream.errors, stream.line_buffering, stream.write_through]
+
+
+def reply_lines(sock: socket.socket):
+    """The keeper's reply lines, read in waits of at most WAKE_S: CPython can miss waking a blocked read for a
+    signal that comes just as it begins, and a Ctrl-C must reach the keeper at once, not at its next reply."""
+    sock.settimeout(WAKE_S)
+    pending = b""
+    while True:
+        try:
+            data = sock.recv(1 << 16)
+        except socket.timeout:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            if pending:
+                yield pending
+            return
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        yield from lines
 
 
 class KeptCommand:

@@ -49,8 +49,8 @@ def read_terminal(controller: int, deadline_s: float, shown: bytes = b"", until:
     while until is None or until not in shown:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(f"the terminal showed no {until!r} within {deadline_s:.0f} s" if until else
-                                 f"the terminal stayed open {deadline_s:.0f} s")
+            raise AssertionError(f"the terminal showed no {until!r} within {deadline_s:.0f} s: {shown[-500:]!r}"
+                                 if until else f"the terminal stayed open {deadline_s:.0f} s")
         ready, _, _ = select.select([controller], [], [], min(left, 0.5))
         if not ready:
             continue

@@ -89,3 +89,24 @@ def test_clean_asks_in_a_terminal_and_no_keeps_everything(box, tmp_path):
     assert code == 0, shown
     assert "removed 1 project directory from box" in shown
     assert not host_dir.exists()
+
+
+def test_the_host_keeps_a_project_dir_that_became_busy_after_it_was_listed(box, tmp_path):
+    """The laptop only asks to remove what was idle when listed; a run that starts in between is the host's to
+    see: asked through the agent itself, it keeps the directory and says why."""
+    from offload.config.hosts import load
+    from offload.config.resolve import resolve
+    from offload.transport.link import Link
+
+    busy = make_project(tmp_path, "busy")
+    release = tmp_path / "release"
+    assert run_offload("run", "--detach", "hold.py", str(release), cwd=busy).returncode == 0
+    link = Link(resolve("box", load().get("box"))).open()
+    try:
+        answer = link.agent.request("remove_project", workdir=box["workdir"], name=host_dir_of(busy).name)
+        assert answer["removed"] is False and answer["in_use"], answer
+        assert (host_dir_of(busy) / "hold.py").is_file()
+    finally:
+        link.close()
+        release.touch()
+        stop_leftover_jobs(busy)

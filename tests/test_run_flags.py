@@ -10,8 +10,9 @@ import sys
 from conftest import register_host, run_offload
 from offload import __version__
 
-MODULE = ("import json, os, sys\n"
-          "print(json.dumps({'name': __name__, 'spec': __spec__.name, 'argv': sys.argv[1:], 'cwd': os.getcwd()}))\n")
+MODULE = ("import json, os, sys\n"  # one write of the whole line: two ranks sharing a pipe never interleave in it
+          "os.write(1, (json.dumps({'name': __name__, 'spec': __spec__.name, 'argv': sys.argv[1:], 'cwd': os.getcwd()})"
+          " + '\\n').encode())\n")
 
 
 def reported(result) -> dict:

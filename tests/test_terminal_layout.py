@@ -61,6 +61,8 @@ def test_hosts_check_at_80_columns_stacks_each_host_and_cuts_no_cell(offload_hom
     for column, cell in cells.items():
         line = next((line for line in shown if line.startswith(column + " ")), None)
         assert line is not None, (column, narrow.stdout)
+        if column == "free disk":  # the disk's free bytes move between the two checks: its words stay
+            cell = re.sub(r"[0-9.]+", "", cell)
         for word in words_of(cell):
             assert word in words_of(narrow.stdout), (column, word, narrow.stdout)
     assert "cpu flags" not in wide.stdout and "cpu flags" not in narrow.stdout

@@ -5,10 +5,14 @@ from __future__ import annotations
 import queue
 import signal
 import threading
+from contextlib import contextmanager
 
 from offload.errors import LinkLost, OffloadError
 
 SILENCE_LIMIT_S = 15  # the agent ticks every 2 s while the job is quiet; this much silence is a dead link
+# The main thread never waits unbounded: CPython can miss the wake-up for a signal that comes just as a lock
+# wait begins (its handler then runs only when the wait ends), so a Ctrl-C waits at most this long.
+WAKE_S = 0.2
 
 
 def follow(agent, run_dir: str, offset: int, sink, metrics_offset: int = 0, until_now: bool = False,
@@ -67,8 +71,8 @@ def stop_following() -> None:
 
 
 class HeldInterrupt:
-    """Ctrl-C held while the followers start, then handed to whoever would have had it: a press never leaves some
-    nodes followed and others not. Only in the main thread, and only where a handler would take it (not where
+    """Ctrl-C held from the host's answer to a start until the run is followed, then handed to whoever would have
+    had it: a press then is about the run (stop it, or detach), never lost in between. Only in the main thread, and only where a handler would take it (not where
     SIGINT is ignored)."""
 
     def __init__(self):
@@ -86,16 +90,64 @@ class HeldInterrupt:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
             if self.pressed:
+                self.pressed = False
                 previous(signal.SIGINT, None)  # KeyboardInterrupt, or a local run's stop
+
+    def discard(self) -> None:
+        """The handler put back, and a press meanwhile forgotten."""
+        self.pressed = False
+        self.release()
+
+
+class QueuedInterrupt:
+    """Ctrl-C while the followers run, put on their queue as INTERRUPTED rather than raised in the main thread:
+    a KeyboardInterrupt raised inside a get could take a follower's result with it; a queued press cannot, and
+    one pressed while the followers start waits until all are started. The handler there before still has the
+    press first (a local run's stop); only what it would raise is queued. In the main thread only, and only
+    where a handler would take it (not where SIGINT is ignored)."""
+
+    def __init__(self, presses):
+        self.presses, self.previous = presses, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() and callable(signal.getsignal(signal.SIGINT)):
+            self.previous = signal.signal(signal.SIGINT, self.on_press)
+        return self
+
+    def on_press(self, signum, frame) -> None:
+        try:
+            self.previous(signum, frame)
+        except KeyboardInterrupt:
+            self.presses.put(INTERRUPTED)  # SimpleQueue.put: safe in a signal handler, even mid-get
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    @contextmanager
+    def raising(self):
+        """Ctrl-C raised again meanwhile (a prompt's second Ctrl-C is its no)."""
+        if self.previous is None:
+            yield
+            return
+        signal.signal(signal.SIGINT, self.previous)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, self.on_press)
+
+
+INTERRUPTED = (None, KeyboardInterrupt)  # a press, on the followers' queue
 
 
 def follow_all(pairs: list, reconnect_for: float, on_failure, on_interrupt=stop_following, job_input=None) -> tuple:
     """Follow every (link, run_dir, sink) at once until all have ended; on_failure(index, ended) is called for the
-    first that ends with a non-zero exit (ended: each one's exit message so far, None for those still running). Returns each one's exit message, in order, and the index of the first
-    failure (None if none failed). Following happens in threads: Ctrl-C reaches the caller at once, as
-    on_interrupt(), which raises KeyboardInterrupt to stop following, or returns to follow on to the end. job_input,
-    if any, is the first one's stdin."""
-    finished = queue.Queue()
+    first that ends with a non-zero exit (ended: each one's exit message so far, None for those still running).
+    Returns each one's exit message, in order, and the index of the first failure (None if none failed).
+    Following happens in threads: Ctrl-C reaches the caller at once, as on_interrupt(), which raises
+    KeyboardInterrupt to stop following, or returns to follow on to the end. job_input, if any, is the first
+    one's stdin."""
+    finished = queue.SimpleQueue()
 
     def follow_one(index: int, link, run_dir: str, sink) -> None:
         try:
@@ -103,26 +155,23 @@ def follow_all(pairs: list, reconnect_for: float, on_failure, on_interrupt=stop_
         except Exception as exc:  # noqa: BLE001 - handed to the main thread, which reports it
             finished.put((index, exc))
 
-    held = HeldInterrupt()
-    held.hold()
-    try:
+    ended, first_failed = [None] * len(pairs), None
+    with QueuedInterrupt(finished) as presses:
         for index, (link, run_dir, sink) in enumerate(pairs):
             threading.Thread(target=follow_one, args=(index, link, run_dir, sink), daemon=True).start()
-    except BaseException:
-        held.release()
-        raise
-    ended, first_failed = [None] * len(pairs), None
-    while None in ended:
-        try:
-            held.release()
-            index, result = finished.get()
-        except KeyboardInterrupt:
-            on_interrupt()
-            continue
-        if isinstance(result, Exception):
-            raise result
-        ended[index] = result
-        if exit_code_of(result) != 0 and first_failed is None:
-            first_failed = index
-            on_failure(index, ended)
+        while None in ended:
+            try:
+                index, result = finished.get(timeout=WAKE_S)
+            except queue.Empty:
+                continue
+            if result is KeyboardInterrupt:
+                with presses.raising():
+                    on_interrupt()
+                continue
+            if isinstance(result, Exception):
+                raise result
+            ended[index] = result
+            if exit_code_of(result) != 0 and first_failed is None:
+                first_failed = index
+                on_failure(index, ended)
     return ended, first_failed

@@ -22,7 +22,7 @@ from offload.runs import launch
 from offload.runs.connect import connect_nodes, in_parallel
 from offload.runs.diagnose import diagnose_failure
 from offload.runs.fetched import fetch_run
-from offload.runs.follow import exit_code_of, follow_all, stop_following
+from offload.runs.follow import HeldInterrupt, exit_code_of, follow_all, stop_following
 from offload.runs.interrupt import INTERRUPTED_EXIT, STOP_GRACE_S, detached, stop_when_asked
 from offload.runs.job_input import JobInput
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
@@ -122,17 +122,22 @@ def prepare(job: Job, put_back_from) -> None:
 def launch_and_follow(job: Job) -> int:
     plan_run(job)
     started = in_parallel(job.nodes, lambda node: start_node(job, node))
-    code = started_outcome(job, started)
-    if code is not None:
-        return code
-    if job.options.detach:
-        job.record.update(detached=True)
-        say(f"detached: follow it with `offload logs {job.run_id} -f`, stop it with `offload stop {job.run_id}`")
-        return 0
     with ExitStack() as watching:
         for node, state in zip(job.nodes, started):
             watching.enter_context(node.watching(job.run_id, state.get("pgid")))
-        followed = follow_to_end(job)
+        held = HeldInterrupt()  # from the host's answer on, Ctrl-C is about this run: taken once it is followed
+        held.hold()
+        try:
+            code = started_outcome(job, started)
+            if code is not None:
+                return code
+            if job.options.detach:
+                job.record.update(detached=True)
+                say(f"detached: follow it with `offload logs {job.run_id} -f`, stop it with `offload stop {job.run_id}`")
+                return 0
+            followed = follow_to_end(job, held)
+        finally:
+            held.discard()  # not followed (busy, failed, detached): a press meanwhile changes nothing
     if followed is None:  # the laptop was only watching: the run goes on (or goes on ending) on the host
         return detached(job)
     ended, first_failed = followed
@@ -241,11 +246,13 @@ def started_outcome(job: Job, started: list) -> int | None:
     return None
 
 
-def follow_to_end(job: Job) -> tuple | None:
+def follow_to_end(job: Job, held: HeldInterrupt) -> tuple | None:
     """The nodes followed to their end: (each one's exit message, the first that failed); None once the laptop
-    stops following (Ctrl-C, and no to stopping the run; or a second Ctrl-C)."""
+    stops following (Ctrl-C, and no to stopping the run; or a second Ctrl-C). `held`: a press since the host
+    answered the start, raised here."""
     while True:
         try:
+            held.release()
             return follow_nodes(job)
         except KeyboardInterrupt:  # asked while following; else pressed before the followers started: ask now
             if job.asked or not stop_when_asked(job, threading.Lock(), StatusLine()):

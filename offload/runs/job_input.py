@@ -32,16 +32,19 @@ class JobInput:
         self.answered = threading.Event()
         self.stopped = threading.Event()
         self.ended = False  # the job's stdin is closed: our EOF sent, or the job reads no more
+        self.finished = False  # stop() was called: never forwarded again, whatever a follower attaches later
+        self.lock = threading.Lock()  # attach (a follower thread) against stop (the main thread, at Ctrl-C)
 
     def attach(self, agent) -> None:
         """The follow request (with stdin) was sent on `agent`: forward to it. A reconnect attaches again, to an
         agent that did not start the job: it answers `closed`, and forwarding ends."""
-        self.stop_forwarding()
-        self.agent = agent
-        if not self.ended:
-            self.stopped.clear()
-            self.thread = threading.Thread(target=self.forward, daemon=True)
-            self.thread.start()
+        with self.lock:
+            self.halt()
+            self.agent = agent
+            if not self.ended and not self.finished:
+                self.stopped.clear()
+                self.thread = threading.Thread(target=self.forward, daemon=True)
+                self.thread.start()
 
     def acknowledged(self, message: dict) -> None:
         """The agent's `stdin_ok` (the follower hears it among the output)."""
@@ -79,7 +82,8 @@ class JobInput:
             except OffloadError:
                 pass
 
-    def stop_forwarding(self) -> None:
+    def halt(self) -> None:
+        """Stop the forwarder (the lock held)."""
         self.stopped.set()
         self.answered.set()
         if self.thread is not None and self.thread is not threading.current_thread():
@@ -88,7 +92,9 @@ class JobInput:
 
     def stop(self) -> None:
         """Following is over (ended, or Ctrl-C): stop reading, and end the job's stdin if it still runs."""
-        self.stop_forwarding()
+        with self.lock:
+            self.finished = True
+            self.halt()
         self.end()
 
 
