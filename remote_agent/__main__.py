@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from . import ceiling, facts, files, following, host_dirs, job_stdin, jobs, manifest, protocol, run_status, stopping
+from . import ceiling, codecs, facts, files, following, host_dirs, job_stdin, jobs, manifest, protocol, run_status, stopping
 from .fence import OutsideProject
 from .protocol import RequestError
 
@@ -30,7 +30,8 @@ class Agent:
         protocol.write_message(self.out, message_type, **fields)
 
     def serve(self) -> None:
-        self.send("hello", agent=AGENT_VERSION, **facts.hello())
+        # codecs: what it decompresses, best first; the laptop compresses a sync's bytes with one of them or none
+        self.send("hello", agent=AGENT_VERSION, codecs=codecs.decodable(), **facts.hello())
         while True:
             try:
                 message, self.next_message = self.next_message or protocol.read_message(self.inp), None

@@ -15,6 +15,7 @@ import os
 import stat
 
 from . import durable, protocol
+from .bodies import Body
 from .journals import commit_journal, redo, write_blocks
 from .protocol import DIGEST_BYTES, PART_SUFFIX, beside, block_count, range_length
 from .sidecars import read_sidecar, write_sidecar
@@ -26,15 +27,15 @@ class StalePatch(Exception):
     """The host file is not the one the laptop's patch was computed against."""
 
 
-def patch_layout(message: dict) -> tuple:
-    """(ranges, changed block count, bytes of block data) of a patch message, checked against its blob size."""
+def patch_layout(message: dict, size: int) -> tuple:
+    """(ranges, changed block count, bytes of block data) of a patch message, checked against its body's size."""
     file_size, ranges = int(message["file_size"]), [(int(first), int(count)) for first, count in message["ranges"]]
     blocks = block_count(file_size)
     if any(first < 0 or count < 1 or first + count > blocks for first, count in ranges):
         raise ValueError("block range past the end of the file")
     changed = sum(count for _, count in ranges)
     data = sum(range_length(first, count, file_size) for first, count in ranges)
-    if changed * DIGEST_BYTES + data + 1 != int(message["size"]):
+    if changed * DIGEST_BYTES + data + 1 != size:
         raise ValueError("blob size does not match the block ranges")
     return ranges, changed, data
 
@@ -57,18 +58,12 @@ def receive_patch(project_dir: str, relpath: str, path: str, message: dict, inp,
     change while sending and will send it again. The blob is always consumed from the stream.
     In place only when in_place_ok (no job of the project runs: the caller holds its tree), the file has one
     link (a staged tree's hard link must keep the old bytes) and no process has it open or mapped."""
-    size = int(message["size"])
-    consumed = [0]
-
-    def take(count: int) -> bytes:
-        consumed[0] += count
-        return b"".join(protocol.read_exactly(inp, count))
-
+    body = Body(inp, message)  # raw in its blob, or compressed in frames (bodies.py)
+    size = body.size
     try:
-        part = write_journal(project_dir, relpath, path, message, take)
+        part = write_journal(project_dir, relpath, path, message, body.read, size)
     finally:
-        for _ in protocol.read_exactly(inp, size - consumed[0]):
-            pass
+        body.drain()
     if part is None:
         return False, size
     try:
@@ -88,11 +83,12 @@ def receive_patch(project_dir: str, relpath: str, path: str, message: dict, inp,
     return True, size
 
 
-def write_journal(project_dir: str, relpath: str, path: str, message: dict, take) -> str | None:
+def write_journal(project_dir: str, relpath: str, path: str, message: dict, take, size: int | None = None) -> str | None:
     """Receive the patch (take(n) reads n bytes of its blob) into `.NAME.offload-part`: a header line, the new
-    file's digests, the changed blocks. Returns its path, or None when the laptop marked the patch incomplete."""
+    file's digests, the changed blocks; size: the patch's bytes (its message's `size` if None: a raw blob).
+    Returns its path, or None when the laptop marked the patch incomplete."""
     try:
-        ranges, changed, data = patch_layout(message)
+        ranges, changed, data = patch_layout(message, int(message["size"]) if size is None else size)
     except (KeyError, ValueError, TypeError) as exc:
         raise StalePatch(f"malformed patch: {exc}") from None
     st = os.lstat(path)

@@ -37,6 +37,10 @@ REQUESTS = {
     "project_dirs": ("workdir",), "remove_project": ("workdir", "name"),  # `offload hosts clean` (cleaning.py)
 }
 ENTRIES = ("put", "patch", "digests")  # what follows an `apply`, until an `end`
+# A `put` or `patch` with a `codec` carries its bytes (raw_size of them: what its `size` would be) in the FRAME
+# messages that follow it, not in a blob of its own: each frame is at most CHUNK raw bytes, compressed alone with
+# that codec (its `codec` field) or stored raw (none), so neither side ever holds more than a frame (bodies.py).
+FRAME = "frame"
 # What the laptop sends during a `follow` with `stdin` (its stdin for the job, job_stdin.py): a `stdin` message
 # with a blob, answered `stdin_ok` (`closed` once the job reads no more) before the next; `stdin_end` at its EOF.
 FOLLOW_INPUT = ("stdin", "stdin_end")
@@ -168,8 +172,27 @@ class Incoming:
 
     def __init__(self, stream):
         self.stream, self.blob_left, self.ended = stream, 0, False
+        self.unread = None  # a message a frame reader met where a frame should be: the next one served
 
     def next_message(self) -> dict:
+        """The next entry or `end`; the frames of an entry nobody read (refused, or after a failure) are skipped."""
+        while True:
+            message = self.next_any()
+            if message["t"] != FRAME:
+                return message
+
+    def next_frame(self) -> dict | None:
+        """The next message if it is a frame, else None (that message is served next)."""
+        message = self.next_any()
+        if message["t"] == FRAME:
+            return message
+        self.unread = message
+        return None
+
+    def next_any(self) -> dict:
+        if self.unread is not None:
+            message, self.unread = self.unread, None
+            return message
         self.skip_blob()
         message = read_message(self.stream)
         if message is None:
@@ -195,3 +218,4 @@ class Incoming:
     def skip_to_end(self) -> None:
         while not self.ended:
             self.next_message()
+        self.unread = None

@@ -11,6 +11,7 @@ import os
 
 from . import durable, protocol
 from .batch import Batch
+from .bodies import Body
 from .patching import same_file
 from .protocol import PART_SUFFIX, RequestError
 from .records import identity
@@ -21,16 +22,16 @@ PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 def put(path: str, message: dict, inp, batch: Batch, make_dirs, existing: list | None, commit_step,
         relpath: str) -> tuple:
     """Write one entry; (file bytes received, whether it is whole: under its final name, or in batch to be
-    renamed there). The blob is always consumed from the stream."""
-    blob = int(message.get("size", 0)) if message["kind"] == "file" else 0
-    pieces = protocol.read_exactly(inp, max(blob - 1, 0))
-    status = []
+    renamed there). Its bytes, raw or compressed (bodies.py), are always consumed from the stream."""
+    body = Body(inp, message) if message["kind"] == "file" else None
+    blob = body.size if body is not None else 0
+    pieces = body.pieces(max(blob - 1, 0)) if body is not None else iter(())
 
     def complete() -> bool:
-        status.append(inp.read(1))
-        if status == [b""]:
+        status = body.read(1)
+        if status == b"":
             raise protocol.ProtocolError("stream ended 1 bytes before the end of a blob")
-        return status == [b"\x01"]
+        return status == b"\x01"
 
     try:
         committed = write_entry(path, message, pieces, complete, batch, make_dirs, existing, commit_step, relpath)
@@ -39,10 +40,8 @@ def put(path: str, message: dict, inp, batch: Batch, make_dirs, existing: list |
             exc.filename = message["path"]
         raise
     finally:
-        for _ in pieces:  # a no-op when the write consumed them all
-            pass
-        if blob and not status:
-            complete()
+        if body is not None:
+            body.drain()  # what the write did not consume: the rest of the bytes and the status byte
     return max(blob - 1, 0), committed
 
 
@@ -77,7 +76,7 @@ def write_entry(path: str, message: dict, pieces, complete, batch: Batch, make_d
         if kind == "link":
             os.utime(part.path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         else:
-            size = write_part(part.fd, pieces, mode, mtime_ns, int(message.get("size", 0)))
+            size = write_part(part.fd, pieces, mode, mtime_ns, int(message.get("raw_size") or message.get("size", 0)))
             if not complete():
                 os.close(part.fd)
                 os.unlink(part.path)

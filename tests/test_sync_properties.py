@@ -1,5 +1,5 @@
-"""Properties of a sync through the real sshd: random trees and edits end up exactly on the host (what runs
-wrote there untouched), a client killed at random points never leaves a half-written file under its final
+"""Properties of a sync through the real sshd: random trees and edits, of content that compresses or not and sent
+compressed or not, end up exactly on the host (what runs wrote there untouched), a client killed at random points never leaves a half-written file under its final
 name, and a file that changes while it is sent is never recorded with the wrong content.
 The host's workdir is a local path here, so the host tree is read directly."""
 
@@ -121,6 +121,26 @@ class Tree:
         os.utime(path, ns=(stamp, stamp))
 
 
+# Sizes about the edges of a compressed frame (protocol.CHUNK) and of the sample it is judged on (64 KiB).
+BOUNDARY_SIZES = [0, 1, 100, (64 << 10) - 1, 64 << 10, (64 << 10) + 1, MiB - 1, MiB, MiB + 1, MiB + 70_000]
+
+
+@st.composite
+def contents(draw) -> bytes:
+    """Short random bytes; or, of a size about a frame's edges, text that compresses, random bytes that do not,
+    or the two in turn (a file whose sample compresses and whose rest does not)."""
+    kind = draw(st.sampled_from(["short", "short", "text", "random", "mixed"]), label="content kind")
+    if kind == "short":
+        return draw(st.binary(max_size=3000), label="content")
+    size, rng = draw(st.sampled_from(BOUNDARY_SIZES), label="size"), random.Random(draw(st.integers(0, 2**32)))
+    text = " ".join(rng.choice(("loss", "step", "grad", "lr", "0.1", "=")) for _ in range(size // 3 + 1)).encode()
+    if kind == "text":
+        return text[:size]
+    if kind == "random":
+        return rng.randbytes(size)
+    return b"".join(text[i:i + 8192] if (i // 8192) % 4 == 0 else rng.randbytes(8192) for i in range(0, size, 8192))[:size]
+
+
 def apply_edit(tree: Tree, data) -> None:
     op = data.draw(st.sampled_from(["create", "create", "modify", "delete", "rename", "chmod", "symlink", "mkdir",
                                     "rmdir", "rename_dir"]), label="op")
@@ -128,10 +148,10 @@ def apply_edit(tree: Tree, data) -> None:
     if op == "create" or (op in ("modify", "delete", "rename", "chmod") and not files):
         path = tree.free_path(data, FILE_NAMES)
         if path is not None:
-            tree.write(path, data.draw(st.binary(max_size=3000), label="content"))
+            tree.write(path, data.draw(contents()))
     elif op == "modify":
         path = tree.root / data.draw(st.sampled_from(files), label="file")
-        tree.write(path, data.draw(st.binary(max_size=3000), label="content"))
+        tree.write(path, data.draw(contents()))
     elif op == "delete":
         os.unlink(tree.root / data.draw(st.sampled_from(files + tree.paths("link")), label="victim"))
     elif op == "rename":
@@ -165,7 +185,7 @@ examples = itertools.count()
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(data=st.data())
-def test_random_edits_sync_exactly_and_what_runs_wrote_survives(link, tmp_path, data):
+def test_random_edits_sync_exactly_and_what_runs_wrote_survives(link, tmp_path, monkeypatch, data):
     agent, workdir = link
     root = tmp_path / f"proj{next(examples)}"  # a fresh project, so a fresh host directory, per example
     root.mkdir()
@@ -176,6 +196,8 @@ def test_random_edits_sync_exactly_and_what_runs_wrote_survives(link, tmp_path, 
     for round_number in range(data.draw(st.integers(1, 10), label="rounds")):
         for _ in range(data.draw(st.integers(1, 5), label="edits")):
             apply_edit(tree, data)
+        # Compressed or not (offload/sync/compress.py): the host ends up with the same bytes.
+        monkeypatch.setenv("OFFLOAD_COMPRESS", data.draw(st.sampled_from(["auto", "always", "never"]), label="compress"))
         sync_project(agent, root, workdir, out=io.StringIO())
         if data.draw(st.booleans(), label="a run writes"):
             output = host_dir / "out" / f"run {round_number}" / "metrics ü.json"

@@ -23,6 +23,7 @@ def sync_only(host_name: str | None, project: Path | None, connect_timeout: floa
     with open_link(target, connect_timeout) as link:  # a kept link may have been opened for another workdir
         result = sync_project(link.agent, root, target.workdir, include=include, force=force)
     if result.sent_files or result.deleted:
+        compressed = f", {human_size(result.wire_bytes)} sent with {result.compressed_with}" if result.compressed_with else ""
         say(f"synced {result.sent_files} changed of {result.sent_files + result.unchanged} entries "
-            f"({human_size(result.sent_bytes)}), deleted {result.deleted} -> {name}:{result.project_dir}")
+            f"({human_size(result.sent_bytes)}{compressed}), deleted {result.deleted} -> {name}:{result.project_dir}")
     return 0

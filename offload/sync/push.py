@@ -36,6 +36,8 @@ class SyncResult:
     unchanged: int
     stage: str | None = None  # the host staged this sync's tree: a job of the project owns the live one
     kept: list = field(default_factory=list)  # [path, why] the host left alone
+    wire_bytes: int = 0  # what the sync's entries took on the link, compressed or not
+    compressed_with: str | None = None  # the codec, when any of them went compressed
 
 
 def project_dir_name(project_root: Path) -> str:
@@ -113,6 +115,7 @@ def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, 
     print(f"{line} -> {agent.label}:{project_dir}", file=out)
     for extra_line in extra_lines:
         print(extra_line, file=out)
+    written_before = agent.written_bytes
     applied, pending = apply_plan(agent, project_root, project_dir, plan, out, host_digests=host_digests,
                                   deltas=deltas, paths=[e.path for e in entries], force=force)
     kept = plan.kept + applied.get("kept", [])
@@ -120,7 +123,8 @@ def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, 
     if pending:
         raise OffloadError(f"{pending[0].path} kept changing while it was being sent; it was not synced",
                            hint="stop whatever writes it, or add it to .offloadignore")
-    return SyncResult(project_dir, applied["written"], applied["bytes"], applied["deleted"], plan.unchanged, stage, kept)
+    return SyncResult(project_dir, applied["written"], applied["bytes"], applied["deleted"], plan.unchanged, stage, kept,
+                      agent.written_bytes - written_before, applied.get("compressed_with"))
 
 
 KEPT_LINES = 5  # kept paths named one per line; the rest are counted

@@ -10,6 +10,8 @@ from remote_agent.protocol import BLOCK, DIGEST_BYTES
 
 from offload.console import ProgressBar
 from offload.sync.blocks import DELTA_MIN_BYTES, BlockHasher, Delta, as_ranges, block_length, plan_delta
+from offload.sync.compress import Compression, mode_from_env
+from offload.sync.frames import open_body
 from offload.sync.push_plan import SyncPlan
 from offload.sync.scan import LocalEntry
 
@@ -28,6 +30,7 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out,
     A file in deltas goes as a patch; one sent again after it changed is hashed again against host_digests.
     paths: every path the laptop has, recorded as the sync's once the apply succeeds."""
     host_digests, deltas = dict(host_digests or {}), dict(deltas or {})
+    compression = Compression(agent, mode_from_env())
     extra = {"paths": paths} if paths is not None else {}
     agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, adopt=plan.adopt,
                record=record, force=force, **extra)
@@ -41,13 +44,16 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out,
                     delta = plan_delta(project_root / entry.path, host_digests[entry.path])
                 if delta is None:
                     host_digests.pop(entry.path, None)  # a put replaces the host's file: its digests are gone
-                sent.append(send_entry(agent, project_root, entry, advance, delta=delta, digests=record))
+                sent.append(send_entry(agent, project_root, entry, advance, delta=delta, digests=record,
+                                       compression=compression))
             pending = [refresh(project_root, e) for e in sent if e is not None]
             pending = [e for e in pending if e is not None]
             if not pending:
                 break
     agent.send("end")
-    return agent.recv(), pending
+    applied = agent.recv()
+    applied["compressed_with"] = compression.encoder.name if compression.used else None
+    return applied, pending
 
 
 def refresh(project_root: Path, entry: LocalEntry) -> LocalEntry | None:
@@ -61,7 +67,7 @@ def refresh(project_root: Path, entry: LocalEntry) -> LocalEntry | None:
 
 
 def send_entry(agent, project_root: Path, entry: LocalEntry, advance, delta: Delta | None = None,
-               digests: bool = False) -> LocalEntry | None:
+               digests: bool = False, compression: Compression | None = None) -> LocalEntry | None:
     """Stream one entry, whole or (with a delta) as a patch; with digests, a big file's block digests follow
     it. Returns the entry if it changed while being sent: its last byte then said so, and the host kept its
     older copy whole (it renames a file into place only after that byte)."""
@@ -75,25 +81,27 @@ def send_entry(agent, project_root: Path, entry: LocalEntry, advance, delta: Del
         return None  # deleted since the scan: the next sync deletes it on the host too
     with f:
         if delta is not None:
-            return None if send_patch(agent, f, entry, delta, advance) else entry
+            return None if send_patch(agent, f, entry, delta, advance, compression) else entry
         before = os.fstat(f.fileno())
         size = before.st_size
         hasher = BlockHasher() if digests and size >= DELTA_MIN_BYTES else None
-        header.update(size=size + 1, mtime_ns=before.st_mtime_ns)  # + 1: the status byte after the bytes
+        body = open_body(agent, size + 1, compression)  # + 1: the status byte after the bytes
+        header.update(body.fields, mtime_ns=before.st_mtime_ns)
         agent.write(protocol.encode("put", **header))
         remaining, padded = size, False
         while remaining:
             piece = f.read(min(remaining, protocol.CHUNK))
             if not piece:  # the file shrank under us: keep the stream in step; the status byte says so
                 piece, padded = b"\0" * min(remaining, protocol.CHUNK), True
-            agent.write(piece)
+            body.write(piece)
             if hasher is not None:
                 hasher.update(piece)
             remaining -= len(piece)
             advance(len(piece))
         after = os.fstat(f.fileno())
     whole = not padded and (after.st_size, after.st_mtime_ns) == (size, before.st_mtime_ns)
-    agent.write(b"\1" if whole else b"\0")
+    body.write(b"\1" if whole else b"\0")
+    body.close()
     if not whole:
         return entry
     if hasher is not None:  # the digests of exactly the bytes sent, kept on the host for the next patch
@@ -104,7 +112,7 @@ def send_entry(agent, project_root: Path, entry: LocalEntry, advance, delta: Del
     return None
 
 
-def send_patch(agent, f, entry: LocalEntry, delta: Delta, advance) -> bool:
+def send_patch(agent, f, entry: LocalEntry, delta: Delta, advance, compression: Compression | None = None) -> bool:
     """The changed blocks' digests, then the blocks, then one status byte: 1 if the file is still the one that
     was hashed (then the host applies the patch), 0 if not (then it throws the patch away). Nothing is sent
     when the file already changed since it was hashed; False then too."""
@@ -112,9 +120,10 @@ def send_patch(agent, f, entry: LocalEntry, delta: Delta, advance) -> bool:
     if not delta.stable or (before.st_size, before.st_mtime_ns) != (delta.size, delta.mtime_ns):
         return False
     ranges = as_ranges(delta.changed)
+    body = open_body(agent, delta.wire_bytes, compression)
     agent.write(protocol.encode("patch", path=entry.path, mode=entry.mode, mtime_ns=delta.mtime_ns,
-                                file_size=delta.size, ranges=ranges, size=delta.wire_bytes))
-    agent.write(b"".join(delta.digests[i * DIGEST_BYTES:(i + 1) * DIGEST_BYTES] for i in delta.changed))
+                                file_size=delta.size, ranges=ranges, **body.fields))
+    body.write(b"".join(delta.digests[i * DIGEST_BYTES:(i + 1) * DIGEST_BYTES] for i in delta.changed))
     padded = False
     for first, count in ranges:
         f.seek(first * BLOCK)
@@ -123,10 +132,11 @@ def send_patch(agent, f, entry: LocalEntry, delta: Delta, advance) -> bool:
             piece = f.read(min(remaining, protocol.CHUNK))
             if not piece:  # the file shrank under us: keep the stream in step, then mark the patch incomplete
                 piece, padded = b"\0" * min(remaining, protocol.CHUNK), True
-            agent.write(piece)
+            body.write(piece)
             remaining -= len(piece)
             advance(len(piece))
     after = os.fstat(f.fileno())
     whole = not padded and (after.st_size, after.st_mtime_ns) == (delta.size, delta.mtime_ns)
-    agent.write(b"\1" if whole else b"\0")
+    body.write(b"\1" if whole else b"\0")
+    body.close()
     return whole

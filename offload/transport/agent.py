@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import remote_agent
@@ -55,6 +56,10 @@ class AgentClient:
         self._close = close or (lambda: None)
         self.noise = []
         self.hello = None
+        # What this link has carried to the agent, and the time spent handing it over: once the link's buffers
+        # are full, a write waits for the link, so their ratio is the rate the link takes bytes at (a sync's
+        # compression is chosen by it, offload/sync/compress.py).
+        self.written_bytes, self.write_seconds = 0, 0.0
 
     def read_hello(self, timeout: float | None = REPLY_TIMEOUT_S) -> dict | None:
         self.hello = self._read(timeout, noise=self.noise.append)
@@ -62,17 +67,25 @@ class AgentClient:
             raise OffloadError(f"the agent on {self.label} did not greet: {self.hello}")
         return self.hello
 
+    @property
+    def codecs(self) -> list:
+        """The codecs the agent decompresses, best first (its hello says; none from an agent that does not)."""
+        return list((self.hello or {}).get("codecs") or [])
+
     def send(self, message_type: str, /, **fields) -> None:
         self.write(protocol.encode(message_type, **fields), flush=True)
 
     def write(self, data: bytes, flush: bool = False) -> None:
         """Raw bytes to the agent (a message, or the bulk data that follows one)."""
+        started = time.perf_counter()
         try:
             self.writer.write(data)
             if flush:
                 self.writer.flush()
         except OSError as exc:  # the agent or the link died: say so, not "Socket is closed" with a traceback
             raise LinkLost(self.label, str(exc) or type(exc).__name__) from None
+        self.written_bytes += len(data)
+        self.write_seconds += time.perf_counter() - started
 
     def _read(self, timeout: float | None, noise=None) -> dict | None:
         self._set_timeout(timeout)
