@@ -29,8 +29,9 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out,
     paths: every path the laptop has, recorded as the sync's once the apply succeeds."""
     host_digests, deltas = dict(host_digests or {}), dict(deltas or {})
     extra = {"paths": paths} if paths is not None else {}
-    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, adopt=plan.adopt,
-               record=record, force=force, **extra)
+    later = bases_deleted(plan.delete, deltas, os.path.basename(project_dir))
+    agent.send("apply", project_dir=project_dir, delete=[p for p in plan.delete if p not in later],
+               delete_after=sorted(later), forget=plan.forget, adopt=plan.adopt, record=record, force=force, **extra)
     pending = list(plan.send)
     with ProgressBar("sync", bytes_to_send(plan.send, deltas), out) as advance:
         for attempt in range(MAX_RESENDS):
@@ -48,6 +49,13 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out,
                 break
     agent.send("end")
     return agent.recv(), pending
+
+
+def bases_deleted(deletes: list, deltas: dict, project_name: str) -> set:
+    """The deletions the host must do only after the puts: paths of this project that patches are built from
+    (a renamed file or data dir), and the directories above them."""
+    bases = {d.base[1] for d in deltas.values() if d.base is not None and d.base[0] == project_name}
+    return {path for path in deletes if path in bases or any(base.startswith(path + "/") for base in bases)}
 
 
 def refresh(project_root: Path, entry: LocalEntry) -> LocalEntry | None:
@@ -112,8 +120,9 @@ def send_patch(agent, f, entry: LocalEntry, delta: Delta, advance) -> bool:
     if not delta.stable or (before.st_size, before.st_mtime_ns) != (delta.size, delta.mtime_ns):
         return False
     ranges = as_ranges(delta.changed)
+    based = {"base": delta.base, "sha256": delta.sha256} if delta.base is not None else {}
     agent.write(protocol.encode("patch", path=entry.path, mode=entry.mode, mtime_ns=delta.mtime_ns,
-                                file_size=delta.size, ranges=ranges, size=delta.wire_bytes))
+                                file_size=delta.size, ranges=ranges, size=delta.wire_bytes, **based))
     agent.write(b"".join(delta.digests[i * DIGEST_BYTES:(i + 1) * DIGEST_BYTES] for i in delta.changed))
     padded = False
     for first, count in ranges:
