@@ -118,7 +118,7 @@ class Receiver:
         target.fence.forget()  # a run or a person may have changed directories since the last apply
         if "paths" in request:
             self.expected[project_dir] = set(request["paths"])
-        tally = {"written": 0, "deleted": 0, "bytes": 0, "kept": [], "resend": []}
+        tally = {"written": 0, "deleted": 0, "bytes": 0, "kept": []}
         receiving = Receiving(target, tally, record=request.get("record", True) is not False,
                               force=bool(request.get("force")))
         if not receiving.record:

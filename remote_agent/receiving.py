@@ -124,7 +124,7 @@ class Receiving:
             received, outcome = based.receive_based(self.target, relpath, path, message, inp, batch,
                                                     self.make_dirs, self.commit_step(relpath, path))
             if outcome == "resend":
-                self.tally.setdefault("resend", []).append(relpath)
+                self.tally.setdefault("resend", []).append(relpath)  # only when any: the reply stays as it was
         self.tally["bytes"] += received  # not applied: the laptop's file changed while it was read; sent again
 
     def what_is_at(self, relpath: str, path: str) -> list | None:
