@@ -10,6 +10,7 @@ import io
 import os
 import random
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -107,6 +108,23 @@ def test_the_same_data_in_a_second_project_is_not_sent_again(link, tmp_path):
         host = Path(workdir) / project_dir_name(root)
         assert hashes(host) == hashes(root)
         assert leftovers(host) == []
+
+
+def test_a_project_deleted_and_cloned_again_sends_almost_nothing(link, tmp_path):
+    agent, workdir = link
+    root, elsewhere = tmp_path / "proj", tmp_path / "clone elsewhere"
+    make_project(root)
+    sync(agent, root, workdir)
+    shutil.rmtree(root)
+    make_project(root)  # the same content, new files with new mtimes: the quick check sends them all
+    make_project(elsewhere)  # and the same checkout at another path: another project dir on the host
+
+    for clone in (root, elsewhere):
+        with counting(agent) as sent:
+            result = sync(agent, clone, workdir)
+        assert result.sent_files == 3
+        assert sent[0] < 0.01 * DATA_BYTES, sent[0]
+        assert hashes(Path(workdir) / project_dir_name(clone)) == hashes(clone)
 
 
 def test_a_base_changed_behind_offloads_back_never_yields_wrong_content(link, tmp_path):

@@ -173,6 +173,7 @@ def plan_deltas(agent, project_root: Path, project_dir: str, plan: SyncPlan, pre
 
 def check_free_space(label: str, plan: SyncPlan, free_bytes: int, deltas: dict | None = None) -> None:
     total = bytes_to_send(plan.send, deltas or {})
+    total += sum(d.size - d.wire_bytes for d in (deltas or {}).values() if d.base is not None)  # a new file each
     if total > free_bytes:
         raise OffloadError(f"not enough disk on {label}: {human_size(total)} to send, {human_size(free_bytes)} free",
                            hint=DISK_HINT)
