@@ -31,9 +31,9 @@ def plain_relpath(relpath) -> bool:
 def base_file(workdir: str, name: str, relpath: str) -> tuple:
     """(project dir, path) of relpath in project dir `name` of the workdir, resolved inside that project;
     OutsideProject for a name or path no sync could have written."""
-    if not plain_name(name) or not plain_relpath(relpath):
-        raise OutsideProject(str(relpath), str(name))
-    project_dir = os.path.join(workdir, name)
+    project_dir = os.path.join(workdir, name) if plain_name(name) else ""
+    if not project_dir or not plain_relpath(relpath) or os.path.islink(project_dir):  # a link leads out of the workdir
+        raise OutsideProject(str(relpath), str(name), workdir, f"{name}/{relpath} is no file a sync wrote")
     return project_dir, Fence(project_dir).path(relpath)
 
 
