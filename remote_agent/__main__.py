@@ -82,7 +82,10 @@ class Agent:
         self.send("pong")
 
     def facts(self, message: dict) -> None:
-        self.send("facts", **facts.collect(message.get("workdir", "~")))
+        from . import content_index  # lazy: start-up time (only `offload hosts check` asks)
+        workdir = message.get("workdir", "~")
+        self.send("facts", **facts.collect(workdir),
+                  content_index=content_index.summary(os.path.abspath(os.path.expanduser(workdir))))
 
     def device(self, message: dict) -> None:
         self.send("device", **facts.device_facts())
@@ -108,6 +111,16 @@ class Agent:
     def blocks(self, message: dict) -> None:  # the digests follow the reply as one blob: 64 KiB per GiB, no hex
         found, digests = self.receiver.blocks(message["project_dir"], message["paths"])
         self.send("blocks", found=found, size=len(digests))
+        self.out.write(digests)
+        self.out.flush()
+
+    def bases(self, message: dict) -> None:
+        """For new big files, the files of any project dir here that hold most of their blocks
+        (content_index.py); their digests follow the reply as one blob, as `blocks`."""
+        from . import content_index  # lazy: start-up time (only a sync with new big files asks)
+        workdir = os.path.dirname(self.receiver.target(message["project_dir"]).project_dir)
+        found, digests = content_index.find_bases(workdir, message["wanted"])
+        self.send("bases", found=found, size=len(digests))
         self.out.write(digests)
         self.out.flush()
 

@@ -135,16 +135,11 @@ class Receiver:
                 continue
             if found is not None:
                 target.records.paths[relpath] = found
-        try:
-            failure = None  # after a failure, keep reading so the stream stays in step; report it at the end
-            deletes = request.get("delete", [])  # the laptop's directories, worked out only when anything goes
-            still_there = with_parents(self.expected.get(project_dir, set())) if deletes else set()
-            for relpath in sorted(deletes, reverse=True):  # children before parents
-                try:
-                    receiving.delete(relpath, still_there)
-                except (OSError, RequestError) as exc:
-                    failure = failure or exc
+        try:  # after a failure, keep reading so the stream stays in step; report it at the end
+            failure = self.delete(receiving, project_dir, request.get("delete", []), None)
             failure = receiving.receive(inp, failure)
+            # Paths the patches of this apply were built from (a renamed data dir): deleted once those are in.
+            failure = self.delete(receiving, project_dir, request.get("delete_after", []), failure)
             if failure is not None:
                 raise failure
         except BaseException:
@@ -157,6 +152,16 @@ class Receiver:
         else:
             self.save_records(target)  # a staged tree's records: a job's end may read them at any moment
         return tally
+
+    def delete(self, receiving: Receiving, project_dir: str, deletes: list, failure: Exception | None):
+        """Delete those paths, children before parents; returns the first failure."""
+        still_there = with_parents(self.expected.get(project_dir, set())) if deletes else set()  # only if needed
+        for relpath in sorted(deletes, reverse=True):
+            try:
+                receiving.delete(relpath, still_there)
+            except (OSError, RequestError) as exc:
+                failure = failure or exc
+        return failure
 
     def save_records(self, target: Target | None = None) -> None:
         target, self.unsaved = target or self.unsaved, None

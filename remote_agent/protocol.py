@@ -29,7 +29,7 @@ REQUESTS = {
     "ping": (), "bye": (),  # ping: the laptop's link keeper checks a kept link before it reuses it
     "facts": (), "device": (), "bench": (),
     "prepare": ("workdir", "project"), "sync_done": (), "release_tree": (),  # a sync's beginning and end
-    "blocks": ("project_dir", "paths"), "apply": ("project_dir",),
+    "blocks": ("project_dir", "paths"), "bases": ("project_dir", "wanted"), "apply": ("project_dir",),
     "setup_state": ("project_dir",),
     "start": ("run_dir", "cwd", "argv"), "free_port": (), "follow": ("run_dir",), "status": ("run_dir",),
     "stop": ("run_dir",),

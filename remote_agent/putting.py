@@ -105,12 +105,12 @@ class Part:
         os.symlink(target, self.path)
         self.ours = os.lstat(self.path)
 
-    def open_file(self) -> None:
+    def open_file(self, flags: int = PART_FLAGS) -> None:
         try:
-            self.fd = os.open(self.path, PART_FLAGS, 0o600)
+            self.fd = os.open(self.path, flags, 0o600)
         except FileExistsError:
             remove_leftover(self.path)
-            self.fd = os.open(self.path, PART_FLAGS, 0o600)
+            self.fd = os.open(self.path, flags, 0o600)
         self.ours = os.fstat(self.fd)
 
     def discard(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import durable, patching, protocol, sidecars
+from . import based, durable, patching, protocol, sidecars
 from .batch import Batch
 from .fence import OutsideProject
 from .protocol import CHANGED_ON_HOST, NOT_WRITTEN_BY_OFFLOAD, RequestError
@@ -103,11 +103,7 @@ class Receiving:
                     self.keep(relpath, why)
                     continue
                 if message["t"] == "patch":
-                    applied, received = patch(target, relpath, path, message, inp)
-                    self.tally["bytes"] += received
-                    if applied:
-                        self.written(relpath, path)
-                    # else the laptop's file changed while it was read: it sends it again
+                    self.patch(relpath, path, message, inp, batch)
                 else:
                     received, committed = put(path, message, inp, batch, self.make_dirs, current,
                                               self.commit_step(relpath, path), relpath)
@@ -116,6 +112,20 @@ class Receiving:
                         just_put = relpath
             except (OSError, RequestError) as exc:
                 failure = exc
+
+    def patch(self, relpath: str, path: str, message: dict, inp, batch: Batch) -> None:
+        """A patch of the file at path, or (with `base`) of another file on the host, built into a new part
+        (based.py); one whose base would not do goes on the reply's `resend` list, to be sent whole."""
+        if message.get("base") is None:
+            applied, received = patch(self.target, relpath, path, message, inp)
+            if applied:
+                self.written(relpath, path)
+        else:
+            received, outcome = based.receive_based(self.target, relpath, path, message, inp, batch,
+                                                    self.make_dirs, self.commit_step(relpath, path))
+            if outcome == "resend":
+                self.tally.setdefault("resend", []).append(relpath)  # only when any: the reply stays as it was
+        self.tally["bytes"] += received  # not applied: the laptop's file changed while it was read; sent again
 
     def what_is_at(self, relpath: str, path: str) -> list | None:
         """records.identity of path; without a syscall in a directory this apply created, where nothing

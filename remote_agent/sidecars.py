@@ -34,17 +34,26 @@ def write_sidecar(project_dir: str, relpath: str, st: os.stat_result, digests: b
 
 def read_sidecar(project_dir: str, relpath: str, st: os.stat_result) -> bytes | None:
     """The stored digests, if they describe the file whose lstat is st exactly; else None."""
+    found = load(os.path.join(project_dir, BLOCKS_DIR, path_key(relpath)))
+    return found[1] if found is not None and describes(found[0], found[1], relpath, st) else None
+
+
+def load(sidecar: str) -> tuple | None:
+    """(header, digests) of the sidecar file at that path; None if it cannot be read."""
     try:
-        with open(os.path.join(project_dir, BLOCKS_DIR, path_key(relpath)), "rb") as f:
+        with open(sidecar, "rb") as f:
             header = json.loads(f.readline())
             digests = f.read()
     except (OSError, ValueError):
         return None
+    return (header, digests) if isinstance(header, dict) else None
+
+
+def describes(header: dict, digests: bytes, relpath: str, st: os.stat_result) -> bool:
+    """Whether a sidecar's header and digests are those of relpath's file as its lstat st says it is now."""
     expected = {"path": relpath, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "block": BLOCK,
                 "count": block_count(st.st_size)}
-    if header != expected or len(digests) != expected["count"] * DIGEST_BYTES:
-        return None
-    return digests
+    return stat.S_ISREG(st.st_mode) and header == expected and len(digests) == expected["count"] * DIGEST_BYTES
 
 
 def forget(project_dir: str, relpath: str, durably: bool = False) -> None:

@@ -360,3 +360,76 @@ def test_a_directory_removed_locally_goes_from_the_host_unless_a_run_wrote_in_it
     assert snapshot(host_dir, skip_top=(".offload",)) == {
         IGNORE_FILE: ("file", sha256(project / IGNORE_FILE), mode), "kept": ("dir",),
         "ran": ("dir",), "ran/metrics.json": ("file", hashlib.sha256(b"{}").hexdigest(), mode)}
+
+
+# --- 4. renames and copies of big files across two projects (the host's content index) ----------------------
+
+BIG_NAMES = ["w0.bin", "w1.bin", "w 2.bin"]
+BIG_DIRS = ["", "data", "data2"]
+
+
+def big_content(data, pool: list, label: str) -> bytes:
+    """A big file (past DELTA_MIN_BYTES) made of the pool's blocks, so files share blocks, and a random tail."""
+    blocks = data.draw(st.lists(st.integers(0, len(pool) - 1), min_size=33, max_size=36), label=label)
+    return b"".join(pool[i] for i in blocks) + data.draw(st.binary(max_size=5000), label="tail")
+
+
+def apply_big_edit(trees: list, data, pool: list) -> None:
+    """One edit of one of two projects: a new big file, a copy of one (from either project, maybe with a block
+    changed), a rename of a file or of a whole directory, a block rewritten, or a delete."""
+    tree = data.draw(st.sampled_from(trees), label="project")
+    op = data.draw(st.sampled_from(["new", "copy", "copy", "copy", "rename", "rename", "rename_dir", "edit",
+                                    "delete"]), label="op")
+    files = [(t, p) for t in trees for p in t.paths("file")]
+    own = tree.paths("file")
+    free = tree.root / data.draw(st.sampled_from(BIG_DIRS), label="dir") / data.draw(st.sampled_from(BIG_NAMES))
+    if op == "new" or (op in ("copy", "rename", "edit", "delete") and not files) or (op != "copy" and not own):
+        if not os.path.lexists(free):
+            free.parent.mkdir(exist_ok=True)
+            tree.write(free, big_content(data, pool, "blocks"))
+    elif op == "copy":
+        source_tree, source = data.draw(st.sampled_from(files), label="source")
+        content = bytearray((source_tree.root / source).read_bytes())
+        if data.draw(st.booleans(), label="change a block"):
+            at = data.draw(st.integers(0, len(content) - 1), label="at")
+            content[at:at + 100] = os.urandom(len(content[at:at + 100]))
+        if not os.path.lexists(free):
+            free.parent.mkdir(exist_ok=True)
+            tree.write(free, bytes(content))
+    elif op == "rename" and not os.path.lexists(free):
+        free.parent.mkdir(exist_ok=True)
+        os.rename(tree.root / data.draw(st.sampled_from(own), label="file"), free)
+    elif op == "rename_dir":
+        source, destination = (tree.root / name for name in data.draw(st.permutations(BIG_DIRS[1:]), label="dirs"))
+        if source.exists() and not destination.exists():
+            os.rename(source, destination)
+    elif op == "edit":
+        path = tree.root / data.draw(st.sampled_from(own), label="file")
+        content = bytearray(path.read_bytes())
+        at = data.draw(st.integers(0, len(content)), label="at")
+        content[at:at] = pool[data.draw(st.integers(0, len(pool) - 1), label="block")][:data.draw(st.integers(1, 5000))]
+        tree.write(path, bytes(content))
+    elif op == "delete":
+        os.unlink(tree.root / data.draw(st.sampled_from(own), label="file"))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                HealthCheck.too_slow])
+@given(data=st.data())
+def test_big_files_renamed_and_copied_across_two_projects_sync_exactly(link, tmp_path, data):
+    agent, workdir = link
+    example = next(examples)
+    pool = [random.Random(i).randbytes(256 << 10) for i in range(8)]
+    trees = []
+    for name in ("one", "two"):
+        root = tmp_path / f"{name}{example}"
+        root.mkdir()
+        trees.append(Tree(root))
+    for _ in range(data.draw(st.integers(2, 4), label="rounds")):
+        for _ in range(data.draw(st.integers(1, 3), label="edits")):
+            apply_big_edit(trees, data, pool)
+        for tree in trees:
+            sync_project(agent, tree.root, workdir, out=io.StringIO())
+            host_dir = Path(workdir) / project_dir_name(tree.root)
+            assert snapshot(host_dir, skip_top=(".offload",)) == expected_on_host(tree.root)  # content hashes
+            assert not list(host_dir.rglob(f"*{PART_SUFFIX}"))

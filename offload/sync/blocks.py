@@ -95,6 +95,8 @@ class Delta:
     digests: bytes  # every block's digest, local file
     changed: list  # block indexes
     stable: bool = True  # False: the file changed while it was hashed; nothing is sent, it is hashed again
+    base: list | None = None  # [project dir, path] of another file on the host the patch applies to (bases.py)
+    sha256: str | None = None  # with a base: the whole local file's, which the host checks the result against
 
     @property
     def blocks(self) -> int:

@@ -18,6 +18,7 @@ from remote_agent.protocol import CHANGED_ON_HOST, DIGEST_BYTES, NOT_WRITTEN_BY_
 
 from offload.transport.agent import DISK_HINT
 from offload.paths import laptop_identity
+from offload.sync.bases import plan_based
 from offload.sync.blocks import DELTA_MIN_BYTES, plan_delta
 from offload.errors import OffloadError, RemoteError
 from offload.console import human_size
@@ -118,6 +119,7 @@ def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, 
     written_before = agent.written_bytes
     applied, pending = apply_plan(agent, project_root, project_dir, plan, out, host_digests=host_digests,
                                   deltas=deltas, paths=[e.path for e in entries], force=force)
+    applied, pending = resend_whole(agent, project_root, project_dir, plan, out, applied, pending, force)
     kept = plan.kept + applied.get("kept", [])
     say_kept(kept, agent.label, out)
     if pending:
@@ -125,6 +127,19 @@ def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, 
                            hint="stop whatever writes it, or add it to .offloadignore")
     return SyncResult(project_dir, applied["written"], applied["bytes"], applied["deleted"], plan.unchanged, stage, kept,
                       agent.written_bytes - written_before, applied.get("compressed_with"))
+
+
+def resend_whole(agent, project_root: Path, project_dir: str, plan: SyncPlan, out, applied: dict, pending: list,
+                 force: bool) -> tuple:
+    """The files whose base on the host would not do (it changed behind offload's back): sent again whole, in
+    a second apply; the tallies of both, added up."""
+    resend = set(applied.get("resend", ()))
+    if not resend:
+        return applied, pending
+    again, still = apply_plan(agent, project_root, project_dir, SyncPlan(send=[e for e in plan.send if e.path in resend]),
+                              out, force=force)
+    total = {key: applied[key] + again[key] for key in ("written", "bytes", "deleted")}
+    return {**applied, **total, "kept": applied.get("kept", []) + again.get("kept", [])}, pending + still
 
 
 KEPT_LINES = 5  # kept paths named one per line; the rest are counted
@@ -141,22 +156,28 @@ def say_kept(kept: list, label: str, out) -> None:
 
 def plan_deltas(agent, project_root: Path, project_dir: str, plan: SyncPlan, present: dict) -> tuple:
     """(path -> the host's block digests, path -> Delta) for the changed big files the host already has:
-    one round trip for the digests, then each local file is hashed to find the blocks that differ."""
-    candidates = [e.path for e in plan.send if e.kind == "file" and e.size >= DELTA_MIN_BYTES
-                  and (present.get(e.path) or [None])[0] == "file" and present[e.path][1] > 0]
-    if not candidates:
-        return {}, {}
-    reply = agent.request("blocks", project_dir=project_dir, paths=candidates)
-    blob, host_digests, offset = b"".join(agent.read_blob(int(reply["size"]))), {}, 0
-    for path, count in reply["found"]:
-        host_digests[path] = blob[offset:offset + count * DIGEST_BYTES]
-        offset += count * DIGEST_BYTES
-    deltas = {path: plan_delta(project_root / path, digests) for path, digests in host_digests.items()}
-    return host_digests, {path: delta for path, delta in deltas.items() if delta is not None}
+    one round trip for the digests, then each local file is hashed to find the blocks that differ. A big file
+    that would go whole is looked for among the host's other files (bases.py): one more round trip."""
+    big = [e.path for e in plan.send if e.kind == "file" and e.size >= DELTA_MIN_BYTES]
+    candidates = [path for path in big if (present.get(path) or [None])[0] == "file" and present[path][1] > 0]
+    host_digests, deltas = {}, {}
+    if candidates:
+        reply = agent.request("blocks", project_dir=project_dir, paths=candidates)
+        blob, offset = b"".join(agent.read_blob(int(reply["size"]))), 0
+        for path, count in reply["found"]:
+            host_digests[path] = blob[offset:offset + count * DIGEST_BYTES]
+            offset += count * DIGEST_BYTES
+        deltas = {path: plan_delta(project_root / path, digests) for path, digests in host_digests.items()}
+        deltas = {path: delta for path, delta in deltas.items() if delta is not None}
+    whole = [path for path in big if path not in deltas]  # the host may have their content at other paths
+    if whole:
+        deltas.update(plan_based(agent, project_root, project_dir, whole))
+    return host_digests, deltas
 
 
 def check_free_space(label: str, plan: SyncPlan, free_bytes: int, deltas: dict | None = None) -> None:
     total = bytes_to_send(plan.send, deltas or {})
+    total += sum(d.size - d.wire_bytes for d in (deltas or {}).values() if d.base is not None)  # a new file each
     if total > free_bytes:
         raise OffloadError(f"not enough disk on {label}: {human_size(total)} to send, {human_size(free_bytes)} free",
                            hint=DISK_HINT)

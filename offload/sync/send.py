@@ -32,8 +32,9 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out,
     host_digests, deltas = dict(host_digests or {}), dict(deltas or {})
     compression = Compression(agent, mode_from_env())
     extra = {"paths": paths} if paths is not None else {}
-    agent.send("apply", project_dir=project_dir, delete=plan.delete, forget=plan.forget, adopt=plan.adopt,
-               record=record, force=force, **extra)
+    later = bases_deleted(plan.delete, deltas, os.path.basename(project_dir))
+    agent.send("apply", project_dir=project_dir, delete=[p for p in plan.delete if p not in later],
+               delete_after=sorted(later), forget=plan.forget, adopt=plan.adopt, record=record, force=force, **extra)
     pending = list(plan.send)
     with ProgressBar("sync", bytes_to_send(plan.send, deltas), out) as advance:
         for attempt in range(MAX_RESENDS):
@@ -54,6 +55,13 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out,
     applied = agent.recv()
     applied["compressed_with"] = compression.encoder.name if compression.used else None
     return applied, pending
+
+
+def bases_deleted(deletes: list, deltas: dict, project_name: str) -> set:
+    """The deletions the host must do only after the puts: paths of this project that patches are built from
+    (a renamed file or data dir), and the directories above them."""
+    bases = {d.base[1] for d in deltas.values() if d.base is not None and d.base[0] == project_name}
+    return {path for path in deletes if path in bases or any(base.startswith(path + "/") for base in bases)}
 
 
 def refresh(project_root: Path, entry: LocalEntry) -> LocalEntry | None:
@@ -121,8 +129,9 @@ def send_patch(agent, f, entry: LocalEntry, delta: Delta, advance, compression: 
         return False
     ranges = as_ranges(delta.changed)
     body = open_body(agent, delta.wire_bytes, compression)
+    based = {"base": delta.base, "sha256": delta.sha256} if delta.base is not None else {}
     agent.write(protocol.encode("patch", path=entry.path, mode=entry.mode, mtime_ns=delta.mtime_ns,
-                                file_size=delta.size, ranges=ranges, **body.fields))
+                                file_size=delta.size, ranges=ranges, **body.fields, **based))
     body.write(b"".join(delta.digests[i * DIGEST_BYTES:(i + 1) * DIGEST_BYTES] for i in delta.changed))
     padded = False
     for first, count in ranges:
