@@ -34,7 +34,7 @@ def receive_based(target, relpath: str, path: str, message: dict, inp, batch, ma
     size = pieces.size
     try:
         try:
-            ranges, changed, _ = patch_layout(message)
+            ranges, changed, _ = patch_layout(message, size)
         except (KeyError, ValueError, TypeError) as exc:
             raise RequestError("bad_request", f"malformed patch: {exc}") from None
         try:
