@@ -43,16 +43,31 @@ def silent_listener() -> Iterator[SilentListener]:
 class OffloadHome:
     path: Path  # $OFFLOAD_HOME: offload's own state
     home: Path  # $HOME, with an empty ~/.ssh (0700)
+    installed_agent: Path | None = None  # the agent as installed on a host, for register_host's default workdirs
+
+
+@pytest.fixture(scope="session")
+def installed_agent(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The agent as offload installs it in a host's workdir (its tarball extracted into .agent/HASH, as
+    install_command does), built once: the product keeps an installed agent per workdir and version, so a
+    test whose workdir has it starts the agent at once instead of paying a failed start, an upload and an
+    install (~0.1 s). Installing itself is tested where a test gives its own workdir (test_remote_failures)."""
+    from offload.transport.agent import agent_hash, agent_tarball
+
+    installed = tmp_path_factory.mktemp("installed-agent") / agent_hash()
+    with tarfile.open(fileobj=io.BytesIO(agent_tarball())) as tar:
+        tar.extractall(installed)
+    return installed
 
 
 @pytest.fixture
-def offload_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OffloadHome]:
+def offload_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installed_agent: Path) -> Iterator[OffloadHome]:
     """Isolated OFFLOAD_HOME and HOME, so ~/.ssh/config and ~/.ssh/known_hosts are the test's own.
 
     The OpenSSH `ssh` binary ignores $HOME (it reads the passwd entry), so code that runs it must
     pass -F and -o UserKnownHostsFile explicitly; paramiko and os.path.expanduser follow $HOME.
     """
-    offload_home = OffloadHome(path=tmp_path / "offload_home", home=tmp_path / "home")
+    offload_home = OffloadHome(path=tmp_path / "offload_home", home=tmp_path / "home", installed_agent=installed_agent)
     offload_home.path.mkdir()
     (offload_home.home / ".ssh").mkdir(mode=0o700, parents=True)
     monkeypatch.setenv("OFFLOAD_HOME", str(offload_home.path))
@@ -61,22 +76,39 @@ def offload_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Of
     stop_keeper(offload_home.path)
 
 
+KEEPER_GRACE_S = 5.0  # for a SIGTERMed keeper to close its links and remove its pid file
+
+
 def stop_keeper(offload_home_path: Path) -> None:
-    """Stop, by the pid it wrote, the link keeper a test's `offload sync` left running; fail if it lingers."""
-    from procs import alive, stop_by_pid
+    """Stop, by the pid it wrote, the link keeper a test's `offload sync` left running; fail if it lingers.
+
+    SIGTERM first, so it closes its links (the agents on the host say bye) and removes its pid file, its last
+    act; then SIGKILL, which spares each test the ~0.1 s of the interpreter's own exit after that. A keeper
+    that ignores SIGTERM is SIGKILLed after KEEPER_GRACE_S, as before.
+    """
+    from procs import alive
+    from sshd_server import wait_for
 
     pid_file = offload_home_path / "keeper.pid"
     if pid_file.exists():
         pid = int(pid_file.read_text())
-        stop_by_pid(pid)
+        for sig, done in ((signal.SIGTERM, lambda: not pid_file.exists()), (signal.SIGKILL, lambda: False)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            wait_for(lambda: done() or not alive(pid), KEEPER_GRACE_S)
         assert not alive(pid), f"the link keeper {pid} did not stop"
 
 
 # --- offload-level helpers: drive the real entry point against the real sshd ---------------------
 
+import io
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 
 import yaml
 
@@ -106,12 +138,18 @@ def start_offload(*args: str, cwd: Path, **popen) -> subprocess.Popen:
 
 
 def register_host(offload_home: OffloadHome, server: SshServer, name: str = "box", trust_key: bool = True, **settings) -> dict:
-    """Write a hosts.yaml entry for `server` (and its key into offload's known_hosts) directly."""
+    """Write a hosts.yaml entry for `server` (and its key into offload's known_hosts) directly; a default workdir
+    (none in settings) has the agent installed already, as after a first run (see installed_agent)."""
     hosts_file = offload_home.path / "hosts.yaml"
     data = yaml.safe_load(hosts_file.read_text()) if hosts_file.exists() else {"hosts": {}}
+    default_workdir = offload_home.path.parent / f"remote-{name}"
+    if "workdir" not in settings and offload_home.installed_agent is not None:
+        agent_dir = default_workdir / ".agent" / offload_home.installed_agent.name
+        if not agent_dir.exists():
+            shutil.copytree(offload_home.installed_agent, agent_dir)
     entry = {"hostname": server.host, "port": server.port, "user": server.user,
              "identity_file": str(server.client_key_path), "python": sys.executable,
-             "workdir": str(offload_home.path.parent / f"remote-{name}"), **settings}
+             "workdir": str(default_workdir), **settings}
     data["hosts"][name] = {k: v for k, v in entry.items() if v is not None}
     hosts_file.write_text(yaml.safe_dump(data, sort_keys=False))
     if trust_key:

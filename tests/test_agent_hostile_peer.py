@@ -22,19 +22,21 @@ def sandboxes(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("hostile-peer")
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Half the examples they had (a fresh agent each, ~0.15 s on two cores): every stream kind is still drawn many
+# times, and the bugs the fuzzing found each keep a fixed regression test below.
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stream=streams())
 def test_any_stream_gets_messages_and_a_clean_exit_and_nothing_outside_the_project_changes(stream, sandboxes):
     survives(stream, sandboxes)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=request_runs())
 def test_every_request_with_any_fields_is_answered_at_once(stream, sandboxes):
     survives(stream, sandboxes)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=hostile_path_applies())
 def test_no_path_a_sync_names_reaches_outside_the_project(stream, sandboxes):
     survives(stream, sandboxes)

@@ -130,7 +130,7 @@ def test_a_client_killed_mid_sync_aborts_only_its_sync(offload_home, fresh_sshd,
     sync(project)
     old_sha = sha256(project / "weights.bin")
     host_dir = host_project_dir(host["workdir"], project)
-    (project / "weights.bin").write_bytes(os.urandom(200 << 20))
+    (project / "weights.bin").write_bytes(os.urandom(96 << 20))  # as test_sync's kill mid-file: in flight long enough to be caught there
     part = host_dir / ".weights.bin.offload-part"
     in_flight, _ = kill_sync_when_in_flight(project, part)
     assert in_flight, "the sync ended before the big file was in flight"

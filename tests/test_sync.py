@@ -141,7 +141,8 @@ def test_sync_sends_exactly_the_files_not_ignored_with_content_modes_links_and_e
 
 def test_project_flag_and_cwd_reach_the_same_host_dir_and_host_flag_picks_the_host(
         offload_home, sshd, project, tmp_path):
-    register_host(offload_home, sshd, name="box")
+    # box's workdir given, so nothing is installed there ahead (register_host's default): untouched means absent
+    register_host(offload_home, sshd, name="box", workdir=str(tmp_path / "remote-box"))
     other = register_host(offload_home, sshd, name="other")
     write(project / "a.txt", "a\n")
 
