@@ -14,7 +14,7 @@ from pathlib import Path
 
 from remote_agent.protocol import DIGEST_BYTES, block_count
 
-from offload.sync.blocks import DELTA_MAX_FRACTION, Delta, changed_blocks, hash_file
+from offload.sync.blocks import DELTA_MAX_FRACTION, Delta, changed_blocks, hash_stable
 
 SAMPLES = 32  # digests per file the host compares: a base needs more than half of them at the same offsets
 
@@ -28,17 +28,8 @@ def sample_indexes(count: int) -> list:
 
 def local_digests(path: Path) -> tuple | None:
     """(size, mtime_ns, block digests) of the local file; None if it is gone or changed while it was hashed."""
-    try:
-        f = open(path, "rb")
-    except OSError:
-        return None
-    with f:
-        before = os.fstat(f.fileno())
-        digests = hash_file(f, before.st_size)
-        after = os.fstat(f.fileno())
-    if digests is None or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-        return None
-    return before.st_size, before.st_mtime_ns, digests
+    hashed = hash_stable(path)
+    return hashed if hashed is not None and hashed[2] is not None else None
 
 
 def local_sha256(path: Path, size: int, mtime_ns: int) -> str | None:

@@ -112,21 +112,32 @@ class Delta:
         return len(self.changed) * DIGEST_BYTES + self.data_bytes + 1
 
 
-def plan_delta(path, host_digests: bytes) -> Delta | None:
-    """Hash the local file and compare; None when a patch would not pay (most blocks changed) and the file goes
-    whole. A file that changed while it was hashed gets an unstable Delta: it is hashed again, never put (a
-    put of a changing file is dropped, and the drop would remove the host's whole copy)."""
+def hash_stable(path) -> tuple | None:
+    """(size, mtime_ns, block digests) of the file at path, the digests None when it changed while it was
+    hashed; None when it cannot be opened (gone)."""
     try:
         f = open(path, "rb")
-    except FileNotFoundError:
+    except OSError:
         return None
     with f:
         before = os.fstat(f.fileno())
         digests = hash_file(f, before.st_size)
         after = os.fstat(f.fileno())
-    if digests is None or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-        return Delta(before.st_size, before.st_mtime_ns, b"", [], stable=False)
-    changed = changed_blocks(host_digests, digests)
-    if len(changed) > DELTA_MAX_FRACTION * block_count(before.st_size):
+    stable = digests is not None and (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    return before.st_size, before.st_mtime_ns, digests if stable else None
+
+
+def plan_delta(path, host_digests: bytes) -> Delta | None:
+    """Hash the local file and compare; None when a patch would not pay (most blocks changed) and the file goes
+    whole. A file that changed while it was hashed gets an unstable Delta: it is hashed again, never put (a
+    put of a changing file is dropped, and the drop would remove the host's whole copy)."""
+    hashed = hash_stable(path)
+    if hashed is None:
         return None
-    return Delta(before.st_size, before.st_mtime_ns, digests, changed)
+    size, mtime_ns, digests = hashed
+    if digests is None:
+        return Delta(size, mtime_ns, b"", [], stable=False)
+    changed = changed_blocks(host_digests, digests)
+    if len(changed) > DELTA_MAX_FRACTION * block_count(size):
+        return None
+    return Delta(size, mtime_ns, digests, changed)
