@@ -9,7 +9,7 @@ Run as root (it needs network namespaces and tc). The host is a real sshd in its
 (tests/netns_hosts.py), reached through a veth pair with `tc qdisc ... tbf rate RATE burst 256kb latency 50ms`
 on both ends; the loopback cases use the tests' sshd on 127.0.0.1. Each case gets a fresh OFFLOAD_HOME; every
 copy is checked byte for byte (a digest of the trees); the table gives medians, offload's ratios, the bytes
-on the wire and PASS/MISS per target. Everything it makes (namespaces, veths, qdiscs, sshd, offload's link
+on the wire and PASS/MISS per target, and offload's peak memory (link_memory.py). Everything it makes (namespaces, veths, qdiscs, sshd, offload's link
 keepers, temporary trees) is removed on the way out, on failure and on Ctrl-C or SIGTERM too.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent), str(BENCH.parent / "tests")]  # h
 import link_data  # noqa: E402  (found through the path set just above)
 from link_cases import edited, first_sync, ml_cases  # noqa: E402
 from link_net import loopback_link, namespaced_link  # noqa: E402
-from link_report import print_table  # noqa: E402
+from link_report import print_memory, print_table  # noqa: E402
 from link_tools import OFFLOAD, RSYNC, RSYNC_Z, SSH_PIPE, TAR_ZSTD, Tools  # noqa: E402
 
 RATES = ("100mbit", "1gbit")
@@ -129,6 +129,7 @@ def main() -> None:
             sys.exit(130)
         finally:
             print_table(rows, options.repeat)  # the rows done so far, whatever stopped the rest
+            print_memory(rows)
 
 
 if __name__ == "__main__":

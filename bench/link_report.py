@@ -73,3 +73,18 @@ def print_table(rows: list, repeat: int) -> None:
         wires = [megabytes_text(row.median(tool, "wire_bytes")) for tool in shown]
         print(f"| {row.link} | {row.case} | {megabytes_text(row.data_bytes)} | " + " | ".join(times)
               + f" | {ratios_text(row)} | " + " | ".join(wires) + f" | {target} | {result} |")
+
+
+MEMORY_LIMIT = 200e6  # issue 14: peak memory of the sync, laptop and host
+
+
+def print_memory(rows: list) -> None:
+    """The highest peak over every offload run: the issue's target is for the sync, whatever the case."""
+    runs = [run for row in rows for run in row.runs.get(OFFLOAD, [])]
+    if not runs:
+        return
+    laptop, host = max(run.laptop_peak for run in runs), max(run.host_peak for run in runs)
+    result = "PASS" if max(laptop, host) < MEMORY_LIMIT else "MISS"
+    print(f"\npeak memory of offload's syncs (VmHWM, the highest of {len(runs)} runs): laptop "
+          f"{megabytes_text(laptop)} (the command and its link keeper), host {megabytes_text(host)} (the agents); "
+          f"target < {MEMORY_LIMIT / 1e6:.0f} MB: {result}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.sync.push import project_dir_name  # where offload puts a project in its workdir
+from link_memory import PeakMemory
 from pipeline import start_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,6 +27,8 @@ TOOL_DIRS = {OFFLOAD: "offload", RSYNC: "rsync_a", RSYNC_Z: "rsync_az", TAR_ZSTD
 class Run:
     seconds: float
     wire_bytes: int
+    laptop_peak: int = 0  # offload's only: the highest VmHWM, bytes (link_memory.py)
+    host_peak: int = 0
 
 
 class Tools:
@@ -106,6 +109,8 @@ class Tools:
         env = self.env()
         started = time.perf_counter()
         processes = start_pipeline(commands, env, last_stderr=subprocess.PIPE)
+        is_offload = commands[0][2:3] == ["offload"]
+        memory = PeakMemory(processes[0].pid, self.home / "keeper.pid").start() if is_offload else None
         try:
             errors = processes[-1].communicate()[1]
             codes = [process.wait() for process in processes]
@@ -114,7 +119,11 @@ class Tools:
                 process.kill()
                 process.wait()
             raise
-        run = Run(time.perf_counter() - started, self.link.wire_bytes() - wire_before)
+        finally:
+            if memory is not None:
+                memory.stop()
+        run = Run(time.perf_counter() - started, self.link.wire_bytes() - wire_before,
+                  *((memory.laptop, memory.host) if memory is not None else ()))
         if any(codes):
             raise RuntimeError(f"{commands[0][:5]}... exited with {codes}: {errors.decode(errors='replace')[-2000:]}")
         return run
