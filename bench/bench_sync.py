@@ -34,7 +34,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from sshd_server import SshServer  # noqa: E402  (the tests' real-sshd fixture, reused)
 
 from offload.sync.push import project_dir_name  # noqa: E402  (where offload puts a project in its workdir)
-from pipeline import start_pipeline  # noqa: E402  (bench/ itself is on the path: this runs as a script)
+from link_memory import keeper_pid, peak_kib  # noqa: E402  (bench/ itself is on the path: this runs as a script)
+from pipeline import start_pipeline  # noqa: E402
+from small_files import make_small_files  # noqa: E402
 
 ALWAYS_EXCLUDED = [".git/", "__pycache__/", ".venv/", "venv/", ".offload/"]  # offload/ignore.py's set
 LO_TX_BYTES = Path("/sys/class/net/lo/statistics/tx_bytes")
@@ -152,20 +154,12 @@ class Tools:
 
 def keeper_peak_rss_kib(offload_home: Path) -> int:
     """VmHWM (peak resident set) of the link keeper now running for offload_home, or 0."""
-    try:
-        pid = int((offload_home / "keeper.pid").read_text())
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (OSError, ValueError):
-        return 0
-    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    pid = keeper_pid(offload_home / "keeper.pid")
+    return peak_kib(pid) if pid else 0
 
 
 def make_small_tree(root: Path) -> None:
-    sizes = random.Random(0).choices(range(SMALL_SIZES[0], SMALL_SIZES[1] + 1), k=SMALL_FILES)
-    for index, size in enumerate(sizes):
-        directory = root / f"d{index // SMALL_PER_DIR:03d}"
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / f"f{index:05d}.bin").write_bytes(os.urandom(size))
+    make_small_files(root, SMALL_FILES, SMALL_SIZES, SMALL_PER_DIR)
 
 
 def touch_small_files(root: Path) -> None:

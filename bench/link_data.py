@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy
 
+from small_files import make_small_files
+
 from offload.sync.selection import select_project  # what offload sends: the source tree is pruned to it
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,11 +118,7 @@ def make_big_file(root: Path, size: int) -> None:
 
 
 def make_many_files(root: Path) -> None:
-    sizes = random.Random(0).choices(range(SMALL_SIZE[0], SMALL_SIZE[1] + 1), k=SMALL_FILES)
-    for index, size in enumerate(sizes):
-        directory = root / f"d{index // SMALL_PER_DIR:03d}"
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / f"f{index:06d}.bin").write_bytes(os.urandom(size))
+    make_small_files(root, SMALL_FILES, SMALL_SIZE, SMALL_PER_DIR)
 
 
 def change_middle(path: Path) -> None:

@@ -26,6 +26,14 @@ def peak_kib(pid: int) -> int:
     return 0
 
 
+def keeper_pid(pid_file: Path) -> int | None:
+    """The pid a link keeper wrote, or None when none runs."""
+    try:
+        return int(pid_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def agent_pids() -> list:
     found = []
     for name in os.listdir("/proc"):
@@ -48,15 +56,9 @@ class PeakMemory:
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.sample, daemon=True)
 
-    def keeper_pid(self) -> int | None:
-        try:
-            return int(self.keeper_pid_file.read_text())
-        except (OSError, ValueError):
-            return None
-
     def sample(self) -> None:
         while True:
-            laptop_pids = [self.command_pid, self.keeper_pid()]
+            laptop_pids = [self.command_pid, keeper_pid(self.keeper_pid_file)]
             self.laptop = max([self.laptop] + [peak_kib(pid) << 10 for pid in laptop_pids if pid])
             self.host = max([self.host] + [peak_kib(pid) << 10 for pid in agent_pids()])
             if self.done.wait(SAMPLE_S):
