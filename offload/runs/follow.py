@@ -93,8 +93,12 @@ class HeldInterrupt:
                 self.pressed = False
                 previous(signal.SIGINT, None)  # KeyboardInterrupt, or a local run's stop
 
-    def discard(self) -> None:
-        """The handler put back, and a press meanwhile forgotten."""
+    def __enter__(self) -> "HeldInterrupt":
+        self.hold()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Not released (busy, failed, detached: nothing followed): the handler back, a press meanwhile forgotten."""
         self.pressed = False
         self.release()
 

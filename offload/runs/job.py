@@ -125,19 +125,15 @@ def launch_and_follow(job: Job) -> int:
     with ExitStack() as watching:
         for node, state in zip(job.nodes, started):
             watching.enter_context(node.watching(job.run_id, state.get("pgid")))
-        held = HeldInterrupt()  # from the host's answer on, Ctrl-C is about this run: taken once it is followed
-        held.hold()
-        try:
-            code = started_outcome(job, started)
-            if code is not None:
-                return code
-            if job.options.detach:
-                job.record.update(detached=True)
-                say(f"detached: follow it with `offload logs {job.run_id} -f`, stop it with `offload stop {job.run_id}`")
-                return 0
-            followed = follow_to_end(job, held)
-        finally:
-            held.discard()  # not followed (busy, failed, detached): a press meanwhile changes nothing
+        held = watching.enter_context(HeldInterrupt())  # from the host's answer on, Ctrl-C is about this run
+        code = started_outcome(job, started)
+        if code is not None:
+            return code
+        if job.options.detach:
+            job.record.update(detached=True)
+            say(f"detached: follow it with `offload logs {job.run_id} -f`, stop it with `offload stop {job.run_id}`")
+            return 0
+        followed = follow_to_end(job, held)
     if followed is None:  # the laptop was only watching: the run goes on (or goes on ending) on the host
         return detached(job)
     ended, first_failed = followed
