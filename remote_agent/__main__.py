@@ -13,6 +13,7 @@ import time
 
 from . import ceiling, codecs, facts, files, following, host_dirs, job_stdin, jobs, manifest, protocol, run_status, stopping
 from .fence import OutsideProject
+from .manifest_memo import ManifestMemo
 from .protocol import RequestError
 
 AGENT_VERSION = "0.1.0"
@@ -23,6 +24,7 @@ class Agent:
         self.inp = inp
         self.out = out
         self.receiver = files.Receiver()
+        self.manifests = ManifestMemo()
         self.handlers = {kind: getattr(self, kind) for kind in protocol.REQUESTS if kind not in ("bye", "apply")}
         self.next_message = None  # a request the laptop sent while a follow served its stdin: served next
 
@@ -99,7 +101,8 @@ class Agent:
         project_dir = prepared["project_dir"]
         prepared.update(self.receiver.begin(project_dir, bool(message.get("for_run")), WaitNotice(self.send)))
         if message.get("manifest"):  # the laptop scans its side meanwhile: one round trip for both
-            prepared.update(manifest.manifest(self.receiver.target(project_dir)))
+            found = manifest.manifest(self.receiver.target(project_dir))
+            prepared.update(self.manifests.reply(project_dir, found, message.get("known")))
         self.send("prepared", **prepared)
 
     def sync_done(self, message: dict) -> None:  # no reply: the laptop does not wait for it

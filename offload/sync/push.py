@@ -19,6 +19,7 @@ from remote_agent.protocol import CHANGED_ON_HOST, DIGEST_BYTES, NOT_WRITTEN_BY_
 from offload.transport.agent import DISK_HINT
 from offload.paths import laptop_identity
 from offload.sync.bases import plan_based
+from offload.sync.known_manifest import completed, known_token, planned
 from offload.sync.blocks import DELTA_MIN_BYTES, plan_delta
 from offload.errors import OffloadError, RemoteError
 from offload.console import human_size
@@ -55,18 +56,20 @@ def sync_project(agent, project_root: Path, workdir: str, entries: list | None =
     include. for_run: the host keeps the synced tree for the run that follows (its `start` takes it over),
     or, while a job of the project runs, stages it. force: replace files changed on the host."""
     out = out if out is not None else sys.stderr  # looked up now: a daemon redirects sys.stderr per request
+    key = (workdir, project_dir_name(project_root))
     with remote_failures_explained(agent.label, workdir):
         # The host describes what earlier syncs put there while this side scans: one round trip, overlapped.
-        agent.send("prepare", workdir=workdir, project=project_dir_name(project_root), manifest=True, for_run=for_run)
+        agent.send("prepare", workdir=workdir, project=key[1], manifest=True, for_run=for_run,
+                   known=known_token(agent, key))
         try:
             if entries is None:
                 selection = selection if selection is not None else select_project(project_root, include)
                 entries = selection.entries
         finally:
-            manifest = prepared(agent, out)  # read even when the scan failed: the link stays in step
+            manifest = completed(agent, key, prepared(agent, out))  # read even when the scan failed: in step
         try:
             return sync_planned(agent, project_root, entries, manifest, out, force,
-                                selection_lines(selection) if selection is not None else [])
+                                selection_lines(selection) if selection is not None else [], key)
         finally:
             try:
                 agent.send("sync_done")  # no reply: the host lets the next sync of this project in
@@ -85,12 +88,12 @@ def prepared(agent, out) -> dict:
 
 
 def sync_planned(agent, project_root: Path, entries: list, manifest: dict, out, force: bool,
-                 extra_lines: list) -> SyncResult:
+                 extra_lines: list, key: tuple) -> SyncResult:
     """extra_lines: besides the summary, what the beside-rule added and what the ignore rules left out."""
     project_dir, stage = manifest["project_dir"], manifest.get("stage")
-    plan = plan_sync(entries, manifest["present"], manifest["synced"],
-                     lambda path: os.path.lexists(project_root / path), manifest.get("changed", ()), force,
-                     manifest.get("refused", ()))
+    plan = planned(agent, key, entries, manifest, force, lambda: plan_sync(
+        entries, manifest["present"], manifest["synced"], lambda path: os.path.lexists(project_root / path),
+        manifest.get("changed", ()), force, manifest.get("refused", ())))
     if stage:
         print(f"sync: a run of this project is using it on {agent.label}: the files are staged, and go in "
               "when it ends (or when your run starts); the running job keeps its own", file=out)

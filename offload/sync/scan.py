@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.console import human_size
-from offload.sync.ignore import RuleLevel, deciding_rule, levels_in, root_levels
+from offload.sync.ignore import IGNORE_FILE_NAMES, INFO_EXCLUDE, RuleLevel, deciding_rule, levels_in, root_levels
 
 # Files that keep a directory in git without being project files: they do not make it "hold synced files".
 PLACEHOLDER_NAMES = frozenset({".gitignore", ".offloadignore", ".gitkeep", ".keep"})
@@ -27,13 +27,16 @@ class LocalEntry:
     target: str = ""  # symlink target (os.readlink) for links
 
 
-def scan_project(root: Path, on_dir=None) -> list[LocalEntry]:
+def scan_project(root: Path, on_dir=None, seen=None) -> list[LocalEntry]:
     """Every file, link and otherwise-empty directory the ignore rules keep, sorted by path (on_dir: see
-    _scan_dir; selection.py uses it to see what the rules left out)."""
+    _scan_dir; selection.py uses it to see what the rules left out). seen(relpath, lstat result or None), when
+    given, hears of every directory listed and every file described or read (scan_cache.py)."""
     root_dir = os.fspath(root)
+    if seen is not None:  # each file that rules are read from is seen before it is read
+        seen(INFO_EXCLUDE, lstat_or_none(os.path.join(root_dir, INFO_EXCLUDE)))
     levels = root_levels(root_dir)
     entries: list[LocalEntry] = []
-    _scan_dir(root_dir, "", levels, entries, on_dir)
+    _scan_dir(root_dir, "", levels, entries, on_dir, seen)
     entries.sort(key=lambda entry: entry.path)
     return entries
 
@@ -49,13 +52,20 @@ def summarize(entries: list[LocalEntry], top: int = 3) -> str:
     return line
 
 
-def _scan_dir(abs_dir: str, rel_dir: str, levels: list[RuleLevel], out: list[LocalEntry], on_dir=None) -> bool:
+def _scan_dir(abs_dir: str, rel_dir: str, levels: list[RuleLevel], out: list[LocalEntry], on_dir=None,
+              seen=None) -> bool:
     """Append what to sync below abs_dir to out; returns whether anything was appended.
     on_dir(rel_dir, levels, excluded, kept_files), when given, hears about each directory once its children
     are scanned: the excluded children as (DirEntry, relpath, is_dir, deciding rule) and how many files
     (placeholders such as .gitignore aside) it keeps."""
+    if seen is not None:  # before the listing: a child added while it is read changes what was seen
+        seen(rel_dir, os.lstat(abs_dir))
     with os.scandir(abs_dir) as listing:
         children = list(listing)
+    if seen is not None:
+        for child in children:
+            if child.name in IGNORE_FILE_NAMES:
+                seen(f"{rel_dir}/{child.name}" if rel_dir else child.name, lstat_or_none(child.path))
     levels = levels + levels_in(abs_dir, rel_dir, children)
     synced_any, excluded, kept_files = False, [], 0
     for child in children:
@@ -70,18 +80,22 @@ def _scan_dir(abs_dir: str, rel_dir: str, levels: list[RuleLevel], out: list[Loc
             if is_dir:
                 info = child.stat(follow_symlinks=False)
                 try:
-                    has_children = _scan_dir(child.path, relpath, levels, out, on_dir)
+                    has_children = _scan_dir(child.path, relpath, levels, out, on_dir, seen)
                 except (FileNotFoundError, NotADirectoryError):  # removed or replaced while we scanned
                     continue
                 if not has_children:  # rsync-like: recreate directories that would otherwise vanish
                     out.append(LocalEntry(relpath, "dir", 0, info.st_mtime_ns, stat.S_IMODE(info.st_mode)))
             elif child.is_symlink():
                 info = child.stat(follow_symlinks=False)
+                if seen is not None:
+                    seen(relpath, info)
                 out.append(LocalEntry(relpath, "link", 0, info.st_mtime_ns, stat.S_IMODE(info.st_mode),
                                       os.readlink(child.path)))
                 kept_files += child.name not in PLACEHOLDER_NAMES
             elif child.is_file(follow_symlinks=False):
                 info = child.stat(follow_symlinks=False)
+                if seen is not None:
+                    seen(relpath, info)
                 out.append(LocalEntry(relpath, "file", info.st_size, info.st_mtime_ns, stat.S_IMODE(info.st_mode)))
                 kept_files += child.name not in PLACEHOLDER_NAMES
             else:
@@ -92,3 +106,10 @@ def _scan_dir(abs_dir: str, rel_dir: str, levels: list[RuleLevel], out: list[Loc
     if on_dir is not None:
         on_dir(rel_dir, levels, excluded, kept_files)
     return synced_any
+
+
+def lstat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None

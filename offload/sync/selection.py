@@ -20,7 +20,8 @@ from offload.config import project as project_config
 from offload.console import human_size
 from offload.sync.ignore import Rule, deciding_rule, rule_level
 from offload.sync.includes import Includes
-from offload.sync.scan import PLACEHOLDER_NAMES, LocalEntry, scan_project
+from offload.sync.scan import PLACEHOLDER_NAMES, LocalEntry, lstat_or_none, scan_project
+from offload.sync.scan_cache import Witness, cached_selection
 
 DEFAULT_DATA_BUDGET = 2 * 1024**3  # bytes the beside-rule may add; above it the larger files stay behind
 REPORT_ENTRY_LIMIT = 20_000  # entries looked at inside ignored directories for the report: a huge tree costs little
@@ -77,18 +78,27 @@ def is_secret(name: str) -> bool:
 
 
 def select_project(root: Path, include: list | tuple = ()) -> Selection:
-    """select_files with the project's offload.yaml (`include:`, `data_budget:`) and the command line's includes."""
-    config = project_config.load(root)
-    budget = DEFAULT_DATA_BUDGET if config.data_budget is None else config.data_budget
-    return select_files(root, [*(config.include or ()), *include], budget)
+    """select_files with the project's offload.yaml (`include:`, `data_budget:`) and the command line's includes;
+    the last one again while nothing it was made from has changed (scan_cache.py). Callers never change it."""
+    root = Path(root).resolve()
+
+    def select(witness: Witness) -> Selection:
+        witness.saw_path(project_config.FILE_NAME)
+        config = project_config.load(root)
+        budget = DEFAULT_DATA_BUDGET if config.data_budget is None else config.data_budget
+        return select_files(root, [*(config.include or ()), *include], budget, witness=witness)
+
+    return cached_selection(root, tuple(include), select)
 
 
 def select_files(root: Path, include: list | tuple = (), data_budget: int = DEFAULT_DATA_BUDGET,
-                 report_limit: int = REPORT_ENTRY_LIMIT) -> Selection:
-    """What a sync sends and what it leaves out (see the module's docstring), from the files on disk."""
+                 report_limit: int = REPORT_ENTRY_LIMIT, witness: Witness | None = None) -> Selection:
+    """What a sync sends and what it leaves out (see the module's docstring), from the files on disk;
+    witness hears of everything read to decide it."""
     root = Path(root).resolve()
-    collector = Collector(Includes(list(include), root), report_limit)
-    entries = scan_project(root, on_dir=collector.on_dir)
+    seen = witness.saw if witness is not None else None
+    collector = Collector(Includes(list(include), root), report_limit, seen)
+    entries = scan_project(root, on_dir=collector.on_dir, seen=seen)
     for rel_dir, report in sorted(collector.ignored_dirs):
         collector.walk_ignored(os.path.join(os.fspath(root), rel_dir), rel_dir, report)
     added, over_budget, total = [], [], 0
@@ -113,8 +123,8 @@ def from_git(decision) -> bool:
 class Collector:
     """Hears each scanned directory's excluded children (scan._scan_dir's on_dir) and sorts them."""
 
-    def __init__(self, includes: Includes, report_limit: int):
-        self.includes, self.report_limit = includes, report_limit
+    def __init__(self, includes: Includes, report_limit: int, seen=None):
+        self.includes, self.report_limit, self.seen_by = includes, report_limit, seen
         self.candidates, self.included, self.left_out = [], [], []
         self.ignored_dirs: list[tuple[str, bool]] = []  # (relpath, whether to report what is inside)
         self.seen, self.capped = 0, False
@@ -125,6 +135,7 @@ class Collector:
             if child.name in NEVER_SENT_DIRS:
                 continue
             if is_dir:
+                self.saw(relpath, child.path)  # what is_junk finds inside it (a pyvenv.cfg) changes it
                 junk = is_junk(child.name, True, child.path)
                 reach = self.includes.dir_included(relpath) or self.includes.may_reach(relpath, named_only=junk)
                 report = from_git(decision) and not junk
@@ -133,12 +144,12 @@ class Collector:
                 continue
             if not child.is_file(follow_symlinks=False):
                 if child.is_symlink() and self.includes.file_included(relpath):
-                    self.included.append(entry_of(child, relpath))
+                    self.included.append(self.entry_of(child, relpath))
                 continue
             if self.includes.file_included(relpath):
-                self.included.append(entry_of(child, relpath))
+                self.included.append(self.entry_of(child, relpath))
             elif from_git(decision) and not never_by_rule(child.name):
-                entry = entry_of(child, relpath)
+                entry = self.entry_of(child, relpath)
                 if kept_files and not self.excluded_by_offloadignore(levels, relpath):
                     self.candidates.append(entry)
                 elif not self.excluded_by_offloadignore(levels, relpath):
@@ -163,6 +174,7 @@ class Collector:
             reach = self.includes and (self.includes.dir_included(rel_dir) or self.includes.may_reach(rel_dir))
             if not reach and (not report or self.capped):
                 continue
+            self.saw(rel_dir, abs_dir)
             try:
                 with os.scandir(abs_dir) as listing:
                     children = sorted(listing, key=lambda child: child.name)
@@ -183,13 +195,24 @@ class Collector:
                                 stack.append((child.path, relpath, True))
                     elif self.includes.file_included(relpath) and (child.is_file(follow_symlinks=False)
                                                                    or child.is_symlink()):
-                        self.included.append(entry_of(child, relpath))
+                        self.included.append(self.entry_of(child, relpath))
                     elif (report and not self.capped and child.is_file(follow_symlinks=False)
                           and not never_by_rule(child.name)):
-                        size = child.stat(follow_symlinks=False).st_size
+                        size = self.entry_of(child, relpath).size
                         self.left_out.append(LeftOut(relpath, size, top, True))
                 except FileNotFoundError:  # deleted while we looked
                     continue
+
+
+    def saw(self, relpath: str, abs_path: str) -> None:
+        if self.seen_by is not None:
+            self.seen_by(relpath, lstat_or_none(abs_path))
+
+    def entry_of(self, child: os.DirEntry, relpath: str) -> LocalEntry:
+        entry = entry_of(child, relpath)
+        if self.seen_by is not None:
+            self.seen_by(relpath, child.stat(follow_symlinks=False))  # cached by the DirEntry: no second lstat
+        return entry
 
 
 def entry_of(child: os.DirEntry, relpath: str) -> LocalEntry:

@@ -1,0 +1,116 @@
+"""A project's last selection, reused while nothing the scan read has changed: a no-change sync of a big tree
+then costs one lstat per path, without the ignore rules, instead of a whole scan.
+
+The scan names every directory it listed and every file it described or read rules from (Witness). Each is
+kept with its lstat signature: mode, size, mtime, ctime and inode, ctime being set by the kernel on any change
+to a file's bytes or metadata and never by a tool that restores mtimes. A directory's signature changes when a
+child is created, removed or renamed. So the selection is reused only when every signature is as it was;
+anything else scans again. Like git's racily clean index entries, a scan that saw a change less than
+RACY_NS before it started is not kept: a second change within the filesystem's timestamp granularity would
+leave the signature as it was.
+
+The cache lives in the process: the link keeper, which runs every command of a laptop, keeps it between syncs.
+"""
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from array import array
+from pathlib import Path
+
+from offload.sync.scan import lstat_or_none
+
+RACY_NS = 2_000_000_000  # coarser than any filesystem's timestamps (FAT's 2 s) and than a kernel tick
+RECENT_FIRST = 64  # the most recently changed paths are checked first: an edited file is found at once
+MAX_PROJECTS = 8  # selections kept; the oldest goes first
+
+_kept: dict = {}  # (root, includes) -> Kept
+
+
+class Witness:
+    """What a scan read: relative paths ("" for the root) and a hash of each one's lstat signature (absent: all
+    zero). 8 bytes a path beside the path itself, which the selection's entries share."""
+
+    def __init__(self, root: str):
+        self.root, self.started_ns = root, time.time_ns()
+        self.paths: list = []
+        self.hashes = array("q")
+        self.ctimes: list = []  # (ctime_ns, index) of the RECENT_FIRST most recently changed paths
+        self.newest_ctime = 0
+
+    def saw(self, relpath: str, st: os.stat_result | None) -> None:
+        index = len(self.paths)
+        self.paths.append(relpath)
+        self.hashes.append(hash(signature(st)))
+        ctime = st.st_ctime_ns if st is not None else 0
+        self.newest_ctime = max(self.newest_ctime, ctime)
+        if len(self.ctimes) < RECENT_FIRST:
+            heapq.heappush(self.ctimes, (ctime, index))
+        elif ctime > self.ctimes[0][0]:
+            heapq.heapreplace(self.ctimes, (ctime, index))
+
+    def saw_path(self, relpath: str) -> None:
+        """A file read for what it says (an ignore file, offload.yaml), there or not."""
+        self.saw(relpath, lstat_or_none(self.absolute(relpath)))
+
+    def absolute(self, relpath: str) -> str:
+        return os.path.join(self.root, relpath) if relpath else self.root
+
+    def settled(self) -> bool:
+        """Whether nothing the scan saw changed too close to its start to be told apart from a later change."""
+        return self.newest_ctime < self.started_ns - RACY_NS
+
+    def unchanged(self) -> bool:
+        """Whether every path is still as the scan saw it; the most recently changed first. One lstat a path,
+        inlined: this loop is the whole cost of a no-change sync's scan."""
+        recent = [index for _, index in sorted(self.ctimes, reverse=True)]
+        paths, hashes, prefix, lstat = self.paths, self.hashes, self.root + os.sep, os.lstat
+        for index in [*recent, *range(len(paths))]:
+            relpath = paths[index]
+            try:
+                st = lstat(prefix + relpath if relpath else self.root)
+            except (FileNotFoundError, NotADirectoryError):
+                st = None
+            if st is None:
+                if hashes[index] != ABSENT:
+                    return False
+            elif hash((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)) != hashes[index]:
+                return False
+        return True
+
+
+class Kept:
+    def __init__(self, selection, witness: Witness):
+        self.selection, self.witness = selection, witness
+
+
+def signature(st: os.stat_result | None) -> tuple:
+    if st is None:
+        return (0, 0, 0, 0, 0)
+    return st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+ABSENT = hash(signature(None))
+
+
+def cached_selection(root: Path, includes: tuple, select):
+    """select(witness) -> Selection, called only when the last selection of root with these includes may
+    be stale; otherwise that selection, checked path by path."""
+    key = (os.fspath(root), includes)
+    kept = _kept.pop(key, None)
+    if kept is not None and kept.witness.unchanged():
+        _kept[key] = kept  # now the most recently used
+        return kept.selection
+    witness = Witness(os.fspath(root))
+    selection = select(witness)
+    if witness.settled():
+        _kept[key] = Kept(selection, witness)
+        while len(_kept) > MAX_PROJECTS:
+            del _kept[next(iter(_kept))]
+    return selection
+
+
+def forget_all() -> None:
+    """Drop every kept selection (tests; a keeper that must not trust what it saw)."""
+    _kept.clear()
