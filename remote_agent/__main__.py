@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from . import ceiling, codecs, facts, files, following, host_dirs, job_stdin, jobs, manifest, protocol, run_status, stopping
+from . import ceiling, codecs, facts, files, following, host_dirs, job_stdin, jobs, protocol, run_status, stopping
 from .fence import OutsideProject
 from .manifest_memo import ManifestMemo
 from .protocol import RequestError
@@ -101,8 +101,7 @@ class Agent:
         project_dir = prepared["project_dir"]
         prepared.update(self.receiver.begin(project_dir, bool(message.get("for_run")), WaitNotice(self.send)))
         if message.get("manifest"):  # the laptop scans its side meanwhile: one round trip for both
-            found = manifest.manifest(self.receiver.target(project_dir))
-            prepared.update(self.manifests.reply(project_dir, found, message.get("known")))
+            prepared.update(self.manifests.reply(project_dir, self.receiver.target(project_dir), message.get("known")))
         self.send("prepared", **prepared)
 
     def sync_done(self, message: dict) -> None:  # no reply: the laptop does not wait for it

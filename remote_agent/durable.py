@@ -37,6 +37,7 @@ def libc_call(name: str):
             int64, uint = ctypes.c_longlong, ctypes.c_uint
             call.argtypes = {"sync_file_range": [ctypes.c_int, int64, int64, uint],
                              "renameat2": [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, uint],
+                             "inotify_add_watch": [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32],
                              }.get(name, [ctypes.c_int])
             call.restype = ctypes.c_int
         if name == "syncfs" and not kernel_at_least(5, 8):

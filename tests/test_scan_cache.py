@@ -70,16 +70,34 @@ EDITS = {
 }
 
 
+@pytest.mark.parametrize("watched", [False, True], ids=["checked path by path", "under the inotify watch"])
 @pytest.mark.parametrize("edit", list(EDITS), ids=list(EDITS))
-def test_every_change_is_seen(tmp_path, settled, edit):
+def test_every_change_is_seen(tmp_path, settled, edit, watched):
     root = tmp_path / "proj"
     make_project(root)
     kept = select_project(root)
-    assert select_project(root) is kept  # nothing changed: reused, not scanned again
+    if watched:
+        assert select_project(root) is kept  # nothing changed: reused, not scanned again; watched from now on
+        assert scan_cache._kept[(str(root.resolve()), ())].watch is not None
     EDITS[edit](root)
     after = select_project(root)
     assert after is not kept  # scanned again, even where the new scan finds the same (bytes, mtime put back)
     assert as_seen(after) == as_seen(fresh(root))
+
+
+def test_under_the_watch_a_no_change_selection_stats_nothing(tmp_path, settled, monkeypatch):
+    root = tmp_path / "proj"
+    make_project(root)
+    kept = select_project(root)
+    assert select_project(root) is kept  # checked path by path once, and the watch started
+
+    def no_stat(self):
+        raise AssertionError("checked path by path although the watch saw nothing")
+
+    monkeypatch.setattr(scan_cache.Witness, "unchanged", no_stat)
+    assert select_project(root) is kept
+    (root / ".offload" / "runs").mkdir(parents=True)  # offload's own records on the laptop: not a change
+    assert select_project(root) is kept
 
 
 def test_a_scan_right_after_a_change_is_not_kept(tmp_path):

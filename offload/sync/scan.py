@@ -58,14 +58,7 @@ def _scan_dir(abs_dir: str, rel_dir: str, levels: list[RuleLevel], out: list[Loc
     on_dir(rel_dir, levels, excluded, kept_files), when given, hears about each directory once its children
     are scanned: the excluded children as (DirEntry, relpath, is_dir, deciding rule) and how many files
     (placeholders such as .gitignore aside) it keeps."""
-    if seen is not None:  # before the listing: a child added while it is read changes what was seen
-        seen(rel_dir, os.lstat(abs_dir))
-    with os.scandir(abs_dir) as listing:
-        children = list(listing)
-    if seen is not None:
-        for child in children:
-            if child.name in IGNORE_FILE_NAMES:
-                seen(f"{rel_dir}/{child.name}" if rel_dir else child.name, lstat_or_none(child.path))
+    children = _listing(abs_dir, rel_dir, seen)
     levels = levels + levels_in(abs_dir, rel_dir, children)
     synced_any, excluded, kept_files = False, [], 0
     for child in children:
@@ -106,6 +99,20 @@ def _scan_dir(abs_dir: str, rel_dir: str, levels: list[RuleLevel], out: list[Loc
     if on_dir is not None:
         on_dir(rel_dir, levels, excluded, kept_files)
     return synced_any
+
+
+def _listing(abs_dir: str, rel_dir: str, seen) -> list:
+    """The directory's entries; seen hears of the directory first (a child added while it is read then changes
+    what was seen) and of its ignore files, before levels_in reads them."""
+    if seen is not None:
+        seen(rel_dir, os.lstat(abs_dir))
+    with os.scandir(abs_dir) as listing:
+        children = list(listing)
+    if seen is not None:
+        for child in children:
+            if child.name in IGNORE_FILE_NAMES:
+                seen(f"{rel_dir}/{child.name}" if rel_dir else child.name, lstat_or_none(child.path))
+    return children
 
 
 def lstat_or_none(path: str) -> os.stat_result | None:

@@ -1,5 +1,6 @@
 """A project's last selection, reused while nothing the scan read has changed: a no-change sync of a big tree
-then costs one lstat per path, without the ignore rules, instead of a whole scan.
+then costs nothing that grows with the tree (an inotify watch saw no change), or where no watch can be had
+one lstat per path, without the ignore rules, instead of a whole scan.
 
 The scan names every directory it listed and every file it described or read rules from (Witness). Each is
 kept with its lstat signature: mode, size, mtime, ctime and inode, ctime being set by the kernel on any change
@@ -9,15 +10,24 @@ anything else scans again. Like git's racily clean index entries, a scan that sa
 RACY_NS before it started is not kept: a second change within the filesystem's timestamp granularity would
 leave the signature as it was.
 
+Once a check path by path finds nothing changed, an inotify watch (remote_agent/tree_watch.py, the agent's
+own: synchronous, every directory's watch checked, an overflow a change) on every directory seen takes over;
+it is started before that check, so nothing changed between the two goes unseen. Any event in those
+directories sends the next sync back to the check path by path. macOS, a network filesystem or too many
+directories: the check path by path every time.
+
 The cache lives in the process: the link keeper, which runs every command of a laptop, keeps it between syncs.
 """
 from __future__ import annotations
 
 import heapq
 import os
+import stat
 import time
 from array import array
 from pathlib import Path
+
+from remote_agent.tree_watch import TreeWatch
 
 from offload.sync.scan import lstat_or_none
 
@@ -38,10 +48,18 @@ class Witness:
         self.hashes = array("q")
         self.ctimes: list = []  # (ctime_ns, index) of the RECENT_FIRST most recently changed paths
         self.newest_ctime = 0
+        self.dirs: set = set()  # the directories among paths: a watch on them sees any change to the rest
+        self.parents: set = set()  # the directories above paths that are not among them (.git/info)
 
     def saw(self, relpath: str, st: os.stat_result | None) -> None:
         index = len(self.paths)
         self.paths.append(relpath)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            self.dirs.add(relpath)
+        else:
+            parent = relpath.rpartition("/")[0]
+            if parent not in self.dirs:
+                self.parents.add(parent)
         self.hashes.append(hash(signature(st)))
         ctime = st.st_ctime_ns if st is not None else 0
         self.newest_ctime = max(self.newest_ctime, ctime)
@@ -60,6 +78,17 @@ class Witness:
     def settled(self) -> bool:
         """Whether nothing the scan saw changed too close to its start to be told apart from a later change."""
         return self.newest_ctime < self.started_ns - RACY_NS
+
+    def watch(self) -> TreeWatch | None:
+        """An inotify watch on every directory seen, and on the nearest existing one above each path seen in
+        a directory that was not (a missing .git/info: its creation shows in .git); None where there is none."""
+        directories = {self.absolute(relpath) for relpath in self.dirs}
+        for parent in self.parents - self.dirs:
+            directory = self.absolute(parent)
+            while not os.path.isdir(directory) and len(directory) > len(self.root):
+                directory = os.path.dirname(directory)
+            directories.add(directory)
+        return TreeWatch.start(self.root, directories)
 
     def unchanged(self) -> bool:
         """Whether every path is still as the scan saw it; the most recently changed first. One lstat a path,
@@ -83,6 +112,26 @@ class Witness:
 class Kept:
     def __init__(self, selection, witness: Witness):
         self.selection, self.witness = selection, witness
+        self.watch: TreeWatch | None = None  # set once a check path by path found nothing changed
+
+    def still_valid(self) -> bool:
+        """O(1) while the watch saw nothing; else path by path, with a new watch started first, so that a
+        change made during the check is seen by the next one."""
+        if self.watch is not None and self.watch.quiet():
+            return True
+        self.close()
+        watch = self.witness.watch()
+        if self.witness.unchanged():
+            self.watch = watch
+            return True
+        if watch is not None:
+            watch.close()
+        return False
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
 
 
 def signature(st: os.stat_result | None) -> tuple:
@@ -96,10 +145,10 @@ ABSENT = hash(signature(None))
 
 def cached_selection(root: Path, includes: tuple, select):
     """select(witness) -> Selection, called only when the last selection of root with these includes may
-    be stale; otherwise that selection, checked path by path."""
+    be stale; otherwise that selection (Kept.still_valid)."""
     key = (os.fspath(root), includes)
     kept = _kept.pop(key, None)
-    if kept is not None and kept.witness.unchanged():
+    if kept is not None and kept.still_valid():
         _kept[key] = kept  # now the most recently used
         return kept.selection
     witness = Witness(os.fspath(root))
@@ -107,10 +156,12 @@ def cached_selection(root: Path, includes: tuple, select):
     if witness.settled():
         _kept[key] = Kept(selection, witness)
         while len(_kept) > MAX_PROJECTS:
-            del _kept[next(iter(_kept))]
+            _kept.pop(next(iter(_kept))).close()
     return selection
 
 
 def forget_all() -> None:
     """Drop every kept selection (tests; a keeper that must not trust what it saw)."""
+    for kept in _kept.values():
+        kept.close()
     _kept.clear()
