@@ -14,7 +14,7 @@ import errno
 import json
 import os
 
-WRITEBACK_BYTES = 64 << 20  # a big file starts this much of its writeback at a time while it is received
+WRITEBACK_BYTES = 8 << 20  # a big file starts this much of its writeback at a time while it is received
 SYNCFS_FROM = 16  # files at which one syncfs beats parallel fsyncs; below, a small sync never waits for
 #                   other processes' dirty data (a checkpoint being written) on the same disk
 FSYNC_THREADS = 16  # fsyncs in flight at once: the filesystem folds them into few journal commits

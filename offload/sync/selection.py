@@ -188,6 +188,7 @@ class Collector:
                 try:
                     if child.is_dir(follow_symlinks=False):
                         if child.name not in NEVER_SENT_DIRS:
+                            self.saw(relpath, child.path)  # a pyvenv.cfg made or removed inside changes it
                             junk = is_junk(child.name, True, child.path)
                             if self.includes.dir_included(relpath) or self.includes.may_reach(relpath, junk):
                                 stack.append((child.path, relpath, report and not junk))
