@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from offload.cli import on_host_commands
 from offload.cli.help_layout import plain_command
 from offload.cli.options_after_script import warn_options_after_script
 from offload.errors import OffloadError
@@ -90,6 +91,9 @@ def sync(
     from offload.cli.sync_command import sync_only  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(sync_only(host, project, connect_timeout, list(include or []), force))
+
+
+on_host_commands.register(app, PROJECT_HELP, CONNECT_TIMEOUT_HELP, RUN_HELP)
 
 
 @app.command()
