@@ -146,3 +146,13 @@ def test_random_edits_match_a_fresh_scan(tmp_path_factory, settled, seed):
         else:
             (root / "model" / f"sub{rng.randrange(9)}").mkdir(exist_ok=True)
         assert as_seen(select_project(root)) == as_seen(select_files(root.resolve()))
+
+
+def test_the_oldest_selection_goes_when_the_kept_ones_hold_too_many_paths(tmp_path, settled, monkeypatch):
+    first, second = tmp_path / "one", tmp_path / "two"
+    make_project(first)
+    make_project(second)
+    select_project(first)
+    monkeypatch.setattr(scan_cache, "MAX_PATHS", 30)  # about one project's worth
+    select_project(second)
+    assert list(scan_cache._kept) == [(str(second.resolve()), ())]

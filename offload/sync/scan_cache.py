@@ -33,7 +33,8 @@ from offload.sync.scan import lstat_or_none
 
 RACY_NS = 2_000_000_000  # coarser than any filesystem's timestamps (FAT's 2 s) and than a kernel tick
 RECENT_FIRST = 64  # the most recently changed paths are checked first: an edited file is found at once
-MAX_PROJECTS = 8  # selections kept; the oldest goes first
+MAX_PROJECTS = 8  # selections kept; the oldest goes first ...
+MAX_PATHS = 300_000  # ... and while they hold more paths than this (about 150 MB of the keeper's), the newest aside
 
 _kept: dict = {}  # (root, includes) -> Kept
 
@@ -155,7 +156,8 @@ def cached_selection(root: Path, includes: tuple, select):
     selection = select(witness)
     if witness.settled():
         _kept[key] = Kept(selection, witness)
-        while len(_kept) > MAX_PROJECTS:
+        while len(_kept) > MAX_PROJECTS or (len(_kept) > 1 and sum(len(k.witness.paths) for k in _kept.values())
+                                              > MAX_PATHS):
             _kept.pop(next(iter(_kept))).close()
     return selection
 
