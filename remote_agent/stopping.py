@@ -34,8 +34,11 @@ def stop(run_dir: str, grace: float) -> dict:
     while time.monotonic() < deadline and group_alive(pgid):
         time.sleep(POLL_S)
     if group_alive(pgid):
-        os.killpg(pgid, signal.SIGKILL)
-        sent = "SIGKILL"
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            sent = "SIGKILL"
+        except ProcessLookupError:  # it ended between the look and the kill: SIGTERM did it
+            pass
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and read_status(run_dir)["state"] == "running":
         time.sleep(POLL_S)
