@@ -8,6 +8,7 @@ from contextlib import ExitStack
 
 from offload.console import say
 from offload.runs.follow import follow, follow_all
+from offload.runs.announce import announce_end
 from offload.runs.outcome import finish, report_recorded, run_end_status
 from offload.runs.reach import find_run_now, link_for
 from offload.runs.record import node_metas, project_root_of, record_of
@@ -37,8 +38,10 @@ def logs_command(project, reference: str, following: bool, reconnect_for: float)
     status = run_end_status(ended)
     if all(message["t"] == "exit" for message in ended) and status.get("state") != "busy":  # busy: it never ran
         # Ended, and the laptop's copy of its output is whole: the run ends here as it does when followed.
-        finish(record, status)
+        code = finish(record, status)
         report_recorded(record, root)
+        if following:
+            announce_end(record, code)
     return 0
 
 

@@ -25,6 +25,7 @@ from offload.runs.fetched import fetch_run
 from offload.runs.follow import HeldInterrupt, exit_code_of, follow_all, stop_following
 from offload.runs.interrupt import INTERRUPTED_EXIT, STOP_GRACE_S, detached, stop_when_asked
 from offload.runs.job_input import JobInput
+from offload.runs.announce import announce_end
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
 from offload.runs.record import RunRecord, new_run_id, project_root_of, script_in_project
 from offload.runs.resume import resumed
@@ -140,6 +141,7 @@ def launch_and_follow(job: Job) -> int:
     code = nodes_outcome(job.nodes, ended, first_failed, job.record)
     first = job.nodes[0]
     report(job.record, job.measurement, lambda figures: first.estimates(figures, job.options.args, job.script, job.root))
+    announce_end(job.record, code)  # the bell and a desktop notification, after the summary they point to
     if job.stopping and ended[first_failed or 0].get("signal"):
         return INTERRUPTED_EXIT  # the stop ended it; a script that exited by itself has its own exit code
     if code and job.selection is not None and len(job.nodes) == 1 and not job.stopping:
