@@ -20,6 +20,18 @@ LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")  # off
 START_DEADLINE_S = 15.0
 
 
+def checked_on_exit(hook) -> dict | None:
+    """{"command": shell text, "peak_tflops": number or None}, or None (see on_exit.py)."""
+    if hook is None:
+        return None
+    if not isinstance(hook, dict) or not isinstance(hook.get("command"), str) or "\0" in hook["command"]:
+        raise RequestError("bad_request", f"on_exit must be a shell command, not {hook!r}")
+    peak = hook.get("peak_tflops")
+    if peak is not None and (isinstance(peak, bool) or not isinstance(peak, (int, float)) or peak <= 0):
+        peak = None
+    return {"command": hook["command"], "peak_tflops": peak}
+
+
 def start(request: dict, tree_fd: int | None = None) -> dict:
     """Start the job's supervisor. With `tree` in the request the job runs in a synced project tree it owns
     for its whole life (tree.py): tree_fd is the tree lock the sync took for it, passed on to the
@@ -42,6 +54,7 @@ def start(request: dict, tree_fd: int | None = None) -> dict:
         "stdin": bool(request.get("stdin")),
         "run_id": request.get("run_id") or os.path.basename(run_dir), "laptop": request.get("laptop"),
         "tree": job_tree(request.get("tree"), cwd, tree_fd, bool(request.get("keep_tree"))),
+        "on_exit": checked_on_exit(request.get("on_exit")),
     })
     agent_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     plan, scope_prefix = logind.plan_survival(logind.read_facts())  # where logind would end it at logout: a scope

@@ -22,9 +22,9 @@ import subprocess
 import sys
 import time
 
-from . import durable, hostlock, journals, job_stdin, outputs, supervisor_error, tree
+from . import durable, hostlock, journals, job_stdin, on_exit, outputs, supervisor_error, tree
 from .fence import OutsideProject
-from .run_status import JOB, LOG, STATUS, now
+from .run_status import JOB, LOG, METRICS, STATUS, now
 
 LOCK_POLL_S = 0.1  # how soon a freed lock is taken; the kernel frees it the moment its holder exits
 HOLDER_GRACE_S = 2.0  # how long to wait for a new holder to write who it is before reporting it unknown
@@ -206,16 +206,32 @@ class Supervisor:
             self.lock.announce({**self.holder_note, "pgid": proc.pid})
         waited_s = round(time.time() - self.status["queued_at"], 3)
         self.record(state="running", started_at=now(), pid=proc.pid, pgid=proc.pid, waited_s=waited_s)
+        started = time.monotonic()
         returncode = proc.wait()
+        wall_s = time.monotonic() - started
         self.job_end = f"its job had exited with code {returncode}" if returncode >= 0 else \
             f"its job had been killed by {signal.Signals(-returncode).name}"
         try:
             outputs.record(self.run_dir, job.get("run_id") or os.path.basename(self.run_dir), before)  # then "exited"
         except Exception:  # noqa: BLE001 - the exit must be recorded whatever; fetch then says the versions are unknown
             pass
+        if job.get("on_exit"):
+            self.run_on_exit(job, returncode, wall_s)
         self.record(state="exited", ended_at=now(), exit_code=returncode if returncode >= 0 else None,
                     signal=signal.Signals(-returncode).name if returncode < 0 else None)
         return 0
+
+    def run_on_exit(self, job: dict, returncode: int, wall_s: float) -> None:
+        """The run's on_exit hook (on_exit.py); whatever it does, the job's exit is recorded next."""
+        ended = {"run_id": job.get("run_id") or os.path.basename(self.run_dir), "wall_s": wall_s,
+                 "exit_code": returncode if returncode >= 0 else None,
+                 "signal": signal.Signals(-returncode).name if returncode < 0 else None}
+        log_path = os.path.join(self.run_dir, LOG)
+        try:
+            with open(log_path, "ab") as log:
+                on_exit.run_hook(job["on_exit"], job, log, os.path.join(self.run_dir, METRICS), log_path, ended)
+        except Exception:  # noqa: BLE001 - a hook's trouble (a full disk) never stands between the job and its record
+            pass
 
     def end_failed_job(self, proc) -> None:
         """The supervisor failed while its job runs: nobody could record it, so it must not run on."""

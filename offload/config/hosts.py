@@ -29,6 +29,7 @@ FIELDS = {
     "env": (dict, "a mapping of environment variables"),
     "peak_tflops": ((int, float, dict), "a number, or a mapping such as {bf16: 165, fp32: 82.6}"),
     "setup": (str, "a shell command run in the synced project before a job when its inputs changed"),
+    "on_exit": (str, "a shell command the host runs after each job ends (OFFLOAD_EXIT_CODE and friends set)"),
 }
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -16,8 +16,9 @@ from offload.config.hosts import key_node, load_yaml
 
 FILE_NAME = "offload.yaml"
 HINT = ("fix offload.yaml at the project root; its keys are `setup` (a shell command), `setup_inputs` (a list of "
-        "globs), `include` (a list of patterns) and `data_budget` (a size such as 500MB or 2GiB)")
-KEYS = "setup, setup_inputs, include, data_budget"
+        "globs), `include` (a list of patterns), `data_budget` (a size such as 500MB or 2GiB) and `on_exit` (a shell "
+        "command)")
+KEYS = "setup, setup_inputs, include, data_budget, on_exit"
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 
@@ -28,6 +29,7 @@ class ProjectConfig:
     setup_inputs: tuple | None = None  # globs whose files key the setup; None: setup.DEFAULT_INPUTS
     include: tuple | None = None       # patterns sent whatever the ignore rules say
     data_budget: int | None = None     # bytes; None: selection.DEFAULT_DATA_BUDGET
+    on_exit: str | None = None         # shell text the host's supervisor runs after the job (on_exit.py)
 
 
 def load(project_root: Path) -> ProjectConfig:
@@ -62,7 +64,8 @@ def parse(text: str, filename: str) -> ProjectConfig:
     inputs, include = data.get("setup_inputs"), data.get("include")
     return ProjectConfig(setup=data.get("setup"), setup_inputs=tuple(inputs) if inputs is not None else None,
                          include=tuple(include) if include is not None else None,
-                         data_budget=parse_size(data["data_budget"]) if "data_budget" in data else None)
+                         data_budget=parse_size(data["data_budget"]) if "data_budget" in data else None,
+                         on_exit=data.get("on_exit"))
 
 
 def parse_size(value) -> int | None:
@@ -83,11 +86,11 @@ def check_field(key, value) -> str | None:
     """What is wrong with one setting, or None."""
     texts = value if isinstance(value, list) else [value]
     nul = next((text for text in texts if isinstance(text, str) and "\0" in text), None)
-    if key in ("setup", "setup_inputs", "include") and nul is not None:  # it would stop the job's supervisor
+    if key in ("setup", "setup_inputs", "include", "on_exit") and nul is not None:  # it would stop the job's supervisor
         return f"{key}: {nul!r} contains a NUL character: remove it"
-    if key == "setup":
+    if key in ("setup", "on_exit"):
         if not isinstance(value, str) or not value.strip():
-            return f"setup must be a shell command (text), not {value!r}"
+            return f"{key} must be a shell command (text), not {value!r}"
     elif key == "setup_inputs":
         if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
             return f"setup_inputs must be a list of glob patterns such as [requirements.txt, deps/*.txt], not {value!r}"

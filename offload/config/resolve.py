@@ -31,6 +31,7 @@ class SSHTarget:
     peak_tflops: object = None  # hosts.yaml override: a number, or {precision: number}
     rdzv_host: str | None = None  # how the other nodes of a multi-node run reach this host (default: hostname)
     setup: str | None = None  # hosts.yaml: shell text run before a job when its inputs changed (see setup.py)
+    on_exit: str | None = None  # hosts.yaml: shell text the host runs after each job (remote_agent/on_exit.py)
     hop_for: str | None = None  # a ProxyJump hop: the registered host it leads to
 
     @property
@@ -99,6 +100,7 @@ def resolve(name: str, entry: dict, flags: dict | None = None, ssh_config: dict 
         env={k: str(v) for k, v in (pick("env", default={}) or {}).items()},
         peak_tflops=pick("peak_tflops"),
         setup=entry.get("setup"),
+        on_exit=entry.get("on_exit"),
         rdzv_host=pick("rdzv_host"),
     )
 

@@ -26,6 +26,7 @@ from offload.runs.follow import HeldInterrupt, exit_code_of, follow_all, stop_fo
 from offload.runs.interrupt import INTERRUPTED_EXIT, STOP_GRACE_S, detached, stop_when_asked
 from offload.runs.job_input import JobInput
 from offload.runs.announce import announce_end
+from offload.runs.on_exit import on_exit_hook
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
 from offload.runs.record import RunRecord, new_run_id, project_root_of, script_in_project
 from offload.runs.resume import resumed
@@ -214,7 +215,7 @@ def start_node(job: Job, node) -> dict:
     return start_request(node.link.agent, run_dir=node.run_dir, cwd=node.project_dir, argv=job.argvs[node.rank],
                          env=launch.job_env(node.target.env, job.run_id, job.options.env), lock=node.lock,
                          wait=not job.options.no_wait, run_id=job.run_id, tree=node.tree,
-                         stdin=not job.options.detach and len(job.nodes) == 1,
+                         stdin=not job.options.detach and len(job.nodes) == 1, on_exit=on_exit_hook(job, node),
                          python_path=[node.project_dir])  # the project's own packages import from any script
 
 

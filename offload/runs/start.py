@@ -9,13 +9,14 @@ from offload.console import say
 
 
 def start_request(agent, *, run_dir: str, cwd: str, argv: list, env: dict, lock, wait: bool, run_id: str,
-                  tree: dict | None, keep_tree: bool = False, stdin: bool = False, python_path: list = ()) -> dict:
+                  tree: dict | None, keep_tree: bool = False, stdin: bool = False, python_path: list = (),
+                  on_exit: dict | None = None) -> dict:
     """Start argv under a supervisor on the agent's machine; the supervisor's first word on it. With stdin, the
     job reads what a follow of this agent sends it (job_input.py); else /dev/null. python_path: directories put
-    first on the job's PYTHONPATH."""
+    first on the job's PYTHONPATH. on_exit: the hook the supervisor runs after the job (runs/on_exit.py)."""
     return agent.request("start", run_dir=run_dir, cwd=cwd, argv=argv, env=env, lock=lock, wait=wait, run_id=run_id,
                          laptop=socket.gethostname(), tree=tree, keep_tree=keep_tree, stdin=stdin,
-                         python_path=list(python_path))
+                         python_path=list(python_path), on_exit=on_exit)
 
 
 def describe_holder(holder: dict | None) -> str:
