@@ -3,6 +3,7 @@
 which names the run in OFFLOAD_RUN_ID when opened on one."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
@@ -21,8 +22,10 @@ def set_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def open_shell(project: Path, *args: str, rows: int = 30, cols: int = 100) -> tuple:
-    """`offload shell ARGS` on a pty of rows x cols; (process, the pty's controller)."""
+@contextlib.contextmanager
+def open_shell(project: Path, *args: str, rows: int = 30, cols: int = 100):
+    """`offload shell ARGS` on a pty of rows x cols: (process, the pty's controller); killed by pid if the test
+    leaves it running."""
     controller, terminal = os.openpty()
     set_size(terminal, rows, cols)
     env = {**os.environ, "SHELL": "/bin/sh", "TERM": "xterm"}
@@ -30,7 +33,13 @@ def open_shell(project: Path, *args: str, rows: int = 30, cols: int = 100) -> tu
                                stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True, env=env,
                                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
     os.close(terminal)
-    return process, controller
+    try:
+        yield process, controller
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        os.close(controller)
 
 
 def shell_value(controller: int, expression: str, tag: str) -> str:
@@ -50,8 +59,7 @@ def shell_value(controller: int, expression: str, tag: str) -> str:
 
 
 def test_a_shell_opens_in_the_project_and_its_exit_status_is_offloads(box, project):
-    process, controller = open_shell(project)
-    try:
+    with open_shell(project) as (process, controller):
         where = shell_value(controller, "$(pwd)", "cwd")
         assert Path(where).resolve() == host_project_dir(box["workdir"], project).resolve()
         assert shell_value(controller, "${PATH%%:*}", "first") == os.path.dirname(sys.executable)
@@ -61,27 +69,16 @@ def test_a_shell_opens_in_the_project_and_its_exit_status_is_offloads(box, proje
         assert shell_value(controller, "$(stty size)", "resized") == "40 120"
         os.write(controller, b"exit 3\r")
         assert process.wait(timeout=30) == 3
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
-        os.close(controller)
 
 
 def test_a_shell_on_a_run_names_it(box, project):
     done = run_offload("run", "--project", str(project), "report.py", cwd=project)
     assert done.returncode == 0, done.stderr
     run_id = next(path.name for path in (project / ".offload" / "runs").iterdir())
-    process, controller = open_shell(project, "last")
-    try:
+    with open_shell(project, "last") as (process, controller):
         assert shell_value(controller, "$OFFLOAD_RUN_ID", "run") == run_id
         os.write(controller, b"exit\r")
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
-        os.close(controller)
 
 
 def test_without_a_terminal_it_says_to_use_exec(box, project):
