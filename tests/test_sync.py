@@ -29,10 +29,14 @@ def host_project_dir(workdir: str, project: Path) -> Path:
     return Path(workdir) / project_dir_name(project)
 
 
-def tree(root: Path) -> dict:
-    """relpath -> what is there: ("file", bytes, permission bits, mtime_ns), ("link", target) or ("dir",)."""
+def tree(root: Path, skip: tuple = ()) -> dict:
+    """relpath -> what is there: ("file", bytes, permission bits, mtime_ns), ("link", target) or ("dir",);
+    skip: names at the top not walked at all (an agent may still be tidying its `.offload/` there)."""
     found = {}
     for directory, dirnames, filenames in os.walk(root):
+        if Path(directory) == Path(root):
+            dirnames[:] = [name for name in dirnames if name not in skip]
+            filenames = [name for name in filenames if name not in skip]
         for name in dirnames + filenames:
             path = Path(directory) / name
             relpath = path.relative_to(root).as_posix()

@@ -40,7 +40,7 @@ def replies(monkeypatch):
 
 def files_of(root: Path) -> dict:
     """tree(root) without offload's own records on the host."""
-    return {path: what for path, what in tree(root).items() if path.split("/")[0] != ".offload"}
+    return tree(root, skip=(".offload",))
 
 
 def make_tree(root: Path) -> None:
