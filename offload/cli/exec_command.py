@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from offload.config import hosts
-from offload.config.resolve import resolve
+from offload.config.resolve import registered_target
 from offload.console import say
 from offload.errors import OffloadError
 from offload.runs.reach import find_run_now, target_of
@@ -30,7 +30,7 @@ def exec_on_host(host_name: str | None, project: Path | None, connect_timeout: f
     """argv run verbatim (shell: its words joined as one line of sh); the command's exit status."""
     if not argv:
         raise OffloadError("no command to run", hint="offload exec -- CMD ARGS... (e.g. offload exec -- nvidia-smi)")
-    root, target = project_root_of(project), host_target(host_name)
+    root, target = project_root_of(project), registered_target(host_name, "run on")
     with open_link(target, connect_timeout) as link:
         project_dir = synced(link, root, target)
         command = " ".join(argv) if shell else "exec " + shlex.join(argv)
@@ -46,7 +46,7 @@ def shell_on_host(where: str | None, project: Path | None, connect_timeout: floa
         raise OffloadError("offload shell needs a terminal", hint="run one command with: offload exec -- CMD ARGS...")
     root = project_root_of(project)
     run = None if where is None or where in hosts.load().hosts else find_run_now(root, where)
-    target = target_of(run) if run is not None else host_target(where)
+    target = target_of(run) if run is not None else registered_target(where, "run on")
     if getattr(target, "local", False):
         raise OffloadError(f"run {run['run_id']} ran on this machine (the CPU fallback): there is no host to open a "
                            "shell on", hint=f"its directory is {run.get('project_dir')}")
@@ -56,15 +56,6 @@ def shell_on_host(where: str | None, project: Path | None, connect_timeout: floa
         line = sh_line(login_shell(project_dir, target.python, named))
         sys.stdout.flush()
         return run_in_terminal(link.client, line, tty_fd, sys.stdout.fileno(), os.environ.get("TERM") or "xterm")
-
-
-def host_target(host_name: str | None):
-    """The registered host of that name (default: the first), as resolve() reaches it."""
-    registry = hosts.load()
-    name = host_name or registry.default_name
-    if name is None:
-        raise OffloadError("no host to run on", hint="offload hosts add NAME [user@]hostname")
-    return resolve(name, registry.get(name))
 
 
 def synced(link, root: Path, target) -> str:

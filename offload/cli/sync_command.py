@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from offload.config import hosts
-from offload.config.resolve import resolve
+from offload.config.resolve import registered_target
 from offload.console import human_size, say
-from offload.errors import OffloadError
 from offload.runs.record import project_root_of
 from offload.sync.push import sync_project
 from offload.transport.links import open_link
@@ -15,11 +13,8 @@ from offload.transport.links import open_link
 def sync_only(host_name: str | None, project: Path | None, connect_timeout: float, include: list | tuple = (),
               force: bool = False) -> int:
     root = project_root_of(project)
-    registry = hosts.load()
-    name = host_name or registry.default_name
-    if name is None:
-        raise OffloadError("no host to sync to", hint="offload hosts add NAME [user@]hostname")
-    target = resolve(name, registry.get(name))
+    target = registered_target(host_name, "sync to")
+    name = target.name
     with open_link(target, connect_timeout) as link:  # a kept link may have been opened for another workdir
         result = sync_project(link.agent, root, target.workdir, include=include, force=force)
     if result.sent_files or result.deleted:

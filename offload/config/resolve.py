@@ -8,6 +8,7 @@ import getpass
 import os
 from dataclasses import dataclass, field
 
+from offload.config import hosts
 from offload.errors import OffloadError
 from offload.config.ssh_config import PROXY_COMMAND_TOKENS, expand_tokens, openssh_tokens, ssh_config_for
 
@@ -119,3 +120,13 @@ def resolve_jump(spec: str) -> SSHTarget:
     """A ProxyJump hop, 'user@host:port' or an ~/.ssh/config alias, resolved like ssh does."""
     user, hostname, port = split_destination(spec)
     return resolve(spec, {}, flags={"hostname": hostname, "user": user, "port": port})
+
+
+def registered_target(host_name: str | None, doing: str) -> SSHTarget:
+    """The registered host of that name (default: the first in hosts.yaml), resolved; none registered is an
+    error saying what there was no host to do ("sync to", "run on")."""
+    registry = hosts.load()
+    name = host_name or registry.default_name
+    if name is None:
+        raise OffloadError(f"no host to {doing}", hint="offload hosts add NAME [user@]hostname")
+    return resolve(name, registry.get(name))

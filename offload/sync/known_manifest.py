@@ -20,8 +20,6 @@ class Known:
 
 def memo(agent) -> dict:
     """(workdir, project) -> Known, kept on the link's AgentClient: it goes when the link (and agent) does."""
-    if not hasattr(agent, "known_manifests"):
-        agent.known_manifests = {}
     return agent.known_manifests
 
 

@@ -60,6 +60,7 @@ class AgentClient:
         # are full, a write waits for the link, so their ratio is the rate the link takes bytes at (a sync's
         # compression is chosen by it, offload/sync/compress.py).
         self.written_bytes, self.write_seconds = 0, 0.0
+        self.known_manifests = {}  # what the agent last described of each project (sync/known_manifest.py)
 
     def read_hello(self, timeout: float | None = REPLY_TIMEOUT_S) -> dict | None:
         self.hello = self._read(timeout, noise=self.noise.append)

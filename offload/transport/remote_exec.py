@@ -23,10 +23,11 @@ def sh_line(script: str) -> str:
 
 def in_project(project_dir: str, python: str, command: str) -> str:
     """A shell script that runs command (shell text) in project_dir, with the host python's directory first on
-    PATH (where `command -v` finds it) and PYTHONUNBUFFERED set, as a run's job has."""
+    PATH (where `command -v` finds it; also in $OFFLOAD_PYDIR, unexported) and PYTHONUNBUFFERED set, as a run's
+    job has."""
     return (f"cd {shlex.quote(project_dir)} || exit 127; "
-            f"py=$(command -v {shlex.quote(python)}) && case $py in */*) PATH=\"${{py%/*}}:$PATH\";; esac; "
-            f"export PATH PYTHONUNBUFFERED=1; {command}")
+            f"py=$(command -v {shlex.quote(python)}) && case $py in */*) OFFLOAD_PYDIR=${{py%/*}}; "
+            f"PATH=\"$OFFLOAD_PYDIR:$PATH\";; esac; export PATH PYTHONUNBUFFERED=1; {command}")
 
 
 # bash as a login shell would start (its profiles, which on Debian reset PATH and source ~/.bashrc), then the
@@ -41,12 +42,11 @@ rm -f "$OFFLOAD_RC"; unset OFFLOAD_PYDIR OFFLOAD_DIR OFFLOAD_RC profile"""
 def login_shell(project_dir: str, python: str, exports: str = "") -> str:
     """A shell script that starts the user's login shell in project_dir with the host's python first on PATH
     (bash through BASH_LOGIN_RC, so its profiles cannot undo that; any other shell as `SHELL -l`)."""
-    return (f"cd {shlex.quote(project_dir)} || exit 127; OFFLOAD_DIR=$PWD; "
-            f"py=$(command -v {shlex.quote(python)}) && case $py in */*) OFFLOAD_PYDIR=${{py%/*}}; "
-            f"PATH=\"$OFFLOAD_PYDIR:$PATH\";; esac; export PATH PYTHONUNBUFFERED=1 OFFLOAD_PYDIR OFFLOAD_DIR; {exports}"
-            f"case ${{SHELL:-/bin/sh}} in */bash) OFFLOAD_RC=$(mktemp) && export OFFLOAD_RC && "
-            f"printf '%s\\n' {shlex.quote(BASH_LOGIN_RC)} > \"$OFFLOAD_RC\" && "
-            f"exec \"$SHELL\" --rcfile \"$OFFLOAD_RC\" -i;; esac; exec \"${{SHELL:-/bin/sh}}\" -l")
+    return in_project(project_dir, python,
+                      f"OFFLOAD_DIR=$PWD; export OFFLOAD_PYDIR OFFLOAD_DIR; {exports}"
+                      f"case ${{SHELL:-/bin/sh}} in */bash) OFFLOAD_RC=$(mktemp) && export OFFLOAD_RC && "
+                      f"printf '%s\\n' {shlex.quote(BASH_LOGIN_RC)} > \"$OFFLOAD_RC\" && "
+                      f"exec \"$SHELL\" --rcfile \"$OFFLOAD_RC\" -i;; esac; exec \"${{SHELL:-/bin/sh}}\" -l")
 
 
 def run_on_host(client, command_line: str, stdin_fd: int | None, stdout_fd: int, stderr_fd: int) -> int:
