@@ -21,7 +21,7 @@ from netns_hosts import two_hosts  # noqa: F401  (the fixture)
 from test_agent_errors import start_apply
 
 from offload.errors import RemoteError
-from offload.sync.compress import BEST_RATIO, worth_compressing
+from offload.sync.compress import BEST_RATIO, SKIP_MOST, SMALL_BODY, Compression, worth_compressing
 from offload.sync.push import project_dir_name
 from remote_agent import protocol
 
@@ -148,6 +148,34 @@ def test_compression_pays_only_on_a_link_slower_than_the_codec():
     assert not worth_compressing(1.0, 563e6, 12.5e6)  # random bytes: never
     assert not worth_compressing(BEST_RATIO, 563e6, 600e6)  # loopback: nothing is worth a codec's time
     assert worth_compressing(0.5, None, None)  # before the first MiB tell: taken as a slow link
+
+
+class UnmeasuredLink:
+    """What Compression reads of an agent client: the codecs of its hello, and no link rate measured yet
+    (taken as a slow link, where everything that shrinks pays)."""
+    codecs, written_bytes, write_seconds = ["zstd"], 0, 0.0
+
+
+def send_body(compression: Compression, data: bytes) -> str:
+    """How a body goes, as send.py sends it: 'raw' unframed, or its first frame 'sampled and stored' /
+    'compressed'."""
+    if not compression.framed(len(data) + 1):
+        return "raw"
+    codec, _ = compression.encode(data, compressed_well=False)
+    return "compressed" if codec else "sampled and stored"
+
+
+def test_small_random_bodies_are_sampled_rarely_and_what_compresses_still_goes_compressed():
+    """A tree of small random files costs one sample in many files, not one a file; a big body is sampled
+    whatever the small ones said; and once small bodies compress again, at most SKIP_MOST of them went raw."""
+    compression = Compression(UnmeasuredLink(), "auto")
+    ways = [send_body(compression, os.urandom(4096)) for _ in range(2000)]  # 8 MiB of random 4 KiB files
+    assert ways.count("raw") > 1950 and 3 <= ways.count("sampled and stored") <= 15, ways.count("raw")
+    assert send_body(compression, os.urandom(SMALL_BODY + 1)) == "sampled and stored"  # big: never skipped
+    text_ways = [send_body(compression, compressible(4096, seed)) for seed in range(600)]
+    first_compressed = text_ways.index("compressed")
+    assert first_compressed * 4096 <= SKIP_MOST
+    assert text_ways[first_compressed:] == ["compressed"] * (600 - first_compressed)
 
 
 # --- a damaged compressed frame, sent by hand through the real sshd -------------------------------------------

@@ -22,6 +22,9 @@ SAMPLE_BYTES = 64 << 10  # what a frame is judged on
 WORTH = 0.97  # compressed, a frame must arrive in at most this share of its raw time (floats' 1.08x pays on Wi-Fi)
 BEST_RATIO = 0.1  # the most any data is expected to shrink: a link too fast for that goes unframed
 WINDOW_BYTES = 4 << 20  # the link's rate is measured over this much sent (past its buffers, it waits for the link)
+SMALL_BODY = 256 << 10  # a body this small may go raw unsampled, after samples that did not pay ...
+SKIP_FIRST, SKIP_MOST = 64 << 10, 1 << 20  # ... for this many bytes, doubled a miss (a tree of small random files:
+#                                            one sample in thousands of files, not one a file)
 
 
 def mode_from_env() -> str:
@@ -73,12 +76,27 @@ class Compression:
         self.window = (agent.written_bytes, agent.write_seconds)  # each sync measures its own: links change
         self.link_rate = None
         self.used = False  # whether any frame went compressed
+        self.skip_bytes, self.skip_step = 0, SKIP_FIRST  # small bodies still to go raw unsampled; the next skip
 
-    def framed(self) -> bool:
-        """Whether the next body goes in frames: no codec, or a link too fast for any data to pay, sends it raw."""
+    def framed(self, size: int) -> bool:
+        """Whether the next body (of size bytes) goes in frames: no codec, or a link too fast for any data to pay,
+        sends it raw; so does a small body while the samples before it did not pay (a big one is always sampled)."""
         if self.encoder is None:
             return False
-        return self.mode == "always" or worth_compressing(BEST_RATIO, self.encoder.rate, self.measure_link())
+        if self.mode == "always":
+            return True
+        if size <= SMALL_BODY and self.skip_bytes > 0:
+            self.skip_bytes -= size
+            return False
+        return worth_compressing(BEST_RATIO, self.encoder.rate, self.measure_link())
+
+    def judged(self, paid: bool) -> None:
+        """A sample paid (small bodies are sampled again from the next one on) or did not (the next skip_step
+        bytes of small bodies go raw unsampled, and the step after that doubles)."""
+        if paid:
+            self.skip_bytes, self.skip_step = 0, SKIP_FIRST
+        else:
+            self.skip_bytes, self.skip_step = self.skip_step, min(2 * self.skip_step, SKIP_MOST)
 
     def measure_link(self) -> float | None:
         """The link's rate over the last WINDOW_BYTES handed to it (None until that much has gone)."""
@@ -99,7 +117,9 @@ class Compression:
         if not compressed_well:
             sample = raw[:SAMPLE_BYTES]
             sample_blob = encoder.compress(sample)
-            if not worth_compressing(len(sample_blob) / len(sample), encoder.rate, link_rate):
+            paid = worth_compressing(len(sample_blob) / len(sample), encoder.rate, link_rate)
+            self.judged(paid)
+            if not paid:
                 return None, raw
             if len(sample) == len(raw):
                 self.used = True

@@ -51,6 +51,6 @@ class FramedBody:
 
 def open_body(agent, size: int, compression):
     """The writer for an entry of `size` bytes; its `fields` go in the entry's message."""
-    if compression is not None and compression.framed():
+    if compression is not None and compression.framed(size):
         return FramedBody(agent, size, compression)
     return RawBody(agent, size)

@@ -84,7 +84,7 @@ def send_entry(agent, project_root: Path, entry: LocalEntry, advance, delta: Del
         agent.write(protocol.encode("put", **header, target=entry.target))
         return None
     try:
-        f = open(project_root / entry.path, "rb")
+        f = open(project_root / entry.path, "rb", buffering=0)  # unbuffered: one read a small file, no buffer object
     except FileNotFoundError:
         return None  # deleted since the scan: the next sync deletes it on the host too
     with f:
