@@ -61,6 +61,8 @@ def run(
     include: Optional[List[str]] = typer.Option(None, "--include", help="Send files matching PATTERN (gitignore-style, from the project root) whatever the ignore rules say (repeatable)."),
     env: Optional[List[str]] = typer.Option(None, "--env", "-e", metavar="KEY=VALUE", help="Set an environment variable for the job, over the host's env (repeatable)."),
     module: bool = typer.Option(False, "-m", "--module", help="SCRIPT is a module name, run as `python -m SCRIPT ARGS`."),
+    forward: Optional[List[str]] = typer.Option(None, "--forward", "-L", metavar="[LOCAL:]PORT", help=on_host_commands.FORWARD_HELP),
+    bind: Optional[str] = typer.Option(None, "--bind", metavar="ADDRESS", help=on_host_commands.BIND_HELP),
 ):
     """Sync the project to the host and run SCRIPT there, streaming its output back."""
     if script is None and resume is None:
@@ -68,6 +70,7 @@ def run(
     warn_options_after_script(context.command, list(INVOCATION["argv"]), script, list(args or []))
     from offload.runs.job import RunOptions, run as run_job  # lazy: keeps `offload --help` fast (paramiko, torch facts)
     from offload.runs.launch import env_assignments  # lazy: as above
+    from offload.config.ports import parse_forward  # lazy: as above
 
     hosts = list(host or [])
     raise typer.Exit(run_job(RunOptions(script=script, args=list(args or []), host=hosts[0] if len(hosts) == 1 else None,
@@ -76,7 +79,8 @@ def run(
                                         detach=detach, reconnect_for=reconnect_for, fetch=list(fetch or []),
                                         no_wait=no_wait, resume=resume, include=list(include or []),
                                         command_line=list(INVOCATION["argv"]), force=force,
-                                        env=env_assignments(env or []), module=module)))
+                                        env=env_assignments(env or []), module=module,
+                                        forward=[parse_forward(spec) for spec in forward or []], bind=bind)))
 
 
 @app.command()
@@ -93,7 +97,7 @@ def sync(
     raise typer.Exit(sync_only(host, project, connect_timeout, list(include or []), force))
 
 
-on_host_commands.register(app, PROJECT_HELP, CONNECT_TIMEOUT_HELP, RUN_HELP)
+on_host_commands.register(app, PROJECT_HELP, CONNECT_TIMEOUT_HELP, RUN_HELP, RECONNECT_FOR_HELP)
 
 
 @app.command()

@@ -1,5 +1,5 @@
-"""The typer commands that work in the project's directory on a host: `offload exec` and `offload shell`
-(exec_command.py does the work). Registered by app.py, which stays a table of contents."""
+"""The typer commands that work on a host beside its runs: `offload exec` and `offload shell` (exec_command.py
+does the work) and `offload forward` (forward_command.py). Registered by app.py, which stays a table of contents."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,13 @@ from typing import List, Optional
 
 import typer
 
+FORWARD_HELP = ("Forward this laptop's 127.0.0.1:PORT to the host's 127.0.0.1:PORT while the run is followed "
+                "(LOCAL:REMOTE for another local port; repeatable), as ssh -L does.")
+BIND_HELP = "The laptop address forwarded ports listen on (default 127.0.0.1; 0.0.0.0 opens them to the network)."
 
-def register(app: typer.Typer, project_help: str, connect_timeout_help: str, run_help: str) -> None:
+
+def register(app: typer.Typer, project_help: str, connect_timeout_help: str, run_help: str,
+             reconnect_for_help: str) -> None:
     @app.command("exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
     def exec_(
         argv: List[str] = typer.Argument(..., metavar="-- CMD [ARGS]...", help="The command, passed verbatim."),
@@ -35,3 +40,18 @@ def register(app: typer.Typer, project_help: str, connect_timeout_help: str, run
         from offload.cli.exec_command import shell_on_host  # lazy: keeps `offload --help` fast
 
         raise typer.Exit(shell_on_host(where, project, connect_timeout))
+
+    @app.command("forward")
+    def forward_(
+        where: str = typer.Argument(..., metavar="RUN|HOST", help=f"A registered host, or a run: {run_help}"),
+        ports: List[str] = typer.Argument(..., metavar="[LOCAL:]PORT...", help="Host ports to forward."),
+        project: Optional[Path] = typer.Option(None, "--project", help=project_help),
+        bind: Optional[str] = typer.Option(None, "--bind", metavar="ADDRESS", help=BIND_HELP),
+        connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1, help=connect_timeout_help),
+        reconnect_for: float = typer.Option(600.0, "--reconnect-for", min=0, help=reconnect_for_help),
+    ):
+        """Forward laptop ports to the host's (a run's host, or a registered one) until Ctrl-C, as ssh -L -N
+        does: `offload forward last 6006`, then open http://127.0.0.1:6006."""
+        from offload.cli.forward_command import forward_ports  # lazy: keeps `offload --help` fast
+
+        raise typer.Exit(forward_ports(where, list(ports), project, bind, connect_timeout, reconnect_for))

@@ -4,6 +4,7 @@
     setup_inputs: [requirements.txt, deps/*.txt]  # globs from the project root (default: see setup.py)
     include: ['out/**', data/cache/tokens.bin]     # sent whatever the ignore rules say (see selection.py)
     data_budget: 500MB                             # git-ignored files sent beside synced ones (default 2GiB)
+    ports: [6006, "8888:8889"]                     # forwarded while a run is followed (config/ports.py)
 """
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from pathlib import Path
 
 from offload.errors import OffloadError
 from offload.config.hosts import key_node, load_yaml
+from offload.config.ports import parse_forward
 
 FILE_NAME = "offload.yaml"
 HINT = ("fix offload.yaml at the project root; its keys are `setup` (a shell command), `setup_inputs` (a list of "
-        "globs), `include` (a list of patterns), `data_budget` (a size such as 500MB or 2GiB) and `on_exit` (a shell "
-        "command)")
-KEYS = "setup, setup_inputs, include, data_budget, on_exit"
+        "globs), `include` (a list of patterns), `data_budget` (a size such as 500MB or 2GiB), `on_exit` (a shell "
+        "command) and `ports` (a list of ports such as [6006, \"8888:8889\"])")
+KEYS = "setup, setup_inputs, include, data_budget, on_exit, ports"
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 
@@ -30,6 +32,7 @@ class ProjectConfig:
     include: tuple | None = None       # patterns sent whatever the ignore rules say
     data_budget: int | None = None     # bytes; None: selection.DEFAULT_DATA_BUDGET
     on_exit: str | None = None         # shell text the host's supervisor runs after the job (on_exit.py)
+    ports: tuple = ()                  # config/ports.PortForward each: forwarded while a run is followed
 
 
 def load(project_root: Path) -> ProjectConfig:
@@ -65,7 +68,8 @@ def parse(text: str, filename: str) -> ProjectConfig:
     return ProjectConfig(setup=data.get("setup"), setup_inputs=tuple(inputs) if inputs is not None else None,
                          include=tuple(include) if include is not None else None,
                          data_budget=parse_size(data["data_budget"]) if "data_budget" in data else None,
-                         on_exit=data.get("on_exit"))
+                         on_exit=data.get("on_exit"),
+                         ports=tuple(parse_forward(spec, "ports:") for spec in data.get("ports") or ()))
 
 
 def parse_size(value) -> int | None:
@@ -103,6 +107,14 @@ def check_field(key, value) -> str | None:
         bad = [p for p in value if p.strip().startswith(("!", "#")) or ".." in p.split("/")]
         if bad:
             return f"include: {bad[0]!r} cannot be sent; use a pattern relative to the project root, without ! or #"
+    elif key == "ports":
+        if not isinstance(value, list):
+            return f"ports must be a list of ports such as [6006, \"8888:8889\"], not {value!r}"
+        for spec in value:
+            try:
+                parse_forward(spec, "ports:")
+            except OffloadError as exc:
+                return exc.message
     elif key == "data_budget":
         if parse_size(value) is None:
             return f"data_budget must be a size in bytes or such as 500MB or 2GiB, not {value!r}"

@@ -27,34 +27,14 @@ from offload.runs.interrupt import INTERRUPTED_EXIT, STOP_GRACE_S, detached, sto
 from offload.runs.job_input import JobInput
 from offload.runs.announce import announce_end
 from offload.runs.on_exit import on_exit_hook
+from offload.runs.options import RunOptions, forwarded_ports
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
 from offload.runs.record import RunRecord, new_run_id, project_root_of, script_in_project
 from offload.runs.resume import resumed
 from offload.runs.selected import selection_for
 from offload.runs.sinks import LinePrefixer, NodeOutput, StatusLine
 from offload.runs.start import report_busy_gpus, say_busy, say_waiting, start_request
-
-
-@dataclass
-class RunOptions:
-    script: str | None = None     # None only with resume: RUN's own command
-    args: list = field(default_factory=list)
-    host: str | None = None
-    hosts: list = field(default_factory=list)  # several: one job across them all
-    nproc_per_node: int | None = None
-    no_fallback: bool = False
-    connect_timeout: float = 10.0
-    project: Path | None = None
-    detach: bool = False            # return once the job has started
-    reconnect_for: float = 600.0    # seconds to keep reconnecting after the link drops while following
-    fetch: list = field(default_factory=list)  # patterns to fetch when the run ends
-    no_wait: bool = False           # exit 75 instead of waiting for a busy host
-    resume: str | None = None       # a run whose command runs again, its fetched files put back
-    force: bool = False             # replace files changed on the host since they were synced
-    include: list = field(default_factory=list)  # patterns sent whatever the ignore rules say (selection.py)
-    command_line: list | None = None  # the arguments `offload` was given, to say the command that sends a file
-    env: dict = field(default_factory=dict)  # --env KEY=VALUE: for the job, over the host's env
-    module: bool = False            # script is a module name: `python -m script`
+from offload.transport.forwarding import Forwards
 
 
 @dataclass
@@ -92,7 +72,9 @@ def run(options: RunOptions) -> int:
     registry = hosts.load()
     selection = selection_for(root, None if options.module else script, options, registry)
     with ExitStack() as links:
+        forwards = links.enter_context(Forwards(forwarded_ports(root, options), options.bind))  # bound before all else
         nodes = connect_nodes(links, registry, options)
+        forwards.attach(nodes[0].link)
         job = Job(options, root, script, nodes, None if nodes[0].fallback else selection)
         prepare(job, put_back_from)
         code = launch_and_follow(job)

@@ -102,10 +102,12 @@ class Link:
                     pass
         self.agent = self.client = None
 
-    def reconnect(self, reason: str, reconnect_for: float, offset: int) -> None:
-        """Reopen with backoff; LinkLost when reconnect_for seconds pass without success."""
+    def reconnect(self, reason: str, reconnect_for: float, offset: int | None = None) -> None:
+        """Reopen with backoff; LinkLost when reconnect_for seconds pass without success. offset: where a
+        follow resumes the run's output, said once reconnected."""
         name = self.target.name
-        say(f"lost the link to {name} ({reason}); the run goes on there; reconnecting for up to {reconnect_for:g} s")
+        going_on = "; the run goes on there" if offset is not None else ""
+        say(f"lost the link to {name} ({reason}){going_on}; reconnecting for up to {reconnect_for:g} s")
         started, delay = time.monotonic(), FIRST_RETRY_S
         while True:
             try:
@@ -117,7 +119,8 @@ class Link:
                 time.sleep(delay)
                 delay = min(delay * 2, LONGEST_RETRY_S)
                 continue
-            say(f"reconnected to {name} after {time.monotonic() - started:.1f} s; resuming at byte {offset}")
+            resuming = f"; resuming at byte {offset}" if offset is not None else ""
+            say(f"reconnected to {name} after {time.monotonic() - started:.1f} s{resuming}")
             return
 
 
