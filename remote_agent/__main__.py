@@ -11,7 +11,8 @@ import os
 import sys
 import time
 
-from . import ceiling, codecs, facts, files, following, host_dirs, job_stdin, jobs, protocol, run_status, stopping
+from . import (ceiling, codecs, facts, files, following, host_dirs, job_stdin, jobs, protocol, run_status, stopping,
+               waiting_line)
 from .fence import OutsideProject
 from .manifest_memo import ManifestMemo
 from .protocol import RequestError
@@ -175,6 +176,10 @@ class Agent:
 
     def stop(self, message: dict) -> None:
         self.send("stopped", **stopping.stop(message["run_dir"], float(message.get("grace", 10))))
+
+    def queue(self, message: dict) -> None:
+        lock = os.path.abspath(os.path.expanduser(message["lock"]))  # HOST_LOCK: in the home, as a start's
+        self.send("queue", **waiting_line.describe(lock, message.get("clear")))
 
     def list_files(self, message: dict) -> None:
         from . import fetching  # lazy: start-up time (only `offload fetch` asks)

@@ -32,7 +32,7 @@ REQUESTS = {
     "blocks": ("project_dir", "paths"), "bases": ("project_dir", "wanted"), "apply": ("project_dir",),
     "setup_state": ("project_dir",),
     "start": ("run_dir", "cwd", "argv"), "free_port": (), "follow": ("run_dir",), "status": ("run_dir",),
-    "stop": ("run_dir",),
+    "stop": ("run_dir",), "queue": ("lock",),  # queue: who holds the GPU lock and who waits (waiting_line.py)
     "list_files": ("project_dir", "patterns"), "read_file": ("project_dir", "path"),
     "project_dirs": ("workdir",), "remove_project": ("workdir", "name"),  # `offload hosts clean` (cleaning.py)
 }

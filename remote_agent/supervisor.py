@@ -4,8 +4,9 @@ It starts the job (in a process group of its own, so `stop` can signal the job a
 sends stdout and stderr, in order, to output.log, and records pid, start, end and exit in status.json.
 
 With a `lock` in job.json it first takes the host's GPU lock (see hostlock.py) and the job inherits it, so the
-lock lasts as long as the job, even if the supervisor is killed: while another run holds it the state is
-"waiting" (with that run as `holder`), or, told not to wait, "busy", and the job never starts. SIGTERM means
+lock lasts as long as the job, even if the supervisor is killed; runs waiting for it start in the order they
+came (waiting_line.py): meanwhile the state is "waiting" (with the run that holds it as `holder`, and our
+`place` in the line), or, told not to wait, "busy", and the job never starts. SIGTERM means
 stop: before the job has started, give up waiting; after, pass it on to the job and record how it ended, once
 the files it wrote are recorded (see outputs.py).
 
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from . import durable, hostlock, journals, job_stdin, on_exit, outputs, supervisor_error, tree
+from . import durable, hostlock, journals, job_stdin, on_exit, outputs, supervisor_error, tree, waiting_line
 from .fence import OutsideProject
 from .run_status import JOB, LOG, METRICS, STATUS, now
 
@@ -34,6 +35,7 @@ FAILED_JOB_GRACE_S = 5.0  # SIGTERM to SIGKILL, for a job stopped because its su
 class Supervisor:
     def __init__(self, run_dir: str, job: dict):
         self.run_dir, self.job = run_dir, job
+        self.run_id = job.get("run_id") or os.path.basename(run_dir)
         self.status_path = os.path.join(run_dir, STATUS)
         self.status = {"state": "starting", "supervisor_pid": os.getpid(), "queued_at": now(), "argv": job["argv"],
                        "lock": job.get("lock"), "pid": None, "pgid": None}
@@ -141,28 +143,42 @@ class Supervisor:
                     log.write(f"offload: kept {relpath}: {why}; the run uses the host's version\n".encode())
 
     def take(self, lock) -> bool:
-        """Wait for the lock (or, told not to wait, give up at once); True once we hold it."""
+        """Our turn in the line, then the lock (told not to wait: both now, or give up); True once we hold it."""
+        ticket = waiting_line.take_ticket(lock.path, {
+            "run_id": self.run_id, "run_dir": self.run_dir, "laptop": self.job.get("laptop"), "argv": self.job["argv"],
+            "submitted": self.status["queued_at"], "supervisor_pid": os.getpid()})
+        try:
+            taken = self.wait_turn(lock, ticket)
+        finally:
+            waiting_line.leave(ticket)  # holding the lock, or given up: the next in line goes next
+        if taken:
+            job = self.job
+            self.holder_note = hostlock.holder_details(self.run_id, self.run_dir, job.get("laptop"), job["argv"])
+            lock.announce(self.holder_note)
+        return taken
+
+    def wait_turn(self, lock, ticket: str) -> bool:
         known_holder, holder_deadline = None, time.monotonic() + HOLDER_GRACE_S
-        while not self.try_locks(lock):
+        while True:
+            ahead = waiting_line.ahead_of(ticket, lock.path)
+            if not ahead and self.try_locks(lock):
+                break
             if self.stop_signal is not None:
                 self.record_stopped_while_waiting()
                 return False
             holder = lock.holder()
-            if holder is not None or time.monotonic() > holder_deadline:
+            if holder is not None or ahead or time.monotonic() > holder_deadline:
                 if not self.job.get("wait", True):
                     self.record(state="busy", holder=holder, ended_at=now(), exit_code=None, signal=None)
                     return False
-                if self.status["state"] != "waiting" or (holder is not None and not same_run(holder, known_holder)):
+                changed = holder is not None and not same_run(holder, known_holder)
+                if self.status["state"] != "waiting" or changed or self.status.get("place") != len(ahead) + 1:
                     known_holder = holder or known_holder
-                    self.record(state="waiting", holder=known_holder)
+                    self.record(state="waiting", holder=known_holder, place=len(ahead) + 1)
             time.sleep(LOCK_POLL_S)
         if self.stop_signal is not None:  # stopped just as the lock came free
             self.record_stopped_while_waiting()
-            return False
-        self.holder_note = hostlock.holder_details(self.job.get("run_id") or os.path.basename(self.run_dir),
-                                                   self.run_dir, self.job.get("laptop"), self.job["argv"])
-        lock.announce(self.holder_note)
-        return True
+        return self.stop_signal is None
 
     def record_stopped_while_waiting(self) -> None:
         self.record(state="exited", ended_at=now(), exit_code=None, signal=signal.Signals(self.stop_signal).name,
@@ -212,7 +228,7 @@ class Supervisor:
         self.job_end = f"its job had exited with code {returncode}" if returncode >= 0 else \
             f"its job had been killed by {signal.Signals(-returncode).name}"
         try:
-            outputs.record(self.run_dir, job.get("run_id") or os.path.basename(self.run_dir), before)  # then "exited"
+            outputs.record(self.run_dir, self.run_id, before)  # then "exited"
         except Exception:  # noqa: BLE001 - the exit must be recorded whatever; fetch then says the versions are unknown
             pass
         if job.get("on_exit"):
@@ -223,7 +239,7 @@ class Supervisor:
 
     def run_on_exit(self, job: dict, returncode: int, wall_s: float) -> None:
         """The run's on_exit hook (on_exit.py); whatever it does, the job's exit is recorded next."""
-        ended = {"run_id": job.get("run_id") or os.path.basename(self.run_dir), "wall_s": wall_s,
+        ended = {"run_id": self.run_id, "wall_s": wall_s,
                  "exit_code": returncode if returncode >= 0 else None,
                  "signal": signal.Signals(-returncode).name if returncode < 0 else None}
         log_path = os.path.join(self.run_dir, LOG)

@@ -63,6 +63,7 @@ def run(
     module: bool = typer.Option(False, "-m", "--module", help="SCRIPT is a module name, run as `python -m SCRIPT ARGS`."),
     forward: Optional[List[str]] = typer.Option(None, "--forward", "-L", metavar="[LOCAL:]PORT", help=on_host_commands.FORWARD_HELP),
     bind: Optional[str] = typer.Option(None, "--bind", metavar="ADDRESS", help=on_host_commands.BIND_HELP),
+    queue: bool = typer.Option(False, "--queue", help="Return at once, the run in the host's line: runs start in the order they came."),
 ):
     """Sync the project to the host and run SCRIPT there, streaming its output back."""
     if script is None and resume is None:
@@ -80,7 +81,8 @@ def run(
                                         no_wait=no_wait, resume=resume, include=list(include or []),
                                         command_line=list(INVOCATION["argv"]), force=force,
                                         env=env_assignments(env or []), module=module,
-                                        forward=[parse_forward(spec) for spec in forward or []], bind=bind)))
+                                        forward=[parse_forward(spec) for spec in forward or []], bind=bind,
+                                        queue=queue)))
 
 
 @app.command()

@@ -1,5 +1,6 @@
 """The typer commands that work on a host beside its runs: `offload exec` and `offload shell` (exec_command.py
-does the work) and `offload forward` (forward_command.py). Registered by app.py, which stays a table of contents."""
+does the work), `offload forward` (forward_command.py) and `offload queue` (queue_command.py). Registered by
+app.py, which stays a table of contents."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,6 +15,11 @@ BIND_HELP = "The laptop address forwarded ports listen on (default 127.0.0.1; 0.
 
 def register(app: typer.Typer, project_help: str, connect_timeout_help: str, run_help: str,
              reconnect_for_help: str) -> None:
+    register_in_project(app, project_help, connect_timeout_help, run_help)
+    register_beside_runs(app, project_help, connect_timeout_help, run_help, reconnect_for_help)
+
+
+def register_in_project(app: typer.Typer, project_help: str, connect_timeout_help: str, run_help: str) -> None:
     @app.command("exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
     def exec_(
         argv: List[str] = typer.Argument(..., metavar="-- CMD [ARGS]...", help="The command, passed verbatim."),
@@ -41,6 +47,9 @@ def register(app: typer.Typer, project_help: str, connect_timeout_help: str, run
 
         raise typer.Exit(shell_on_host(where, project, connect_timeout))
 
+
+def register_beside_runs(app: typer.Typer, project_help: str, connect_timeout_help: str, run_help: str,
+                         reconnect_for_help: str) -> None:
     @app.command("forward")
     def forward_(
         where: str = typer.Argument(..., metavar="RUN|HOST", help=f"A registered host, or a run: {run_help}"),
@@ -55,3 +64,15 @@ def register(app: typer.Typer, project_help: str, connect_timeout_help: str, run
         from offload.cli.forward_command import forward_ports  # lazy: keeps `offload --help` fast
 
         raise typer.Exit(forward_ports(where, list(ports), project, bind, connect_timeout, reconnect_for))
+
+    @app.command("queue")
+    def queue_(
+        host: Optional[str] = typer.Argument(None, metavar="[HOST]", help="A registered host (default: the first)."),
+        clear: bool = typer.Option(False, "--clear", help="Take this laptop's waiting runs out of the line."),
+        connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1, help=connect_timeout_help),
+    ):
+        """The host's line: the run that holds its GPU, then the waiting runs in the order they will start
+        (from every laptop). `offload run --queue` joins it; `offload stop RUN` leaves it."""
+        from offload.cli.queue_command import show_queue  # lazy: keeps `offload --help` fast
+
+        raise typer.Exit(show_queue(host, clear, connect_timeout))

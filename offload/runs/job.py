@@ -27,7 +27,7 @@ from offload.runs.interrupt import INTERRUPTED_EXIT, STOP_GRACE_S, detached, sto
 from offload.runs.job_input import JobInput
 from offload.runs.announce import announce_end
 from offload.runs.on_exit import on_exit_hook
-from offload.runs.options import RunOptions, forwarded_ports
+from offload.runs.options import RunOptions, checked, forwarded_ports
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
 from offload.runs.record import RunRecord, new_run_id, project_root_of, script_in_project
 from offload.runs.resume import resumed
@@ -60,7 +60,7 @@ class Job:
 
 
 def run(options: RunOptions) -> int:
-    root = project_root_of(options.project)
+    root, options = project_root_of(options.project), checked(options)
     put_back_from = None  # for --resume: the run's files dir, and its files checked to be what fetch wrote there
     if len(options.hosts) > 1 and options.resume:
         raise OffloadError("--resume works with one host", hint="resume on one host, or run again across them")
@@ -113,9 +113,10 @@ def launch_and_follow(job: Job) -> int:
         code = started_outcome(job, started)
         if code is not None:
             return code
-        if job.options.detach:
+        if job.options.detach or job.options.queue:
             job.record.update(detached=True)
-            say(f"detached: follow it with `offload logs {job.run_id} -f`, stop it with `offload stop {job.run_id}`")
+            leave = "remove it from the line" if started[0]["state"] == "waiting" else "stop it"
+            say(f"detached: follow it with `offload logs {job.run_id} -f`, {leave} with `offload stop {job.run_id}`")
             return 0
         followed = follow_to_end(job, held)
     if followed is None:  # the laptop was only watching: the run goes on (or goes on ending) on the host
@@ -218,7 +219,7 @@ def started_outcome(job: Job, started: list) -> int | None:
         return BUSY_EXIT
     for node, state in zip(job.nodes, started):
         if state["state"] == "waiting":
-            say_waiting(node.where, state, job.run_id)
+            say_waiting(node.where, state, job.run_id, job.options.queue)
     device = job.measurement.device
     if len(job.nodes) > 1:
         say(f"run {job.run_id} started on {len(job.nodes)} nodes, rendezvous at {job.endpoint}: {device.label}, {device.dtype}")

@@ -31,14 +31,25 @@ class RunOptions:
     module: bool = False            # script is a module name: `python -m script`
     forward: list = field(default_factory=list)  # --forward: config/ports.PortForward each, while followed
     bind: str | None = None         # --bind: the laptop address forwarded ports listen on (default 127.0.0.1)
+    queue: bool = False             # --queue: return once the run is in the host's line (or started)
+
+
+def checked(options: RunOptions) -> RunOptions:
+    """The options, or a one-line error for a combination that cannot mean anything."""
+    if options.queue and options.no_wait:
+        raise OffloadError("--queue waits its turn and --no-wait gives up at once", hint="give one of them")
+    if options.queue and len(options.hosts) > 1:
+        raise OffloadError("--queue queues a run on one host", hint="queue it with one --host")
+    return options
 
 
 def forwarded_ports(root: Path, options: RunOptions) -> list:
-    """--forward's ports and offload.yaml's `ports:`; none with --detach, where nothing follows the run (the
-    command line's then are an error: they would never be forwarded)."""
-    if options.detach:
+    """--forward's ports and offload.yaml's `ports:`; none with --detach or --queue, where nothing follows the
+    run (the command line's then are an error: they would never be forwarded)."""
+    if options.detach or options.queue:
         if options.forward:
-            raise OffloadError("--forward forwards while the run is followed, and --detach does not follow it",
-                               hint="after --detach, forward with: offload forward RUN PORT")
+            flag = "--detach" if options.detach else "--queue"
+            raise OffloadError(f"--forward forwards while the run is followed, and {flag} does not follow it",
+                               hint="forward once it runs, with: offload forward RUN PORT")
         return []
     return merged(options.forward, project_config.load(root).ports)

@@ -16,7 +16,8 @@ def describe_status(status: dict) -> str:
         return f"running (pid {status.get('pid')}, since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(status['started_at']))})"
     if state == "waiting":
         holder = status.get("holder") or {}
-        return f"waiting for the host's GPU (held by run {holder.get('run_id', '?')})"
+        place = f", place {status['place']} in line" if status.get("place") else ""
+        return f"waiting for the host's GPU (held by run {holder.get('run_id', '?')}{place})"
     if state == "exited" and status.get("stopped_waiting"):
         return f"{STOPPED_WAITING} for the host's GPU (it never started)"
     if state == "exited" and status.get("signal"):

@@ -27,8 +27,13 @@ def describe_holder(holder: dict | None) -> str:
     return f"run {holder.get('run_id', '?')}{who} holds it since {since}"
 
 
-def say_waiting(where: str, started: dict, run_id: str) -> None:
-    say(f"{where} is busy: {describe_holder(started.get('holder'))}; run {run_id} waits for it "
+def say_waiting(where: str, started: dict, run_id: str, queued: bool = False) -> None:
+    place = started.get("place")
+    line = f"place {place} in line" if place else "in line"
+    if queued:
+        say(f"queued run {run_id} on {where}: {line} ({describe_holder(started.get('holder'))})")
+        return
+    say(f"{where} is busy: {describe_holder(started.get('holder'))}; run {run_id} waits for it, {line} "
         "(Ctrl-C detaches; --no-wait gives up instead)")
 
 
