@@ -22,13 +22,15 @@ from test_run import run_records
 
 from remote_agent import waiting_line
 
+# A timed job that names the code it runs: version.txt as the project had it when the run was submitted.
+VERSIONED_JOB = TIMED_JOB.replace("sys.argv[2],", "sys.argv[2] + '@' + open('version.txt').read(),")
 HOLD = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]):\n    time.sleep(0.05)\n"
 
 
 def make_project(root: Path) -> Path:
     root.mkdir()
     (root / "hold.py").write_text(HOLD)
-    (root / "job.py").write_text(TIMED_JOB)
+    (root / "job.py").write_text(VERSIONED_JOB)
     return root
 
 
@@ -79,8 +81,10 @@ def test_queued_runs_from_two_laptops_start_in_submission_order_survive_killed_a
     try:
         holder = queue_run(projects[0], "box", "hold.py", str(go))
         assert wait_for(lambda: host_status(projects[0], holder).get("state") == "running", 20)
-        queued = [queue_run(projects[i % 2], ("box", "box2")[i % 2], "job.py", str(line_file), f"q{i}", "0.3")
-                  for i in range(5)]
+        queued = []
+        for i in range(5):  # each submitted with its own version of the code, which changes after it
+            (projects[i % 2] / "version.txt").write_text(f"v{i}")
+            queued.append(queue_run(projects[i % 2], ("box", "box2")[i % 2], "job.py", str(line_file), f"q{i}", "0.3"))
         assert [host_status(projects[i % 2], run)["place"] for i, run in enumerate(queued)] == [1, 2, 3, 4, 5]
 
         shown = run_offload("queue", "box2", cwd=projects[1])
@@ -91,8 +95,15 @@ def test_queued_runs_from_two_laptops_start_in_submission_order_survive_killed_a
         stopped = run_offload("stop", queued[2], cwd=projects[0])  # taken out of the line: it never runs
         assert stopped.returncode == 0, stopped.stderr
         assert wait_for(lambda: host_status(projects[0], queued[2]).get("stopped_waiting"), 10)
-        assert kill_agents_under(offload_home.path.parent)  # every agent of both laptops, killed -9
+        # The host's sshd restarts and every agent of both laptops is killed -9: the line is on the host's disk.
+        assert kill_agents_under(offload_home.path.parent) and fresh_sshd.kill_connections()
+        fresh_sshd.process.terminate()
+        fresh_sshd.process.wait(timeout=10)
+        fresh_sshd.start()
         assert wait_for(lambda: host_status(projects[1], queued[3]).get("place") == 3, 10)  # q3 moved up
+        shown = run_offload("queue", "box", cwd=projects[0])
+        assert [line.split()[:2] for line in shown.stdout.splitlines()[1:]] == [["running", holder]] + \
+            [[str(place), queued[i]] for place, i in enumerate((0, 1, 3, 4), 1)], shown.stdout + shown.stderr
         go.touch()
         for i, run in enumerate(queued):
             assert wait_for(lambda: host_status(projects[i % 2], run).get("state") == "exited", 30), run
@@ -100,8 +111,8 @@ def test_queued_runs_from_two_laptops_start_in_submission_order_survive_killed_a
         go.touch()
         kill_runs(projects)
     times = timeline(tmp_path)
-    assert sorted(times, key=lambda name: times[name]["start"]) == ["q0", "q1", "q3", "q4"], times  # q2: never
-    order = ["q0", "q1", "q3", "q4"]
+    order = ["q0@v0", "q1@v1", "q3@v3", "q4@v4"]  # in submission order, each with its own code; q2 never ran
+    assert sorted(times, key=lambda name: times[name]["start"]) == order, times
     for earlier, later in zip(order, order[1:]):
         assert times[earlier]["end"] <= times[later]["start"], times
     assert [host_status(projects[i % 2], run)["exit_code"] for i, run in enumerate(queued) if i != 2] == [0] * 4
