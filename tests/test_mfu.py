@@ -152,7 +152,7 @@ def test_nothing_seen_gives_no_source():
 def test_live_status_follows_the_latest_line():
     tracker = tracker_fed(NANOGPT_GPU_RUN, peak_tflops=312.0, tokens_per_iter=16384)
     assert tracker.status() == {"iter": 90, "loss": 2.4691, "tokens_per_s": pytest.approx(16384 / 0.01376),
-                                "mfu": pytest.approx(0.27)}
+                                "mfu": pytest.approx(0.27), "a100": True}  # the line says nanoGPT's is an A100's
 
 
 # --- the tracker: metrics ----------------------------------------------------------------------------

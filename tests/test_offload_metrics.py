@@ -164,14 +164,14 @@ def finish(proc: subprocess.Popen) -> str:
 
 
 def palm_flops_per_iter(vocab_size: int) -> float:
-    """The example's own estimate: model.estimate_mfu's 6N + 12·L·H·Q·T FLOPs per token, × tokens per iteration."""
+    """The example's own estimate: 6N + 12·L·H·Q·T FLOPs per token (model.estimate_flops_per_iter), × tokens."""
     sys.path.insert(0, str(EXAMPLE))
     try:
-        from model import GPT, GPTConfig, A100_BF16_PEAK_FLOPS
+        from model import GPT, GPTConfig
     finally:
         sys.path.remove(str(EXAMPLE))
     model = GPT(GPTConfig(vocab_size=vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=64))
-    return model.estimate_mfu(8, 1.0) * A100_BF16_PEAK_FLOPS  # 8 sequences in one second
+    return model.estimate_flops_per_iter(8)  # 8 sequences
 
 
 def test_the_example_records_every_iteration(tmp_path):

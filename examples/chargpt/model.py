@@ -6,8 +6,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-A100_BF16_PEAK_FLOPS = 312e12  # nanoGPT's yardstick; offload rescales the figure to the real device later
-
 
 @dataclass
 class GPTConfig:
@@ -101,13 +99,11 @@ class GPT(nn.Module):
         loss = None if targets is None else F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
         return logits, loss
 
-    def estimate_mfu(self, fwdbwd_per_iter, dt):
-        """Model FLOPs utilisation against an A100's bf16 peak, PaLM appendix B: 6N + 12·L·H·Q·T FLOPs per token."""
+    def estimate_flops_per_iter(self, fwdbwd_per_iter):
+        """Model FLOPs of an iteration of fwdbwd_per_iter sequences, PaLM appendix B: 6N + 12·L·H·Q·T a token."""
         N, c = self.get_num_params(), self.cfg
         L, H, Q, T = c.n_layer, c.n_head, c.n_embd // c.n_head, c.block_size
-        flops_per_token = 6 * N + 12 * L * H * Q * T
-        flops_per_iter = flops_per_token * T * fwdbwd_per_iter
-        return flops_per_iter / dt / A100_BF16_PEAK_FLOPS
+        return (6 * N + 12 * L * H * Q * T) * T * fwdbwd_per_iter
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0):

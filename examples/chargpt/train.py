@@ -21,6 +21,9 @@ try:  # offload puts it on the PYTHONPATH: it records each step's FLOPs and time
 except ImportError:
     offload_metrics = None
 
+A100_BF16_PEAK_TFLOPS = 312.0  # nanoGPT's yardstick, only where offload gives no peak for this device
+MFU_WARMUP_ITERS = 3  # as offload's summary: the first iterations pay for compilation and cold caches
+
 # -----------------------------------------------------------------------------
 # defaults; a config file, then --key=value, may override any of them (see configurator.py)
 out_dir = 'out'  # where ckpt.pt is written (and read by --init_from=resume)
@@ -213,7 +216,15 @@ if offload_metrics and offload_metrics.enabled():
     tf32 = device_type == 'cuda' and torch.cuda.get_device_capability(device)[0] >= 8  # allowed above; Ampere+
     matmul_dtype = 'bf16' if dtype == 'bfloat16' else 'tf32' if tf32 else 'fp32'
     print(f"model FLOPs per iteration (counted): {flops_per_iter:,}", flush=True)
-t0, start_iter, running_mfu = time.time(), iter_num, -1.0
+iter_flops = flops_per_iter or model.estimate_flops_per_iter(batch_size)
+peak_tflops = float(os.environ.get('OFFLOAD_PEAK_TFLOPS') or 0)  # this device's, from offload
+if peak_tflops:
+    print(f"mfu against {peak_tflops:g} TFLOPS: this device's {os.environ.get('OFFLOAD_PEAK_DTYPE', '')} peak "
+          "(OFFLOAD_PEAK_TFLOPS)", flush=True)
+else:
+    peak_tflops = A100_BF16_PEAK_TFLOPS
+    print(f"mfu against an A100's {peak_tflops:g} TFLOPS (no OFFLOAD_PEAK_TFLOPS: not run by offload)", flush=True)
+t0, start_iter, measured_flops, measured_s = time.time(), iter_num, 0.0, 0.0
 losses = None
 while True:
     if iter_num % eval_interval == 0 or iter_num == max_iters:
@@ -242,12 +253,12 @@ while True:
     if flops_per_iter:
         offload_metrics.log_step(iter_num, flops_per_iter, dt, tokens=tokens_per_iter, loss=lossf,
                                  dtype=matmul_dtype, per_rank=True)
+    if iter_num - start_iter >= MFU_WARMUP_ITERS:
+        measured_flops, measured_s = measured_flops + iter_flops, measured_s + dt
     if lossf is not None:
         stop_if_diverged(lossf)
-        if iter_num - start_iter >= 5:  # let the first iterations (warmup, compilation) pass before measuring
-            mfu = model.estimate_mfu(batch_size, dt)
-            running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
-        print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {running_mfu * 100:.2f}%", flush=True)
+        mfu = measured_flops / measured_s / (peak_tflops * 1e12) if measured_s else -1.0  # since the warm-up
+        print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {mfu * 100:.2f}%", flush=True)
     iter_num += 1
 
 if iter_num > start_iter:

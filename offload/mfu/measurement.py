@@ -48,7 +48,8 @@ class RunMeasurement:
     def end_meta(self) -> dict:
         summary = self.tracker.summary()
         return {"dtype": self.device.dtype, "peak_tflops": self.device.job_peak_tflops, "peak_source": self.device.peak.source,
-                "mfu": summary["mfu"], "mfu_source": summary["source"], "mfu_reason": summary.get("reason"),
+                "mfu": summary["mfu"], "mfu_source": summary["source"], "mfu_method": summary.get("method"),
+                "mfu_reason": summary.get("reason"),
                 "achieved_tflops": summary["achieved_tflops"], "ceiling_fraction": self.ceiling_fraction(summary),
                 "time_per_iter_s": summary["time_per_iter_s"], "tokens_per_s": summary["tokens_per_s"],
                 "final_loss": summary["final_loss"], "iterations": summary["iterations"],

@@ -5,7 +5,11 @@ import sys
 
 from offload.console import add_plain_row
 
-SOURCE_WORDS = {"metrics": "the script's metrics", "log": "its printed mfu, rescaled to this device"}
+SOURCE_WORDS = {"metrics": "the script's metrics",
+                "log": "its printed mfu, rescaled to this device from the A100 (312 TFLOPS) nanoGPT measures against",
+                "model": "the model's FLOPs (nanoGPT's parameters and config) over each iteration's time; nanoGPT's "
+                         "own mfu is of an A100's 312 TFLOPS"}
+A100_NOTE = "nanoGPT's own mfu is of an A100's 312 TFLOPS"  # its lines, beside offload's figure for this device
 
 
 def percent(fraction) -> str:
@@ -27,7 +31,7 @@ def status_text(status: dict | None) -> str:
         parts.append(f"loss {status['loss']:.4f}")
     if status.get("tokens_per_s") is not None:
         parts.append(f"{rate(status['tokens_per_s'])} tok/s")
-    parts.append(f"MFU {percent(status.get('mfu'))}")
+    parts.append(f"MFU {percent(status.get('mfu'))}" + (f" ({A100_NOTE})" if status.get("a100") else ""))
     return " | ".join(parts)
 
 
@@ -47,7 +51,8 @@ def summary_rows(measurement, meta: dict, wall_s: float | None) -> list:
     device = measurement.device
     mfu_text = percent(meta["mfu"]) if meta["mfu"] is not None else f"n/a ({meta['mfu_reason']})"
     if meta["mfu_source"]:
-        mfu_text += f"  (from {SOURCE_WORDS[meta['mfu_source']]})"
+        source = "model" if meta.get("mfu_method") == "model" else meta["mfu_source"]
+        mfu_text += f"  (from {SOURCE_WORDS[source]})"
     ceiling = measurement.ceiling.get("bf16" if device.dtype == "bf16" else "fp32")
     rows = [("device", device.label), ("precision", device.dtype),
             ("peak TFLOPS", f"{tflops_text(device.job_peak_tflops)}  ({device.peak.source})"),

@@ -6,9 +6,11 @@ FLOP/s of the device it ran on. Two sources, in order of trust:
 - metrics: lines a script wrote through remote_agent/lib/offload_metrics.py (the protocol is documented
   there): each step's FLOPs, all ranks together, and wall time. MFU = sum(flops) / sum(seconds) / peak over
   the steps after the first METRICS_WARMUP_STEPS.
-- the log: nanoGPT's `iter N: loss X, time Yms, mfu Z%` lines (nanogpt.py). nanoGPT measures its mfu against
-  an A100's bf16 peak (312 TFLOPS) whatever the device, so printed mfu × 312 TFLOPS is the FLOP/s it achieved,
-  and that over the real peak is the honest MFU. See MfuTracker for which printed values count.
+- the log: nanoGPT's `iter N: loss X, time Yms, mfu Z%` lines (nanogpt.py). Where it printed its model
+  (`number of parameters`, its config), each iteration's FLOP/s is its FLOPs per token (nanogpt.NanoGptModel)
+  times `tokens per iteration` over that iteration's time, over the real peak. Otherwise nanoGPT's printed mfu,
+  measured against an A100's bf16 peak (312 TFLOPS) whatever the device, times 312 TFLOPS is the FLOP/s, to two
+  decimals of a percent. See MfuTracker for which values count.
 
 Pure functions on plain data; no torch, no files.
 """
@@ -18,7 +20,7 @@ import json
 import math
 import statistics
 
-from offload.mfu.nanogpt import A100_BF16_PEAK_TFLOPS, parse_nanogpt_line, parse_tokens_per_iter
+from offload.mfu.nanogpt import A100_BF16_PEAK_TFLOPS, NanoGptModel, parse_nanogpt_line, parse_tokens_per_iter
 
 # A well-tuned mid-sized transformer (nanoGPT's GPT-2 124M with bf16 and torch.compile, on one A100 or
 # H100) reports an MFU of roughly 30-40%; 0.35 is that middle. Small models and small batches reach far
@@ -63,11 +65,12 @@ class MfuTracker:
     metrics records already hold all ranks' FLOPs. tokens_per_iter may be given, or is
     read from the output. dtype is the run's precision when known; metrics records override it.
 
-    From the log: nanoGPT's printed mfu is a running average (0.9·old + 0.1·new, from its 6th iteration on).
-    The summary takes the median of the rescaled positive values after the first positive one (that one is a
-    single iteration's figure, and a median shrugs off iterations slowed by evaluation); with one positive
-    value, that one. Time per iteration is the median over the same lines (over all lines but the first when
-    no mfu was printed). The live status shows the latest line.
+    From the log, with the model known: each line's FLOP/s from its own time; the summary takes the median over
+    all lines but the first (compilation, warm-up; a median shrugs off iterations slowed by evaluation). Without
+    it, from nanoGPT's printed mfu, a running average (0.9·old + 0.1·new, from its 6th iteration on): the median
+    of the rescaled positive values after the first positive one (that one is a single iteration's figure); with
+    one positive value, that one. Time per iteration is the median over the same lines (over all lines but the
+    first when no mfu was printed). The live status shows the latest line.
     """
 
     def __init__(self, peak_tflops: float | None = None, peak_source: str | None = None,
@@ -77,6 +80,7 @@ class MfuTracker:
         self.devices = devices
         self.peak_for = peak_for  # dtype -> (peak_tflops, source, reason): when metrics name the precision
         self.tokens_per_iter, self.dtype = tokens_per_iter, dtype
+        self.model = NanoGptModel()  # what nanoGPT printed about its model
         self.log_lines: list = []  # parsed iter lines
         self.records: list = []  # metrics records, in arrival order
 
@@ -84,7 +88,7 @@ class MfuTracker:
         parsed = parse_nanogpt_line(line)
         if parsed:
             self.log_lines.append(parsed)
-        elif self.tokens_per_iter is None:
+        elif not self.model.feed(line) and self.tokens_per_iter is None:
             self.tokens_per_iter = parse_tokens_per_iter(line)
 
     def feed_output_lines(self, lines: list) -> None:
@@ -113,7 +117,19 @@ class MfuTracker:
                 self.peak_tflops, self.peak_source, self.peak_reason = self.peak_for(self.dtype)
         return True
 
-    def log_flops_per_s(self, printed_mfu: float) -> float:
+    @property
+    def counts_flops(self) -> bool:
+        """Whether log lines' FLOP/s come from the model's FLOPs (else from the printed mfu)."""
+        return bool(self.model.flops_per_token and self.tokens_per_iter)
+
+    def line_flops_per_s(self, line: dict) -> float | None:
+        """One iteration line's FLOP/s, all processes together: FLOPs per token × tokens per iteration (nanoGPT's
+        count, every process's) over the iteration's time; else from the printed mfu (None before it is measured)."""
+        if self.counts_flops:
+            return self.model.flops_per_token * self.tokens_per_iter / line["time_s"] if line["time_s"] > 0 else None
+        return self.printed_flops_per_s(line["mfu"]) if line["mfu"] > 0 else None
+
+    def printed_flops_per_s(self, printed_mfu: float) -> float:
         """The job's FLOP/s from nanoGPT's printed mfu: each process's share of one A100, times the processes."""
         return printed_mfu * A100_BF16_PEAK_TFLOPS * 1e12 * self.devices
 
@@ -134,10 +150,9 @@ class MfuTracker:
                     "tokens_per_s": rates["tokens_per_s"], "mfu": self.mfu_of(rates["flops_per_s"])}
         if self.log_lines:
             last = self.log_lines[-1]
-            flops_per_s = self.log_flops_per_s(last["mfu"]) if last["mfu"] > 0 else None
             tokens_per_s = self.tokens_per_iter / last["time_s"] if self.tokens_per_iter and last["time_s"] else None
             return {"iter": last["iter"], "loss": last["loss"], "tokens_per_s": tokens_per_s,
-                    "mfu": self.mfu_of(flops_per_s)}
+                    "mfu": self.mfu_of(self.line_flops_per_s(last)), "a100": True}
         return {"iter": None, "loss": None, "tokens_per_s": None, "mfu": None}
 
     def measured_records(self) -> list:
@@ -177,20 +192,29 @@ class MfuTracker:
             return {"source": None, "mfu": None, "reason": "the run printed no iteration lines and wrote no metrics",
                     "achieved_tflops": None, "time_per_iter_s": None, "tokens_per_s": None, "final_loss": None,
                     "iterations": 0, "total_flops": None}
-        positive = [line for line in self.log_lines if line["mfu"] > 0]
-        chosen = positive[1:] or positive  # the first positive figure is one iteration's, the rest averages
-        time_per_iter = median([line["time_s"] for line in chosen or self.log_lines[1:] or self.log_lines])
-        printed = median([line["mfu"] for line in chosen])
-        flops_per_s = self.log_flops_per_s(printed) if printed is not None else None
+        method, time_per_iter, flops_per_s = self.log_rates()
         iterations = self.log_lines[-1]["iter"] - self.log_lines[0]["iter"] + 1
         tokens_per_s = self.tokens_per_iter / time_per_iter if self.tokens_per_iter and time_per_iter else None
-        result = {"source": "log", "mfu": self.mfu_of(flops_per_s),
+        result = {"source": "log", "method": method, "mfu": self.mfu_of(flops_per_s),
                   "achieved_tflops": flops_per_s / 1e12 if flops_per_s else None, "time_per_iter_s": time_per_iter,
                   "tokens_per_s": tokens_per_s, "final_loss": self.log_lines[-1]["loss"], "iterations": iterations,
                   "total_flops": flops_per_s * time_per_iter * iterations if flops_per_s and time_per_iter else None}
         if flops_per_s is None:
             result["reason"] = "the script printed no positive mfu (-100.00% means it had not measured it yet)"
         return result
+
+    def log_rates(self) -> tuple:
+        """(method, time per iteration, FLOP/s) from the iteration lines: 'model' where the model's FLOPs are
+        known (every line but the first: compilation, warm-up), else 'printed' from nanoGPT's mfu."""
+        if self.counts_flops:
+            time_per_iter = median([line["time_s"] for line in self.log_lines[1:] or self.log_lines])
+            flops = self.model.flops_per_token * self.tokens_per_iter / time_per_iter if time_per_iter else None
+            return "model", time_per_iter, flops
+        positive = [line for line in self.log_lines if line["mfu"] > 0]
+        chosen = positive[1:] or positive  # the first positive figure is one iteration's, the rest averages
+        time_per_iter = median([line["time_s"] for line in chosen or self.log_lines[1:] or self.log_lines])
+        printed = median([line["mfu"] for line in chosen])
+        return "printed", time_per_iter, self.printed_flops_per_s(printed) if printed is not None else None
 
 
 def rates_of(records: list) -> dict:

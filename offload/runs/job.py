@@ -196,7 +196,8 @@ def say_differing_devices(nodes: list, all_facts: list) -> None:
 
 def start_node(job: Job, node) -> dict:
     return start_request(node.link.agent, run_dir=node.run_dir, cwd=node.project_dir, argv=job.argvs[node.rank],
-                         env=launch.job_env(node.target.env, job.run_id, job.options.env), lock=node.lock,
+                         env=launch.job_env(node.target.env, job.run_id, job.options.env, job.measurement.device),
+                         lock=node.lock,
                          wait=not job.options.no_wait, run_id=job.run_id, tree=node.tree,
                          stdin=not job.options.detach and len(job.nodes) == 1, on_exit=on_exit_hook(job, node),
                          python_path=[node.project_dir])  # the project's own packages import from any script

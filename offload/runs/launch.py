@@ -40,10 +40,14 @@ def cpu_processes_warning(where: str, facts: dict, nproc_per_node: int) -> str |
             "hard-wired to CUDA (`.cuda()`, device='cuda', backend='nccl') fails there")
 
 
-def job_env(host_env: dict, run_id: str, run_env: dict | None = None) -> dict:
+def job_env(host_env: dict, run_id: str, run_env: dict | None = None, device=None) -> dict:
     """The host's `env` from hosts.yaml, the run's own --env over it, plus what every job gets (and, from the
-    agent, the project's root first on PYTHONPATH: start_request's python_path)."""
-    return {**host_env, **(run_env or {}), "OFFLOAD_RUN_ID": run_id, "PYTHONUNBUFFERED": "1"}
+    agent, the project's root first on PYTHONPATH: start_request's python_path). device (mfu.device.RunDevice):
+    its peak goes to the job as OFFLOAD_PEAK_TFLOPS, one device's (a script's own MFU is per process), with the
+    precision it is for as OFFLOAD_PEAK_DTYPE, so a script prints its MFU against this device, not an A100."""
+    peak = {"OFFLOAD_PEAK_TFLOPS": f"{device.peak.tflops:.6g}", "OFFLOAD_PEAK_DTYPE": device.dtype} \
+        if device is not None and device.peak.tflops else {}
+    return {**peak, **host_env, **(run_env or {}), "OFFLOAD_RUN_ID": run_id, "PYTHONUNBUFFERED": "1"}
 
 
 def env_assignments(assignments: list) -> dict:
