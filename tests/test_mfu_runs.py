@@ -137,8 +137,9 @@ def test_offload_runs_lists_host_device_exit_loss_and_mfu(box, project):
     rows = [line.split() for line in listing.stdout.splitlines()[1:]]
     assert len(rows) == 2 and all(row[1] == "box" for row in rows)
     nano, fail = rows
-    assert nano[-3:-1] == ["2.9000", f"{last_meta_mfu(project, 0) * 100:.1f}%"] and nano[-4] == "0"
-    assert fail[-4:] == ["4", "?", "n/a", "fail.py"] and nano[-1] == "nano.py"  # the command comes last
+    # the loss falls from 4.0 to 2.9 over twelve lines: the sparkline goes from the top block to the bottom one
+    assert nano[-4:-1] == ["2.9000", "█▇▇▆▅▅▄▄▃▂▂▁", f"{last_meta_mfu(project, 0) * 100:.1f}%"] and nano[-5] == "0"
+    assert fail[-4:] == ["4", "?", "n/a", "fail.py"] and nano[-1] == "nano.py"  # no loss, no curve; the command last
 
 
 def last_meta_mfu(project: Path, index: int) -> float:

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from offload.cli import on_host_commands
+from offload.cli import on_host_commands, run_view_commands
 from offload.cli.help_layout import plain_command
 from offload.cli.options_after_script import warn_options_after_script
 from offload.errors import OffloadError
@@ -159,18 +159,7 @@ def fetch_files(
     raise typer.Exit(fetch_command(project, run, list(patterns or []), to, node, current))
 
 
-@app.command("runs")
-def runs_list(
-    project: Optional[Path] = typer.Option(None, "--project", help=PROJECT_HELP),
-    all_runs: bool = typer.Option(False, "--all", help="Every run, not only the newest 20."),
-    host: Optional[str] = typer.Option(None, "--host", "-H", help="Only the runs on this host."),
-    count: int = typer.Option(20, "-n", min=1, help="How many of the newest runs to list."),
-):
-    """List this project's runs, newest last: host, device, duration, exit, final loss, MFU and command."""
-    from offload.runs.record import project_root_of  # lazy: keeps `offload --help` fast
-    from offload.cli.runs_list import print_runs  # lazy: keeps `offload --help` fast
-
-    raise typer.Exit(print_runs(project_root_of(project), host, None if all_runs else count))
+run_view_commands.register(app, PROJECT_HELP, RUN_HELP)  # `offload runs` and `offload plot`, here in --help
 
 
 @hosts_app.command("add")

@@ -5,7 +5,7 @@ import shlex
 import sys
 
 from offload.console import add_plain_row, say, table_console
-from offload.mfu.report import duration_text, percent
+from offload.mfu.report import duration_text, percent, sparkline
 from offload.runs.record import duration_s, load_runs
 from offload.runs.run_state import exit_text
 
@@ -24,16 +24,16 @@ def ran_on(meta: dict, host: str) -> bool:
 def runs_table(found: list, width: int):
     """One line a run when that fits `width`. Otherwise the id still never wraps (it is what people copy), the
     command wraps, at spaces where it can, and cells stack two facts (host over device, exit over duration,
-    loss over MFU), so that a row fits 80 columns."""
+    loss over MFU over its curve), so that a row fits 80 columns."""
     from rich.console import Console  # lazy: rich costs start-up time; only a listing pays it
     from rich.measure import Measurement  # lazy: as above
     from rich.table import Table  # lazy: as above
 
-    wide = Table("run", "host", "device", "duration", "exit", "final loss", "MFU", "command", box=None)
+    wide = Table("run", "host", "device", "duration", "exit", "final loss", "loss curve", "MFU", "command", box=None)
     for meta in found:
         add_plain_row(wide, meta["run_id"], meta.get("host", "?"), meta.get("device") or "?",
-                      duration_text(duration_s(meta)), exit_text(meta), loss_text(meta), percent(meta.get("mfu")),
-                      command_text(meta))
+                      duration_text(duration_s(meta)), exit_text(meta), loss_text(meta),
+                      sparkline(meta.get("loss_curve")), percent(meta.get("mfu")), command_text(meta))
     measuring = Console(width=1 << 20)
     if Measurement.get(measuring, measuring.options, wide).maximum <= width:
         return wide
@@ -41,12 +41,13 @@ def runs_table(found: list, width: int):
     table.add_column("run", no_wrap=True, min_width=max(len(meta["run_id"]) for meta in found))
     table.add_column("host\ndevice", max_width=14)
     table.add_column("exit\ntook", max_width=9)
-    table.add_column("loss\nMFU", no_wrap=True)
+    table.add_column("loss\nMFU", no_wrap=True, max_width=12)
     table.add_column("command", overflow="fold", ratio=1)  # a word longer than the column folds, never lost
     for meta in found:
         add_plain_row(table, meta["run_id"], f"{meta.get('host', '?')}\n{meta.get('device') or '?'}",
                       f"{exit_text(meta)}\n{duration_text(duration_s(meta))}",
-                      f"{loss_text(meta)}\n{percent(meta.get('mfu'))}", command_text(meta))
+                      f"{loss_text(meta)}\n{percent(meta.get('mfu'))}\n{sparkline(meta.get('loss_curve'))}",
+                      command_text(meta))
     return table
 
 

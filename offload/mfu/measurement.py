@@ -5,6 +5,7 @@ from dataclasses import replace
 
 from offload.mfu.device import measured_ceiling, plan_device, with_ceiling, with_dtype
 from offload.mfu.hints import RunFacts, hints
+from offload.mfu.report import loss_curve
 from offload.mfu.tracker import MfuTracker
 
 
@@ -53,7 +54,12 @@ class RunMeasurement:
                 "achieved_tflops": summary["achieved_tflops"], "ceiling_fraction": self.ceiling_fraction(summary),
                 "time_per_iter_s": summary["time_per_iter_s"], "tokens_per_s": summary["tokens_per_s"],
                 "final_loss": summary["final_loss"], "iterations": summary["iterations"],
-                "total_flops": summary["total_flops"]}
+                "total_flops": summary["total_flops"], "loss_curve": loss_curve(self.losses())}
+
+    def losses(self) -> list:
+        """The run's losses in order: its metrics' where it wrote any, else its log's."""
+        tracker = self.tracker
+        return [r.get("loss") for r in tracker.records] if tracker.records else [line["loss"] for line in tracker.log_lines]
 
     def ceiling_fraction(self, summary: dict) -> float | None:
         measured = measured_ceiling(self.ceiling, self.device.kind, self.device.dtype)

@@ -9,6 +9,8 @@ SOURCE_WORDS = {"metrics": "the script's metrics",
                 "log": "its printed mfu, rescaled to this device from the A100 (312 TFLOPS) nanoGPT measures against",
                 "model": "the model's FLOPs (nanoGPT's parameters and config) over each iteration's time; nanoGPT's "
                          "own mfu is of an A100's 312 TFLOPS"}
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 12  # values of a run's loss kept in meta.json, one character each in `offload runs`
 A100_NOTE = "nanoGPT's own mfu is of an A100's 312 TFLOPS"  # its lines, beside offload's figure for this device
 
 
@@ -82,3 +84,22 @@ def print_summary(rows: list, extra: list = (), out=None) -> None:
     for label, value in rows:
         add_plain_row(table, label, value)
     Console(file=out).print(table)
+
+
+def loss_curve(losses: list, most: int = SPARK_WIDTH) -> list:
+    """A run's losses averaged down to `most` values, for meta.json and the sparkline of `offload runs`."""
+    values = [value for value in losses if value is not None]
+    if len(values) <= most:
+        return [round(value, 4) for value in values]
+    return [round(sum(part) / len(part), 4) for part in
+            (values[index * len(values) // most:(index + 1) * len(values) // most] for index in range(most))]
+
+
+def sparkline(values) -> str:
+    """▁▂▃▄▅▆▇█ from low to high: a loss falling from left to right."""
+    values = [value for value in values or [] if isinstance(value, (int, float))]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = high - low or 1.0
+    return "".join(SPARK[round((value - low) / span * (len(SPARK) - 1))] for value in values)
