@@ -175,12 +175,24 @@ def hosts_add(
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept the host's key without asking."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1, help=CONNECT_TIMEOUT_HELP),
     force: bool = typer.Option(False, "--force", help="Save the host even when its python cannot start offload's agent."),
+    wake_mac: Optional[str] = typer.Option(None, "--wake-mac", metavar="MAC", help="Wake it with Wake-on-LAN when it does not answer."),
+    wake_broadcast: Optional[str] = typer.Option(None, "--wake-broadcast", metavar="ADDRESS", help="Where the wake packet goes (default 255.255.255.255)."),
 ):
     """Register a host, connecting once to confirm its key and check its python and torch."""
-    from offload.cli.hosts import add_host  # lazy: keeps `offload --help` fast
+    from offload.cli.hosts import add_host, wake_entry  # lazy: keeps `offload --help` fast
 
     raise typer.Exit(add_host(name, destination, dict(port=port, identity_file=identity, proxy_jump=proxy_jump, python=python,
-                                                      workdir=workdir, gpus=gpus), yes, connect_timeout, force))
+                                                      workdir=workdir, gpus=gpus, wake=wake_entry(wake_mac, wake_broadcast)),
+                              yes, connect_timeout, force))
+
+
+@hosts_app.command("wake")
+def hosts_wake(name: str = typer.Argument(..., help="The registered host to wake (its `wake:` in hosts.yaml)."),
+               connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=0.1, help=CONNECT_TIMEOUT_HELP)):
+    """Send the host a Wake-on-LAN packet and wait for its SSH server (a run does this by itself)."""
+    from offload.cli.hosts import wake_registered  # lazy: keeps `offload --help` fast
+
+    raise typer.Exit(wake_registered(name, connect_timeout))
 
 
 @hosts_app.command("list")

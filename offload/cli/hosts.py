@@ -1,4 +1,4 @@
-"""`offload hosts add|list|remove`: the registry edited and shown, a new host's key confirmed."""
+"""`offload hosts add|list|remove|wake`: the registry edited and shown, a new host's key confirmed, a host woken."""
 from __future__ import annotations
 
 import os
@@ -14,6 +14,18 @@ from offload.errors import HostKeyError, HostUnreachable, OffloadError, RemoteEr
 from offload.transport import agent as agents
 from offload.transport import ssh
 from offload.transport.hostkeys import fingerprint, forget_hint
+from offload.transport.wake_on_lan import wake_host
+
+
+def wake_entry(mac: str | None, broadcast: str | None) -> dict | None:
+    """hosts.yaml's `wake:` from --wake-mac and --wake-broadcast."""
+    if mac is None and broadcast is not None:
+        raise OffloadError("--wake-broadcast needs --wake-mac", hint="give the host's MAC: --wake-mac AA:BB:CC:DD:EE:FF")
+    return None if mac is None else {"mac": mac, **({"broadcast": broadcast} if broadcast else {})}
+
+
+def wake_registered(name: str, timeout: float) -> int:
+    return wake_host(resolve(name, hosts.load().get(name)), timeout)
 
 
 def add_host(name: str, destination: str, flags: dict, yes: bool, timeout: float, force: bool = False) -> int:

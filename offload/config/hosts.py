@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from offload import paths as home
+from offload.config import wake
 from offload.errors import OffloadError
 
 # key: (type check, description for errors)
@@ -30,6 +31,7 @@ FIELDS = {
     "peak_tflops": ((int, float, dict), "a number, or a mapping such as {bf16: 165, fp32: 82.6}"),
     "setup": (str, "a shell command run in the synced project before a job when its inputs changed"),
     "on_exit": (str, "a shell command the host runs after each job ends (OFFLOAD_EXIT_CODE and friends set)"),
+    "wake": (dict, f"a mapping such as {wake.EXAMPLE}"),
 }
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -167,6 +169,8 @@ def check_field(key: str, value) -> str | None:
     if key == "peak_tflops" and not all(
             k in PRECISIONS and positive_number(v) for k, v in (value.items() if isinstance(value, dict) else [("fp32", value)])):
         return f"peak_tflops must be {description}, with precisions from {', '.join(PRECISIONS)} and numbers above 0"
+    if key == "wake":
+        return wake.problem(value)
     if key == "env":
         bad_env = first_bad_env(value)
         return bad_env[1] if bad_env else None

@@ -8,7 +8,7 @@ import getpass
 import os
 from dataclasses import dataclass, field
 
-from offload.config import hosts
+from offload.config import hosts, wake
 from offload.errors import OffloadError
 from offload.config.ssh_config import PROXY_COMMAND_TOKENS, expand_tokens, openssh_tokens, ssh_config_for
 
@@ -33,6 +33,7 @@ class SSHTarget:
     rdzv_host: str | None = None  # how the other nodes of a multi-node run reach this host (default: hostname)
     setup: str | None = None  # hosts.yaml: shell text run before a job when its inputs changed (see setup.py)
     on_exit: str | None = None  # hosts.yaml: shell text the host runs after each job (remote_agent/on_exit.py)
+    wake: object = None  # config.wake.Wake: how to wake it when it does not answer (transport/wake_on_lan.py)
     hop_for: str | None = None  # a ProxyJump hop: the registered host it leads to
 
     @property
@@ -102,6 +103,7 @@ def resolve(name: str, entry: dict, flags: dict | None = None, ssh_config: dict 
         peak_tflops=pick("peak_tflops"),
         setup=entry.get("setup"),
         on_exit=entry.get("on_exit"),
+        wake=wake.parse(entry.get("wake")),
         rdzv_host=pick("rdzv_host"),
     )
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
-from offload.errors import LinkLost, OffloadError
+from offload.errors import HostUnreachable, LinkLost, OffloadError
 from offload.transport.link import Link, LocalLink, ask_to_trust
+from offload.transport.wake_on_lan import woken_link
 
 _kept: dict | None = None  # target (connection fields) -> Link; None outside the keeper
 _active: list = []  # the links commands are using now, for abort_active()
@@ -32,8 +33,16 @@ def link_key(target) -> tuple:
 
 
 def new_link(target, connect_timeout: float, confirm) -> Link:
-    link_type = LocalLink if getattr(target, "local", False) else Link
-    return link_type(target, connect_timeout, confirm).open()
+    """A host that does not answer and has `wake:` in hosts.yaml is woken first (wake_on_lan.py), so whatever
+    the command would do next (a run's fallback to this machine) happens only if it stays asleep."""
+    if getattr(target, "local", False):
+        return LocalLink(target, connect_timeout, confirm).open()
+    try:
+        return Link(target, connect_timeout, confirm).open()
+    except HostUnreachable as exc:
+        if getattr(target, "wake", None) is None:
+            raise
+        return woken_link(target, connect_timeout, confirm, exc)
 
 
 @contextmanager
