@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
-from . import (ceiling, codecs, facts, files, following, host_dirs, job_stdin, jobs, protocol, run_status, stopping,
-               waiting_line)
+from . import (ceiling, codecs, facts, files, following, gpu_usage, host_dirs, job_stdin, jobs, protocol, run_status,
+               stopping, waiting_line)
 from .fence import OutsideProject
 from .manifest_memo import ManifestMemo
 from .protocol import RequestError
@@ -172,7 +172,9 @@ class Agent:
                 feeder.close()
 
     def status(self, message: dict) -> None:
-        self.send("status", **run_status.read_status(message["run_dir"]))
+        status = run_status.read_status(message["run_dir"])
+        gpus = gpu_usage.sample_now() if status["state"] == "running" else None  # None on a CPU host
+        self.send("status", **status, **({"gpus": gpus} if gpus else {}))
 
     def stop(self, message: dict) -> None:
         self.send("stopped", **stopping.stop(message["run_dir"], float(message.get("grace", 10))))

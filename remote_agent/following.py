@@ -1,4 +1,5 @@
-"""Following a run: its log from an offset, and the metrics lines its job writes, as they grow; then its end."""
+"""Following a run: its log from an offset, and the metrics lines its job writes, as they grow; then its end.
+Meanwhile, on a host with nvidia-smi, the GPUs' utilisation, memory and power every few seconds (gpu_usage.py)."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,7 @@ import select
 import sys
 import time
 
-from . import host_dirs, protocol
+from . import gpu_usage, host_dirs, protocol
 from .protocol import send_blob
 from .run_status import LIVE_STATES, LOG, METRICS, POLL_S, read_status
 
@@ -21,6 +22,16 @@ def follow(run_dir: str, offset: int, send, out, metrics_offset: int = 0, until_
     the agent to serve next."""
     run_dir = host_dirs.absolute(run_dir, "a run directory")
     status = read_status(run_dir)
+    gpus = gpu_usage.Sampler.started() if not until_now and status["state"] in LIVE_STATES else None
+    try:
+        return follow_log(run_dir, status, offset, send, out, metrics_offset, until_now, inp, feeder, gpus)
+    finally:
+        if gpus is not None:
+            gpus.stop()
+
+
+def follow_log(run_dir: str, status: dict, offset: int, send, out, metrics_offset: int, until_now: bool, inp, feeder,
+               gpus) -> dict | None:
     last_sent = time.monotonic()
     with open(os.path.join(run_dir, LOG), "rb") as log:
         log.seek(offset)
@@ -40,7 +51,11 @@ def follow(run_dir: str, offset: int, send, out, metrics_offset: int = 0, until_
             if until_now:
                 send("eof", **status, offset=offset, metrics_offset=metrics_offset)
                 return None
-            if time.monotonic() - last_sent > IDLE_TICK_S:
+            sample = gpus.new() if gpus is not None else None
+            if sample:
+                send("gpu", gpus=sample)
+                last_sent = time.monotonic()
+            elif time.monotonic() - last_sent > IDLE_TICK_S:
                 send("tick", offset=offset)
                 last_sent = time.monotonic()
             if laptop_spoke(POLL_S, inp):

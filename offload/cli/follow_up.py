@@ -7,6 +7,7 @@ import threading
 from contextlib import ExitStack
 
 from offload.console import say
+from offload.mfu.gpu_figures import figures_text, node_figures
 from offload.runs.follow import follow, follow_all
 from offload.runs.announce import announce_end
 from offload.runs.outcome import finish, report_recorded, run_end_status
@@ -71,7 +72,8 @@ def status_command(project, reference: str) -> int:
         with link_for(node) as link:
             statuses.append(link.agent.request("status", run_dir=node["run_dir"]))
         where = f"node{rank} {node['host']}" if meta.get("nodes") else node["host"]
-        print(f"{meta['run_id']} on {where}: {describe_status(statuses[-1])}")
+        gpus = figures_text(node_figures(statuses[-1]["gpus"])) if statuses[-1].get("gpus") else ""
+        print(f"{meta['run_id']} on {where}: {describe_status(statuses[-1])}" + (f"; {gpus}" if gpus else ""))
     if all(status.get("state") in ENDED for status in statuses):
         record_end(root, meta, run_end_status(statuses))
     return 0

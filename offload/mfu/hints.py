@@ -12,6 +12,8 @@ SMALL_BATCH_TOKENS = 4096
 FAST_ITER_S = 0.010  # under 10 ms an iteration is short next to a print's GPU sync and output
 HIGH_MFU = 0.5  # above this, a run is doing well: no hints beyond --device=cpu on a GPU host
 FALSE_WORDS = ("false", "0", "no", "off")
+BUSY_UTIL, LOW_MFU = 80.0, 0.15  # the GPU reports itself busy this much of the time, yet does this little of its peak
+IDLE_UTIL = 50.0  # below this the GPU waits for work about half the time
 
 
 @dataclass
@@ -32,6 +34,7 @@ class RunFacts:
     time_per_iter_s: float | None = None
     mfu: float | None = None
     tokens_per_iter: int | None = None
+    gpu_util_mean: float | None = None  # nvidia-smi's utilisation over the run, %
 
 
 def hints(facts) -> list:
@@ -58,7 +61,22 @@ def hints(facts) -> list:
             and facts.time_per_iter_s < FAST_ITER_S:
         found.append(f"--log_interval=1 prints (and waits for the GPU) every {facts.time_per_iter_s * 1000:.1f} ms "
                      "iteration: pass --log_interval=10 or more.")
+    found.extend(gpu_hints(facts))
     return found
+
+
+def gpu_hints(facts: RunFacts) -> list:
+    """What the GPU's own utilisation says next to the MFU: busy but slow is launch-bound, idle is input-bound."""
+    util = facts.gpu_util_mean
+    if util is None or facts.device_kind != "cuda":
+        return []
+    if util >= BUSY_UTIL and facts.mfu is not None and facts.mfu < LOW_MFU:
+        return [f"the GPU was busy {util:.0f}% of the time yet reached {facts.mfu * 100:.1f}% MFU: many small kernels "
+                "(launch-bound); raise --batch_size, use torch.compile, or fewer, bigger layers."]
+    if util < IDLE_UTIL:
+        return [f"the GPU was busy only {util:.0f}% of the time: the run is input-bound (waiting for data or the "
+                "CPU); load batches in DataLoader workers with pin_memory, or keep the data on the GPU."]
+    return []
 
 
 def batch_tokens(facts: RunFacts) -> int | None:

@@ -54,7 +54,8 @@ class RunMeasurement:
                 "achieved_tflops": summary["achieved_tflops"], "ceiling_fraction": self.ceiling_fraction(summary),
                 "time_per_iter_s": summary["time_per_iter_s"], "tokens_per_s": summary["tokens_per_s"],
                 "final_loss": summary["final_loss"], "iterations": summary["iterations"],
-                "total_flops": summary["total_flops"], "loss_curve": loss_curve(self.losses())}
+                "total_flops": summary["total_flops"], "loss_curve": loss_curve(self.losses()),
+                **{key: value for key, value in summary.items() if key.startswith("gpu_")}}
 
     def losses(self) -> list:
         """The run's losses in order: its metrics' where it wrote any, else its log's."""
@@ -71,4 +72,5 @@ class RunMeasurement:
         return hints(RunFacts(args=self.args, device_kind=self.device.kind, host_has_cuda=bool(self.facts.get("gpus")),
                               compute_capability=self.device.compute_capability, dtype=self.device.dtype,
                               time_per_iter_s=summary_meta["time_per_iter_s"], mfu=summary_meta["mfu"],
-                              tokens_per_iter=self.tracker.tokens_per_iter))
+                              tokens_per_iter=self.tracker.tokens_per_iter,
+                              gpu_util_mean=summary_meta.get("gpu_util_mean")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from offload.console import add_plain_row
+from offload.mfu.gpu_figures import figures_text
 
 SOURCE_WORDS = {"metrics": "the script's metrics",
                 "log": "its printed mfu, rescaled to this device from the A100 (312 TFLOPS) nanoGPT measures against",
@@ -34,6 +35,8 @@ def status_text(status: dict | None) -> str:
     if status.get("tokens_per_s") is not None:
         parts.append(f"{rate(status['tokens_per_s'])} tok/s")
     parts.append(f"MFU {percent(status.get('mfu'))}" + (f" ({A100_NOTE})" if status.get("a100") else ""))
+    if status.get("gpu"):
+        parts.append(figures_text(status["gpu"]))
     return " | ".join(parts)
 
 
@@ -65,6 +68,25 @@ def summary_rows(measurement, meta: dict, wall_s: float | None) -> list:
     time_per_iter = meta["time_per_iter_s"]
     rows += [("time per iteration", "?" if time_per_iter is None else f"{time_per_iter * 1000:.1f} ms"),
              ("tokens/s", rate(meta["tokens_per_s"])), ("wall time", duration_text(wall_s))]
+    return rows + gpu_rows(meta)
+
+
+def gpu_rows(meta: dict) -> list:
+    """The GPUs' own figures over the run (mean and peak), where the host sampled them; none on a CPU host."""
+    if not meta.get("gpu_samples"):
+        return []
+    rows = []
+    if meta.get("gpu_util_mean") is not None:
+        rows.append(("GPU utilisation", f"mean {meta['gpu_util_mean']:.0f}%, peak {meta['gpu_util_peak']:.0f}% "
+                                        f"({meta['gpu_samples']} samples)"))
+    if meta.get("gpu_memory_peak_mib") is not None:
+        total = meta.get("gpu_memory_total_mib")
+        rows.append(("GPU memory", f"peak {meta['gpu_memory_peak_mib'] / 1024:.1f}"
+                                   + (f" of {total / 1024:.1f}" if total else "") + " GiB"))
+    if meta.get("gpu_power_mean_w") is not None:
+        limit = meta.get("gpu_power_limit_w")
+        rows.append(("GPU power", f"mean {meta['gpu_power_mean_w']:.0f} W, peak {meta['gpu_power_peak_w']:.0f} W"
+                                  + (f" (limit {limit:.0f} W)" if limit else "")))
     return rows
 
 

@@ -20,6 +20,7 @@ import json
 import math
 import statistics
 
+from offload.mfu.gpu_figures import GpuFigures
 from offload.mfu.nanogpt import A100_BF16_PEAK_TFLOPS, NanoGptModel, parse_nanogpt_line, parse_tokens_per_iter
 
 # A well-tuned mid-sized transformer (nanoGPT's GPT-2 124M with bf16 and torch.compile, on one A100 or
@@ -81,6 +82,7 @@ class MfuTracker:
         self.peak_for = peak_for  # dtype -> (peak_tflops, source, reason): when metrics name the precision
         self.tokens_per_iter, self.dtype = tokens_per_iter, dtype
         self.model = NanoGptModel()  # what nanoGPT printed about its model
+        self.gpu = GpuFigures()  # the host's GPUs' own figures, where it has nvidia-smi
         self.log_lines: list = []  # parsed iter lines
         self.records: list = []  # metrics records, in arrival order
 
@@ -141,7 +143,14 @@ class MfuTracker:
         return mfu if mfu <= 1.0 else None
 
     def status(self) -> dict:
-        """Latest iteration, loss, tokens/s and MFU (None where not known yet), for a live status line."""
+        """Latest iteration, loss, tokens/s and MFU (None where not known yet), and the GPUs' latest figures
+        (where sampled), for a live status line."""
+        status = self.figures_now()
+        if self.gpu.latest is not None:
+            status["gpu"] = self.gpu.latest
+        return status
+
+    def figures_now(self) -> dict:
         if self.records:
             recent = self.measured_records()[-LIVE_WINDOW_STEPS:]
             rates = rates_of(recent)
@@ -163,7 +172,7 @@ class MfuTracker:
         """source ('metrics', 'log' or None), mfu (or None, with reason), achieved_tflops, time_per_iter_s,
         tokens_per_s, final_loss, iterations, total_flops, dtype, peak_tflops, peak_source."""
         result = self.summary_from_metrics() if self.records else self.summary_from_log()
-        result.update(dtype=self.dtype, peak_tflops=self.peak_tflops, peak_source=self.peak_source)
+        result.update(dtype=self.dtype, peak_tflops=self.peak_tflops, peak_source=self.peak_source, **self.gpu.summary())
         achieved = result["achieved_tflops"]
         if result["mfu"] is None and self.peak_tflops and achieved and achieved > self.peak_tflops:
             result["reason"] = (f"achieved {achieved:.3g} TFLOPS is above the peak of {self.peak_tflops:.3g}, which "

@@ -42,6 +42,9 @@ def follow(agent, run_dir: str, offset: int, sink, metrics_offset: int = 0, unti
             return message
         elif kind == "stdin_ok" and job_input is not None:
             job_input.acknowledged(message)
+        elif kind == "gpu":  # the host's GPUs now, every few seconds (remote_agent/gpu_usage.py)
+            if hasattr(sink, "gpu"):
+                sink.gpu(message.get("gpus") or [])
         elif kind != "tick":
             raise OffloadError(f"unexpected message from {agent.label} while following: {kind}")
 

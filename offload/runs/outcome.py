@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from offload.console import say
 from offload.mfu.measurement import RunMeasurement
-from offload.mfu.report import print_summary, summary_rows
+from offload.mfu.report import gpu_rows, print_summary, summary_rows
 from offload.runs.estimates import gpu_estimates
 from offload.runs.follow import exit_code_of
 from offload.runs.record import duration_s
@@ -63,7 +63,10 @@ def report(record, measurement, estimates=lambda figures: []) -> None:
     take elsewhere) and hints to the terminal."""
     figures = measurement.end_meta()
     record.update(**figures)
-    if not figures["iterations"]:  # nothing was measured: nothing to say (meta.json keeps mfu_reason)
+    if not figures["iterations"]:  # no MFU was measured: only the GPUs' own figures, where the host has them
+        rows = gpu_rows(figures)
+        if rows:
+            print_summary(rows)
         return
     print_summary(summary_rows(measurement, figures, duration_s(record.meta)), estimates(figures))
     if figures["mfu"] is None or figures["mfu"] < 0.5:

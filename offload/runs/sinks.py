@@ -86,6 +86,12 @@ class RunOutput:
             self.tracker.feed_metrics_lines(data)
         self.redraw()
 
+    def gpu(self, gpus: list) -> None:
+        """A sample of the host's GPUs (remote_agent/gpu_usage.py): kept by the tracker, shown on the status line."""
+        if self.tracker is not None:
+            self.tracker.gpu.add(gpus)
+        self.redraw()
+
     def redraw(self) -> None:
         if self.tracker is not None and not self.partial:
             self.status.show(status_text(self.tracker.status()))
@@ -151,6 +157,11 @@ class NodeOutput:
         with self.lock:
             if not self.closed:
                 self.output.metrics(data)
+
+    def gpu(self, gpus: list) -> None:
+        with self.lock:
+            if not self.closed:
+                self.output.gpu(gpus)
 
     def close(self) -> None:
         with self.lock:
