@@ -54,6 +54,19 @@ def test_curves_come_from_metrics_and_from_a_real_nanogpt_log(tmp_path):
     assert curve.mfu[0] is None and curve.mfu[1] == pytest.approx(0.0019 * 312 / CPU_PEAK)  # its printed 0.19%
 
 
+def test_a_recorded_example_run_plots_from_its_metrics_not_its_log(tmp_path):
+    data = Path(__file__).parent / "data" / "metrics"
+    records = [json.loads(line) for line in (data / "chargpt-cpu-40-steps.jsonl").read_text().splitlines()]
+    run = record(tmp_path, "example", 1, log=(data / "chargpt-cpu-40-steps.log").read_text(), metrics=records,
+                 device="AMD EPYC", dtype="fp32", peak_tflops=0.166)
+    curve = run_curve(run, json.loads((run / "meta.json").read_text()))
+    assert curve.iters == list(range(40))  # every step's record, not only the 4 logged lines
+    assert [loss for loss in curve.loss if loss is not None] == [r["loss"] for r in records if "loss" in r]
+    assert curve.train_s[-1] == pytest.approx(sum(r["seconds"] for r in records))
+    assert curve.mfu[5] == pytest.approx(records[5]["flops"] / records[5]["seconds"] / 0.166e12)
+    assert curve.tokens_per_s[5] == pytest.approx(512 / records[5]["seconds"])
+
+
 def test_a_long_run_is_averaged_down_and_its_loss_kept_as_a_sparkline():
     from offload.runs.curves import Curve
     long = Curve("x", list(range(1000)), [i * 0.1 for i in range(1000)], [None if i % 2 else 5 - i / 250 for i in range(1000)],
