@@ -102,15 +102,17 @@ def read_details(path: str) -> dict | None:
     return details if isinstance(details, dict) else None
 
 
-def is_supervisor(pid: int) -> bool:
-    """Alive and still a supervisor: a pid the kernel has given to some other process is not a holder."""
+def is_supervisor(pid: int, run_dir: str | None = None) -> bool:
+    """Alive and still a supervisor (with run_dir: that run's): a pid the kernel has given to some other process,
+    even another run's supervisor, is not a holder."""
     if not alive(pid):
         return False
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return SUPERVISOR_MODULE in f.read()
+            words = f.read().split(b"\0")
     except OSError:
         return True  # no /proc to ask: alive is the best we know
+    return SUPERVISOR_MODULE in words and (run_dir is None or os.fsencode(run_dir) in words)
 
 
 def holder_details(run_id: str, run_dir: str, laptop: str | None, argv: list) -> dict:

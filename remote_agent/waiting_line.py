@@ -11,17 +11,15 @@ order survives the agent, the laptop and sshd restarting, and a run whose laptop
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 
 from . import durable
-from .run_status import alive
+from .hostlock import HostLock, is_supervisor, read_details
 
 QUEUE_SUFFIX = ".queue"
 COUNTER = "counter"
 TICKET_SUFFIX = ".json"
-SUPERVISOR_MODULE = b"remote_agent.supervisor"
 
 
 def line_dir(lock_path: str) -> str:
@@ -74,7 +72,7 @@ def waiting(lock_path: str) -> list:
     """The live tickets' contents, first first; each dead one met on the way is removed."""
     line = []
     for _, path in numbered(line_dir(lock_path)):
-        details = read_ticket(path)
+        details = read_details(path)
         if details is None:
             continue  # being written (or removed) this very moment: the next look sees it whole
         if not is_waiting_supervisor(details):
@@ -91,34 +89,14 @@ def ahead_of(ticket: str, lock_path: str) -> list:
     return line[:ours[0]] if ours else line
 
 
-def read_ticket(path: str) -> dict | None:
-    try:
-        with open(path) as file:
-            details = json.load(file)
-    except (OSError, ValueError):
-        return None
-    return details if isinstance(details, dict) else None
-
-
 def is_waiting_supervisor(details: dict) -> bool:
-    """The ticket's supervisor is alive, and is the one of that run: a pid the kernel has given to another
-    process, even another run's supervisor, holds no place."""
+    """The ticket's supervisor is alive, and is the one of that run (hostlock.is_supervisor)."""
     pid, run_dir = details.get("supervisor_pid"), details.get("run_dir")
-    if not isinstance(pid, int) or not isinstance(run_dir, str) or not alive(pid):
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            words = file.read().split(b"\0")
-    except OSError:
-        return True  # no /proc to ask (not Linux): alive is the best we know
-    return SUPERVISOR_MODULE in words and os.fsencode(run_dir) in words
-
+    return isinstance(pid, int) and isinstance(run_dir, str) and is_supervisor(pid, run_dir)
 
 def describe(lock_path: str, clear_laptop: str | None = None) -> dict:
     """Who holds the lock and who waits, in order (place 1 goes next); with clear_laptop, that laptop's waiting
     runs are stopped first (their supervisors record "stopped while waiting" and leave the line)."""
-    from .hostlock import HostLock  # lazy: hostlock is the supervisor's; the agent needs it only for this
-
     cleared = []
     for details in waiting(lock_path) if clear_laptop is not None else []:
         if details.get("laptop") == clear_laptop:
