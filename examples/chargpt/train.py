@@ -262,8 +262,9 @@ while True:
     iter_num += 1
 
 if iter_num > start_iter:
+    mfu = measured_flops / measured_s / (peak_tflops * 1e12) if measured_s else -1.0  # every iteration after warm-up
     print(f"final: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
-          f"best val loss {best_val_loss:.4f}; saved {ckpt_path}", flush=True)
+          f"best val loss {best_val_loss:.4f}, mfu {mfu * 100:.2f}%; saved {ckpt_path}", flush=True)
 if sample_chars:
     model.eval()
     start = torch.tensor([[stoi.get('\n', 0)]], device=device)
