@@ -173,7 +173,8 @@ class Agent:
 
     def status(self, message: dict) -> None:
         status = run_status.read_status(message["run_dir"])
-        gpus = gpu_usage.sample_now() if status["state"] == "running" else None  # None on a CPU host
+        # asked by `offload status` only: other callers (a run's end, `running`) need no nvidia-smi of their own
+        gpus = gpu_usage.sample_now() if message.get("gpus") and status["state"] == "running" else None
         self.send("status", **status, **({"gpus": gpus} if gpus else {}))
 
     def stop(self, message: dict) -> None:

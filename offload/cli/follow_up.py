@@ -70,7 +70,7 @@ def status_command(project, reference: str) -> int:
     statuses = []
     for rank, node in enumerate(node_metas(meta)):
         with link_for(node) as link:
-            statuses.append(link.agent.request("status", run_dir=node["run_dir"]))
+            statuses.append(link.agent.request("status", run_dir=node["run_dir"], gpus=True))
         where = f"node{rank} {node['host']}" if meta.get("nodes") else node["host"]
         gpus = figures_text(node_figures(statuses[-1]["gpus"])) if statuses[-1].get("gpus") else ""
         print(f"{meta['run_id']} on {where}: {describe_status(statuses[-1])}" + (f"; {gpus}" if gpus else ""))
