@@ -49,10 +49,11 @@ class Forwarder:
             try:
                 ready, _, _ = select.select([self.listener], [], [], ACCEPT_WAKE_S)
                 if ready:
-                    connection, peer = self.listener.accept()
+                    connection, peer = self.listener.accept()  # never blocks: a reset one raises, and we go on
+                    connection.setblocking(True)
                     threading.Thread(target=self.connect, args=(connection, peer), daemon=True).start()
-            except OSError:  # closed under us, or a connection reset before it was accepted
-                if self.stopping.is_set():
+            except (OSError, ValueError):  # a connection reset before it was accepted; or closed under us
+                if self.stopping.is_set() or self.listener.fileno() < 0:
                     return
 
     def connect(self, connection: socket.socket, peer: tuple) -> None:
@@ -96,8 +97,8 @@ class Forwarder:
 
     def close(self) -> None:
         self.stopping.set()
+        self.thread.join(JOIN_S)  # within ACCEPT_WAKE_S: then nothing selects on the socket being closed
         self.listener.close()
-        self.thread.join(JOIN_S)
         with self.lock:
             tunnels = list(self.tunnels)
         for tunnel in tunnels:
@@ -119,6 +120,7 @@ def listen(bind: str, forward: PortForward) -> socket.socket:
     try:
         sock.bind((bind, forward.local))
         sock.listen(64)
+        sock.setblocking(False)
     except OSError as exc:
         sock.close()
         raise bind_error(exc, bind, forward) from None
