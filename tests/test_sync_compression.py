@@ -161,7 +161,7 @@ def send_body(compression: Compression, data: bytes) -> str:
     'compressed'."""
     if not compression.framed(len(data) + 1):
         return "raw"
-    codec, _ = compression.encode(data, compressed_well=False)
+    codec, _ = compression.encode(data + b"\1", compressed_well=False)  # its one frame: the bytes and the status byte
     return "compressed" if codec else "sampled and stored"
 
 
@@ -176,6 +176,10 @@ def test_small_random_bodies_are_sampled_rarely_and_what_compresses_still_goes_c
     first_compressed = text_ways.index("compressed")
     assert first_compressed * 4096 <= SKIP_MOST
     assert text_ways[first_compressed:] == ["compressed"] * (600 - first_compressed)
+    # A source tree's tiny files (an empty __init__.py) cannot shrink: their misses skip nothing after them.
+    tiny_then_text = [send_body(compression, data) for data in [b"", b"x" * 10, b"# -*- coding: utf-8 -*-\n"] * 20
+                      + [compressible(4096, 7)]]
+    assert tiny_then_text[-1] == "compressed" and "raw" not in tiny_then_text
 
 
 # --- a damaged compressed frame, sent by hand through the real sshd -------------------------------------------

@@ -25,6 +25,7 @@ WINDOW_BYTES = 4 << 20  # the link's rate is measured over this much sent (past 
 SMALL_BODY = 256 << 10  # a body this small may go raw unsampled, after samples that did not pay ...
 SKIP_FIRST, SKIP_MOST = 64 << 10, 1 << 20  # ... for this many bytes, doubled a miss (a tree of small random files:
 #                                            one sample in thousands of files, not one a file)
+JUDGED_FROM = 2048  # a smaller sample's miss says nothing of the data (an empty __init__.py cannot shrink)
 
 
 def mode_from_env() -> str:
@@ -118,7 +119,8 @@ class Compression:
             sample = raw[:SAMPLE_BYTES]
             sample_blob = encoder.compress(sample)
             paid = worth_compressing(len(sample_blob) / len(sample), encoder.rate, link_rate)
-            self.judged(paid)
+            if paid or len(sample) >= JUDGED_FROM:
+                self.judged(paid)
             if not paid:
                 return None, raw
             if len(sample) == len(raw):
