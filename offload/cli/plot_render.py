@@ -5,12 +5,16 @@ log) still tells the runs apart; the legend, under the panels (inside one it hid
 run's marker, device, precision and MFU."""
 from __future__ import annotations
 
+import threading
+
 from offload.errors import OffloadError
 
 PANELS = (("loss", "loss", 1.0), ("tokens/s", "tokens_per_s", 1.0), ("MFU %", "mfu", 100.0))
 X_AXES = (("iteration", "iters"), ("training time (s)", "train_s"))
 MARKERS = ("•", "x", "+", "o", "*", "#")  # one a run, in order
 PNG_HINT = "install the plot extra: pip install 'offload[plot]' (or pip install matplotlib)"
+# plotext draws on one figure per process, and the link keeper runs every terminal's commands in one process.
+DRAWING = threading.Lock()
 
 
 def series(curve, x_name: str, y_name: str, scale: float) -> tuple:
@@ -23,6 +27,11 @@ def render_terminal(curves: list, width: int, height: int, colorless: bool) -> s
     """The six panels at width x height terminal cells, as text (ANSI colours unless colorless)."""
     import plotext  # lazy: a plotting library costs start-up time only `offload plot` pays
 
+    with DRAWING:
+        return draw(plotext, curves, width, height, colorless)
+
+
+def draw(plotext, curves: list, width: int, height: int, colorless: bool) -> str:
     plotext.terminal.limit(False, False)  # the size asked for, not the terminal's (a pipe's is taken as 80x24)
     figure = plotext.figure
     figure.clear()
