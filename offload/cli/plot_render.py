@@ -13,7 +13,7 @@ PANELS = (("loss", "loss", 1.0), ("tokens/s", "tokens_per_s", 1.0), ("MFU %", "m
 X_AXES = (("iteration", "iters"), ("training time (s)", "train_s"))
 MARKERS = ("•", "x", "+", "o", "*", "#")  # one a run, in order
 PNG_HINT = "install the plot extra: pip install 'offload[plot]' (or pip install matplotlib)"
-# plotext draws on one figure per process, and the link keeper runs every terminal's commands in one process.
+# plotext and pyplot each draw on one figure a process, and the link keeper runs every terminal's commands in one.
 DRAWING = threading.Lock()
 
 
@@ -61,6 +61,11 @@ def write_png(curves: list, path: str) -> None:
     matplotlib.use("Agg")  # files only: no display needed, none opened
     from matplotlib import pyplot  # lazy: as above
 
+    with DRAWING:  # pyplot's state is a process's too
+        draw_png(pyplot, curves, path)
+
+
+def draw_png(pyplot, curves: list, path: str) -> None:
     fig, axes = pyplot.subplots(len(PANELS), len(X_AXES), figsize=(12, 10), squeeze=False)
     try:
         for row, (title, y_name, scale) in enumerate(PANELS):
