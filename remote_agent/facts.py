@@ -48,15 +48,9 @@ def parse_nvidia_smi_csv(text: str, query: str = NVIDIA_SMI_QUERY) -> list:
     A header line names the columns (so any order reads); without one, `query` gives their order.
     "24576 MiB" and "24576" are both read; "[N/A]" and the like mean unknown. Other lines are noise.
     """
-    columns = query.split(",")
     gpus = []
-    for line in text.splitlines():
-        if is_csv_header(line):
-            columns = [re.sub(r" \[.*\]$", "", field.strip()) for field in line.split(",")]
-            continue
-        values = [value.strip() for value in line.split(",")]
-        row = {column: (None if value.startswith("[") else value) for column, value in zip(columns, values)}
-        if len(values) != len(columns) or not row.get("name"):
+    for row in csv_rows(text, query):
+        if not row.get("name"):
             continue
         memory = (row.get("memory.total") or "").split(" ")[0]
         gpus.append({
@@ -66,6 +60,21 @@ def parse_nvidia_smi_csv(text: str, query: str = NVIDIA_SMI_QUERY) -> list:
             "compute_capability": row.get("compute_cap") or None,
         })
     return gpus
+
+
+def csv_rows(text: str, query: str) -> list:
+    """{column: value} of each line of `nvidia-smi --query-...=QUERY --format=csv[,noheader][,nounits]` with as many
+    values as columns: a header line names the columns (so any order reads), else `query` gives their order;
+    "[N/A]" and the like are None. Other lines (noise, errors) are left out."""
+    columns, rows = query.split(","), []
+    for line in text.splitlines():
+        if is_csv_header(line):
+            columns = [re.sub(r" \[.*\]$", "", field.strip()) for field in line.split(",")]
+            continue
+        values = [value.strip() for value in line.split(",")]
+        if len(values) == len(columns):
+            rows.append({column: (None if value.startswith("[") else value) for column, value in zip(columns, values)})
+    return rows
 
 
 def is_csv_header(line: str) -> bool:

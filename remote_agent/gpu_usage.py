@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 
-from .facts import is_csv_header
+from .facts import csv_rows
 
 QUERY = "index,utilization.gpu,memory.used,memory.total,power.draw,power.limit"
 SAMPLE_S = float(os.environ.get("OFFLOAD_GPU_SAMPLE_S") or 5.0)  # the environment's: tests sample faster
@@ -25,25 +25,18 @@ def parse_usage(text: str, query: str = QUERY) -> list:
     """One dict per GPU line of `nvidia-smi --query-gpu=... --format=csv[,noheader][,nounits]`: the fields of
     FIELDS it holds, as numbers; None for "[N/A]", "[Not Supported]" and the like. A header names the columns
     (any order, other columns ignored); without one, `query` gives their order. Lines that do not fit: noise."""
-    columns = query.split(",")
     gpus = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        if is_csv_header(line):
-            columns = [re.sub(r" \[.*\]$", "", field.strip()) for field in line.split(",")]
-            continue
-        values = [value.strip() for value in line.split(",")]
-        if len(values) != len(columns):
-            continue
-        row = {FIELDS[column]: number(value) for column, value in zip(columns, values) if column in FIELDS}
-        if any(value is not None for key, value in row.items() if key != "index"):
-            gpus.append(row)
+    for row in csv_rows(text, query):
+        figures = {FIELDS[column]: number(value) for column, value in row.items() if column in FIELDS}
+        if any(value is not None for key, value in figures.items() if key != "index"):
+            gpus.append(figures)
     return gpus
 
 
-def number(text: str) -> float | None:
-    """"95 %", "745 MiB", "26.47 W", "95" -> the number; "[N/A]" -> None."""
+def number(text: str | None) -> float | None:
+    """"95 %", "745 MiB", "26.47 W", "95" -> the number; None ("[N/A]") -> None."""
+    if text is None:
+        return None
     found = re.fullmatch(r"(-?\d+(?:\.\d+)?)(?:\s*(?:%|MiB|W))?", text)
     return float(found.group(1)) if found else None
 

@@ -144,16 +144,14 @@ class Supervisor:
 
     def take(self, lock) -> bool:
         """Our turn in the line, then the lock (told not to wait: both now, or give up); True once we hold it."""
-        ticket = waiting_line.take_ticket(lock.path, {
-            "run_id": self.run_id, "run_dir": self.run_dir, "laptop": self.job.get("laptop"), "argv": self.job["argv"],
-            "submitted": self.status["queued_at"], "supervisor_pid": os.getpid()})
+        note = hostlock.holder_details(self.run_id, self.run_dir, self.job.get("laptop"), self.job["argv"])
+        ticket = waiting_line.take_ticket(lock.path, {**note, "submitted": self.status["queued_at"]})
         try:
             taken = self.wait_turn(lock, ticket)
         finally:
             waiting_line.leave(ticket)  # holding the lock, or given up: the next in line goes next
         if taken:
-            job = self.job
-            self.holder_note = hostlock.holder_details(self.run_id, self.run_dir, job.get("laptop"), job["argv"])
+            self.holder_note = {**note, "since": now()}  # since it holds the lock, not since it was submitted
             lock.announce(self.holder_note)
         return taken
 

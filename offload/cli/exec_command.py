@@ -14,11 +14,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from offload.config import hosts
 from offload.config.resolve import registered_target
 from offload.console import say
 from offload.errors import OffloadError
-from offload.runs.reach import find_run_now, target_of
+from offload.runs.reach import run_or_host
 from offload.runs.record import project_root_of
 from offload.sync.push import sync_project
 from offload.transport.links import open_link
@@ -45,8 +44,7 @@ def shell_on_host(where: str | None, project: Path | None, connect_timeout: floa
     if tty_fd is None or not os.isatty(tty_fd) or not os.isatty(sys.stdout.fileno()):
         raise OffloadError("offload shell needs a terminal", hint="run one command with: offload exec -- CMD ARGS...")
     root = project_root_of(project)
-    run = None if where is None or where in hosts.load().hosts else find_run_now(root, where)
-    target = target_of(run) if run is not None else registered_target(where, "run on")
+    run, target = run_or_host(root, where, "run on")
     if getattr(target, "local", False):
         raise OffloadError(f"run {run['run_id']} ran on this machine (the CPU fallback): there is no host to open a "
                            "shell on", hint=f"its directory is {run.get('project_dir')}")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from offload.config import hosts
 from offload.config.ports import parse_forward
-from offload.config.resolve import registered_target
 from offload.console import say
 from offload.errors import LinkLost, OffloadError
-from offload.runs.reach import find_run_now, target_of
-from offload.runs.record import node_meta, project_root_of
+from offload.runs.reach import run_or_host
+from offload.runs.record import project_root_of
 from offload.transport.forwarding import Forwards
 from offload.transport.links import open_link
 
@@ -24,8 +22,7 @@ def forward_ports(where: str, specs: list, project: Path | None, bind: str | Non
     forwards = [parse_forward(spec, "port") for spec in specs]
     if not forwards:
         raise OffloadError("no port to forward", hint="offload forward RUN|HOST PORT... (e.g. offload forward last 6006)")
-    run = None if where in hosts.load().hosts else find_run_now(project_root_of(project), where)
-    target = target_of(node_meta(run, 0)) if run is not None else registered_target(where, "forward to")
+    run, target = run_or_host(project_root_of(project), where, "forward to")
     if getattr(target, "local", False):
         raise OffloadError(f"run {run['run_id']} ran on this machine (the CPU fallback): its ports are its own",
                            hint=f"open http://127.0.0.1:{forwards[0].remote}")

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from offload.config import hosts
 from offload.config.hoststate import LOCAL
 from offload.config.local_target import LocalTarget
-from offload.config.resolve import resolve
+from offload.config.resolve import registered_target, resolve
 from offload.errors import OffloadError
 from offload.runs.outcome import finish
 from offload.runs.record import RUNNING, ended, find_run, load_runs, node_meta, record_of
@@ -23,6 +23,13 @@ def target_of(meta: dict):
         raise OffloadError(f"run {meta['run_id']} ran on {meta.get('host')!r}, which is no longer registered",
                            hint=f"register it again: offload hosts add {meta.get('host')} [user@]hostname")
     return resolve(meta["host"], registry.get(meta["host"]))
+
+
+def run_or_host(project_root, where: str | None, doing: str) -> tuple:
+    """(the run WHERE names, or None; the target to reach): a registered host's name (None: the default host),
+    else a run, whose node 0's host is the target. doing: what there is no host to do, for registered_target."""
+    run = None if where is None or where in hosts.load().hosts else find_run_now(project_root, where)
+    return run, target_of(node_meta(run, 0)) if run is not None else registered_target(where, doing)
 
 
 @contextmanager

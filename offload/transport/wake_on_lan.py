@@ -18,6 +18,11 @@ def magic_packet(mac: str) -> bytes:
     return b"\xff" * 6 + bytes.fromhex(mac.replace(":", "")) * 16
 
 
+def sent(wake) -> str:
+    """What was sent where, and how long offload waits: the words after "sent it"."""
+    return f"a Wake-on-LAN packet ({wake.mac} to {wake.broadcast}:{wake.port}); waiting up to {wake.wait:g} s for it"
+
+
 def send_magic_packet(wake) -> None:
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -34,8 +39,7 @@ def woken_link(target, connect_timeout: float, confirm, unreachable: HostUnreach
     not answer within its wake.wait."""
     wake = target.wake
     send_magic_packet(wake)
-    say(f"{target.name} is unreachable ({unreachable.reason}): sent it a Wake-on-LAN packet ({wake.mac} to "
-        f"{wake.broadcast}:{wake.port}); waiting up to {wake.wait:g} s for it")
+    say(f"{target.name} is unreachable ({unreachable.reason}): sent it {sent(wake)}")
     return link_once_awake(target, connect_timeout, confirm, unreachable.reason)
 
 
@@ -67,7 +71,6 @@ def wake_host(target, connect_timeout: float) -> int:
                            hint=f"add `wake: {{mac: AA:BB:CC:DD:EE:FF}}` to {target.name} in hosts.yaml "
                                 "(offload hosts add NAME DEST --wake-mac MAC, for a new host)")
     send_magic_packet(target.wake)
-    say(f"sent {target.name} a Wake-on-LAN packet ({target.wake.mac} to {target.wake.broadcast}:{target.wake.port}); "
-        f"waiting up to {target.wake.wait:g} s for it")
+    say(f"sent {target.name} {sent(target.wake)}")
     link_once_awake(target, connect_timeout, None, "no answer yet").close()
     return 0
