@@ -26,7 +26,8 @@ class ProxyProcess(paramiko.ProxyCommand):
         super().__init__(shlex.join([shell, "-c", f"exec {command}"]))  # split back by paramiko into this argv
         self.command = command
         self.stderr_tail: collections.deque = collections.deque(maxlen=STDERR_LINES_KEPT)
-        threading.Thread(target=self._drain_stderr, name="proxy-stderr", daemon=True).start()
+        self.drainer = threading.Thread(target=self._drain_stderr, name="proxy-stderr", daemon=True)
+        self.drainer.start()
 
     def _drain_stderr(self) -> None:  # a proxy that writes much to stderr would block on a full pipe
         for line in self.process.stderr:
@@ -55,6 +56,7 @@ class ProxyProcess(paramiko.ProxyCommand):
         code = self.exit_status()
         if code is None:
             return None
+        self.drainer.join(EXIT_WAIT_S)  # its last words may still be in the pipe: read to its end first
         said = f": {self.stderr_tail[-1]}" if self.stderr_tail else ""
         return f"ProxyCommand `{self.command}` exited with {code}{said}"
 
