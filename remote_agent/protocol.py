@@ -36,7 +36,7 @@ REQUESTS = {
     "list_files": ("project_dir", "patterns"), "read_file": ("project_dir", "path"),
     "project_dirs": ("workdir",), "remove_project": ("workdir", "name"),  # `offload hosts clean` (cleaning.py)
 }
-ENTRIES = ("put", "patch", "digests")  # what follows an `apply`, until an `end`
+ENTRIES = ("put", "patch", "digests", "bundle")  # what follows an `apply`, until an `end`
 # A `put` or `patch` with a `codec` carries its bytes (raw_size of them: what its `size` would be) in the FRAME
 # messages that follow it, not in a blob of its own: each frame is at most CHUNK raw bytes, compressed alone with
 # that codec (its `codec` field) or stored raw (none), so neither side ever holds more than a frame (bodies.py).

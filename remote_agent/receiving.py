@@ -14,6 +14,7 @@ from .batch import Batch
 from .fence import OutsideProject
 from .protocol import CHANGED_ON_HOST, NOT_WRITTEN_BY_OFFLOAD, RequestError
 from .putting import put
+from .bundles import receive_bundle
 from .records import PENDING_FILE, identity, matches
 
 
@@ -74,19 +75,14 @@ class Receiving:
             message = inp.next_message()
             if message["t"] == "end":
                 return failure
+            if message["t"] == "bundle":
+                just_put = None
+                failure = receive_bundle(self, inp, message, batch, failure)
+                continue
             if message["t"] not in protocol.ENTRIES:
                 raise RequestError("bad_request", f"unexpected {message['t']!r} during a sync")
             relpath = message.get("path")
-            path = None
-            try:  # digests or a patch need their file under its final name; a second put of it, its part name
-                path = target.path(relpath)
-                if failure is None and batch.holds(path):
-                    batch.settle()
-            except OutsideProject as exc:
-                self.keep(relpath, str(exc))
-            except RequestError as exc:
-                failure = failure or exc
-            failure = failure or batch.failure
+            path, failure = self.place(relpath, batch, failure)
             if failure is not None or path is None:
                 drain(inp, int(message.get("size", 0)))
                 continue
@@ -112,6 +108,21 @@ class Receiving:
                         just_put = relpath
             except (OSError, RequestError) as exc:
                 failure = exc
+
+    def place(self, relpath, batch: Batch, failure: Exception | None) -> tuple:
+        """(the absolute path of an entry, or None where it may not go; the apply's first failure). Digests or a
+        patch need their file under its final name, and a second put of it its part name: a batch holding
+        the path is committed first."""
+        path = None
+        try:
+            path = self.target.path(relpath)
+            if failure is None and batch.holds(path):
+                batch.settle()
+        except OutsideProject as exc:
+            self.keep(relpath, str(exc))
+        except RequestError as exc:
+            failure = failure or exc
+        return path, failure or batch.failure
 
     def patch(self, relpath: str, path: str, message: dict, inp, batch: Batch) -> None:
         """A patch of the file at path, or (with `base`) of another file on the host, built into a new part

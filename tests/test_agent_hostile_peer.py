@@ -172,3 +172,31 @@ def test_through_ssh_a_sync_never_writes_through_a_link_into_the_projects_record
     applied = agent.recv()
     assert applied["written"] == 0 and [kept for kept, _ in applied["kept"]] == ["records/planted.txt"]
     assert not (project_dir / ".offload" / "planted.txt").exists()
+
+
+def bundle_stream(files: list, body: bytes) -> Stream:
+    apply = Message({"t": "apply", "project_dir": "{project_dir}", "delete": [], "forget": []})
+    bundle = Message({"t": "bundle", "files": files, "size": len(body)}, body)
+    return Stream([apply, bundle, Message({"t": "end"}), ping()])
+
+
+def test_a_bundle_writes_each_of_its_files_byte_for_byte_with_its_mode_and_time(sandboxes):
+    outcome = survives(bundle_stream([["a.txt", 0o644, 10**18, 3], ["new/dir/b.bin", 0o600, 2 * 10**18, 2],
+                                      ["empty", 0o644, 10**18, 0]], b"abc\0\1"), sandboxes)
+    project = outcome.sandbox.project_dir
+    assert kinds(outcome)[-1] == "pong" and not any(kind.startswith("error") for kind in kinds(outcome))
+    assert (project / "a.txt").read_bytes() == b"abc" and (project / "new/dir/b.bin").read_bytes() == b"\0\1"
+    assert (project / "empty").read_bytes() == b""
+    assert (project / "new/dir/b.bin").stat().st_mode & 0o777 == 0o600
+    assert (project / "new/dir/b.bin").stat().st_mtime_ns == 2 * 10**18
+
+
+@pytest.mark.parametrize("files", [
+    [["a.txt", 0o644, 1, 2]],                   # its sizes add up to less than its body
+    [["a.txt", 0o644, 1, 3], ["b", 0o644, 1, 3]],  # to more
+    [["a.txt", 0o644, 1]], [["a.txt", "644", 1, 3]], [[7, 0o644, 1, 3]], [["a.txt", 0o644, 1, -3]], "a.txt", None,
+])
+def test_a_bundle_described_wrongly_is_refused_whole_and_nothing_of_it_is_written(files, sandboxes):
+    outcome = survives(bundle_stream(files, b"abc"), sandboxes)
+    assert kinds(outcome)[-2:] == ["error:bad_request", "pong"]
+    assert not (outcome.sandbox.project_dir / "a.txt").exists() and not (outcome.sandbox.project_dir / "b").exists()

@@ -9,6 +9,7 @@ from remote_agent import protocol
 from remote_agent.protocol import BLOCK, DIGEST_BYTES
 
 from offload.console import ProgressBar
+from offload.sync.bundles import Bundler, bundled
 from offload.sync.blocks import DELTA_MIN_BYTES, BlockHasher, Delta, as_ranges, block_length, plan_delta
 from offload.sync.compress import Compression, mode_from_env
 from offload.sync.frames import open_body
@@ -39,7 +40,11 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out,
     with ProgressBar("sync", bytes_to_send(plan.send, deltas), out) as advance:
         for attempt in range(MAX_RESENDS):
             sent = []
+            bundler = Bundler(agent, project_root, advance, compression)
             for entry in pending:
+                if bundled(entry) and entry.path not in deltas and entry.path not in host_digests:
+                    bundler.add(entry)
+                    continue
                 delta = deltas.pop(entry.path, None) if attempt == 0 else None
                 if delta is None and attempt > 0 and entry.path in host_digests:
                     delta = plan_delta(project_root / entry.path, host_digests[entry.path])
@@ -47,7 +52,8 @@ def apply_plan(agent, project_root: Path, project_dir: str, plan: SyncPlan, out,
                     host_digests.pop(entry.path, None)  # a put replaces the host's file: its digests are gone
                 sent.append(send_entry(agent, project_root, entry, advance, delta=delta, digests=record,
                                        compression=compression))
-            pending = [refresh(project_root, e) for e in sent if e is not None]
+            bundler.flush()
+            pending = [refresh(project_root, e) for e in sent + bundler.changed if e is not None]
             pending = [e for e in pending if e is not None]
             if not pending:
                 break
