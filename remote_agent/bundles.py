@@ -61,10 +61,8 @@ def receive_bundle(receiving, inp, message: dict, batch, failure: Exception | No
 def write_one(receiving, relpath: str, path: str, header: dict, piece, batch) -> Exception | None:
     """One file of a bundle, as receiving.receive_entries writes a put's; the failure, if it fails."""
     try:
-        current = receiving.what_is_at(relpath, path)
-        why = receiving.may_replace(relpath, current, path)
-        if why is not None:
-            receiving.keep(relpath, why)
+        current, replaceable = receiving.standing(relpath, path)
+        if not replaceable:
             return None
         write_entry(path, header, (piece,) if len(piece) else (), lambda: True, batch, receiving.make_dirs,
                     current, receiving.commit_step(relpath, path), relpath)

@@ -11,10 +11,10 @@ import os
 
 from . import based, durable, patching, protocol, sidecars
 from .batch import Batch
+from .bundles import receive_bundle
 from .fence import OutsideProject
 from .protocol import CHANGED_ON_HOST, NOT_WRITTEN_BY_OFFLOAD, RequestError
 from .putting import put
-from .bundles import receive_bundle
 from .records import PENDING_FILE, identity, matches
 
 
@@ -92,11 +92,9 @@ class Receiving:
                                                                   just_put == relpath, path)
                     continue
                 just_put = None
-                current = self.what_is_at(relpath, path)
-                why = self.may_replace(relpath, current, path)
-                if why is not None:
+                current, replaceable = self.standing(relpath, path)
+                if not replaceable:
                     drain(inp, int(message.get("size", 0)))
-                    self.keep(relpath, why)
                     continue
                 if message["t"] == "patch":
                     self.patch(relpath, path, message, inp, batch)
@@ -137,6 +135,15 @@ class Receiving:
             if outcome == "resend":
                 self.tally.setdefault("resend", []).append(relpath)  # only when any: the reply stays as it was
         self.tally["bytes"] += received  # not applied: the laptop's file changed while it was read; sent again
+
+    def standing(self, relpath: str, path: str) -> tuple:
+        """(what stands at path, records.identity; whether the sync may replace it). Where it may not, it is
+        kept and the tally says why."""
+        current = self.what_is_at(relpath, path)
+        why = self.may_replace(relpath, current, path)
+        if why is not None:
+            self.keep(relpath, why)
+        return current, why is None
 
     def what_is_at(self, relpath: str, path: str) -> list | None:
         """records.identity of path; without a syscall in a directory this apply created, where nothing
