@@ -29,7 +29,7 @@ from offload.runs.announce import announce_end
 from offload.runs.on_exit import on_exit_hook
 from offload.runs.options import RunOptions, checked, forwarded_ports
 from offload.runs.outcome import BUSY_EXIT, finish, nodes_outcome, report
-from offload.runs.record import RunRecord, new_run_id, project_root_of, script_in_project
+from offload.runs.record import RunRecord, claim_run_id, project_root_of, script_in_project
 from offload.runs.resume import resumed
 from offload.runs.selected import selection_for
 from offload.runs.sinks import LinePrefixer, NodeOutput, StatusLine
@@ -139,9 +139,6 @@ def plan_run(job: Job) -> None:
     """The run's id and directories, its device and peak (node 0's, times the nodes), each node's command, and
     its record on the laptop."""
     nodes, options = job.nodes, job.options
-    job.run_id = new_run_id()
-    for node in nodes:
-        node.run_dir = node.run_dir_for(job.run_id)
     all_facts = in_parallel(nodes, lambda node: node.link.agent.request("device"))
     for node, facts in zip(nodes, all_facts):
         hoststate.remember(node.target.name, device=facts)
@@ -150,6 +147,9 @@ def plan_run(job: Job) -> None:
     say_differing_devices(nodes, all_facts)
     job.measurement = RunMeasurement(all_facts[0], options.args, nproc, first.target.peak_tflops,
                                      hoststate.get(first.target.name).get("ceiling"), nodes=len(nodes))
+    job.run_id = claim_run_id(job.root)  # only now: a run that fails before leaves no empty record behind
+    for node in nodes:
+        node.run_dir = node.run_dir_for(job.run_id)
     job.argvs = plan_argvs(job, nproc)
     job.record = RunRecord(job.root, job.run_id)
     job.record.create(**record_fields(job, nproc))

@@ -20,6 +20,19 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
+def claim_run_id(project_root: Path) -> str:
+    """A new run id whose record directory this process made: two runs started in the same second that drew the
+    same suffix (1 in 65,536) never share a record; the later one draws again."""
+    make_records_dir(project_root)
+    while True:
+        run_id = new_run_id()
+        try:
+            (project_root / RUNS_DIR / run_id).mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return run_id
+
+
 def timestamp(unix: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(unix))
 
@@ -36,7 +49,7 @@ class RunRecord:
 
     def create(self, **meta) -> None:
         make_records_dir(self.dir.parents[2])  # <root>/.offload/runs/<id>
-        self.dir.mkdir(parents=True, exist_ok=False)
+        self.dir.mkdir(parents=True, exist_ok=True)  # claimed already (claim_run_id) where the id is new
         self.meta = {"run_id": self.run_id, "started_at": timestamp(), "started_unix": round(time.time(), 3),
                      "ended_at": None, "exit_code": None, **meta}
         self.save()
