@@ -6,18 +6,20 @@ a channel whose framing is lost (the laptop went away, or sent what is not a mes
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
 import time
 
-from . import (ceiling, codecs, facts, files, following, gpu_usage, host_dirs, job_stdin, jobs, protocol, run_status,
-               stopping, waiting_line)
+from . import (ceiling, codecs, collector, facts, files, following, gpu_usage, host_dirs, job_stdin, jobs, protocol,
+               run_status, stopping, waiting_line)
 from .fence import OutsideProject
 from .manifest_memo import ManifestMemo
 from .protocol import RequestError
 
 AGENT_VERSION = "0.1.0"
+SYNC_REQUESTS = frozenset({"prepare", "apply", "blocks", "bases"})  # served with the collector held off
 
 
 class Agent:
@@ -73,11 +75,12 @@ class Agent:
 
     def handle(self, message: dict) -> None:
         """Serve one request (protocol.REQUESTS names them all, and what each must carry)."""
-        if message["t"] == "apply":  # its entries follow: whatever goes wrong, they are read to their `end`
-            self.apply(message)
-            return
-        protocol.check_request(message)
-        self.handlers[message["t"]](message)
+        with collector.paused() if message["t"] in SYNC_REQUESTS else contextlib.nullcontext():
+            if message["t"] == "apply":  # its entries follow: whatever goes wrong, they are read to their `end`
+                self.apply(message)
+                return
+            protocol.check_request(message)
+            self.handlers[message["t"]](message)
 
     # --- the requests, in protocol.REQUESTS order ---
 

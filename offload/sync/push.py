@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from remote_agent import collector
 from remote_agent.protocol import CHANGED_ON_HOST, DIGEST_BYTES, NOT_WRITTEN_BY_OFFLOAD, PART_SUFFIX
 
 from offload.transport.agent import DISK_HINT
@@ -57,7 +58,7 @@ def sync_project(agent, project_root: Path, workdir: str, entries: list | None =
     or, while a job of the project runs, stages it. force: replace files changed on the host."""
     out = out if out is not None else sys.stderr  # looked up now: a daemon redirects sys.stderr per request
     key = (workdir, project_dir_name(project_root))
-    with remote_failures_explained(agent.label, workdir):
+    with remote_failures_explained(agent.label, workdir), collector.paused():
         # The host describes what earlier syncs put there while this side scans: one round trip, overlapped.
         agent.send("prepare", workdir=workdir, project=key[1], manifest=True, for_run=for_run,
                    known=known_token(agent, key))
