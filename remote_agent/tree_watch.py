@@ -31,15 +31,16 @@ MAX_DIRS = 20_000  # more directories than this: the manifest is simply built ea
 
 
 class TreeWatch:
-    def __init__(self, fd: int, root_wd: int):
-        self.fd, self.root_wd = fd, root_wd
+    def __init__(self, fd: int, root: str, add_watch):
+        self.fd, self.root, self.root_wd, self._add_watch = fd, root, -1, add_watch
         self.changed = False
+        self.directories = 0
 
     @classmethod
-    def start(cls, root: str, directories) -> "TreeWatch | None":
-        """A watch on root and each of directories (absolute), or None where one cannot see every change."""
-        directories = {root, *directories}
-        if len(directories) > MAX_DIRS or filesystem_of(root) not in LOCAL_FILESYSTEMS:
+    def open(cls, root: str) -> "TreeWatch | None":
+        """A watch with no directory yet, for directories under root added one by one (add), each before it is
+        read; None where one cannot see every change."""
+        if filesystem_of(root) not in LOCAL_FILESYSTEMS:
             return None
         init, add = libc_call("inotify_init1"), libc_call("inotify_add_watch")
         if init is None or add is None:
@@ -47,15 +48,30 @@ class TreeWatch:
         fd = init(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:  # EMFILE: the user's inotify instances are taken (an IDE, other agents)
             return None
-        watch, mask = cls(fd, -1), CHANGES | IN_ONLYDIR | IN_DONT_FOLLOW
-        for directory in directories:
-            wd = add(fd, os.fsencode(directory), mask)
-            if wd < 0:  # ENOSPC (max_user_watches), or gone already: this watch would miss changes
-                watch.close()
-                return None
-            if directory == root:
-                watch.root_wd = wd
+        return cls(fd, root, add)
+
+    @classmethod
+    def start(cls, root: str, directories) -> "TreeWatch | None":
+        """A watch on root and each of directories (absolute), or None where one cannot see every change."""
+        directories = {root, *directories}
+        watch = cls.open(root) if len(directories) <= MAX_DIRS else None
+        if watch is None or not all(watch.add(directory) for directory in directories):
+            return None
         return watch
+
+    def add(self, directory: str) -> bool:
+        """Watch directory too. False, and the watch closed (it would miss changes), where the kernel refuses
+        (ENOSPC: max_user_watches; the directory gone already) or past MAX_DIRS."""
+        if self.fd < 0:
+            return False
+        wd = self._add_watch(self.fd, os.fsencode(directory), CHANGES | IN_ONLYDIR | IN_DONT_FOLLOW)
+        self.directories += 1
+        if wd < 0 or self.directories > MAX_DIRS:
+            self.close()
+            return False
+        if directory == self.root:
+            self.root_wd = wd
+        return True
 
     def quiet(self) -> bool:
         """Whether no change happened since start; once one has, always False."""

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from offload.sync import scan_cache
+from remote_agent import tree_watch
 from offload.sync.selection import select_files, select_project, selection_lines
 
 
@@ -70,26 +71,89 @@ EDITS = {
 }
 
 
-@pytest.mark.parametrize("watched", [False, True], ids=["checked path by path", "under the inotify watch"])
+def no_inotify():
+    """As on a network filesystem or macOS: no watch can be had, every reuse is checked path by path."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(tree_watch, "LOCAL_FILESYSTEMS", frozenset())
+    return patch
+
+
+WATCHES = ["checked path by path", "under the scan's watch", "under the watch a check path by path set"]
+
+
+@pytest.mark.parametrize("watched", WATCHES)
 @pytest.mark.parametrize("edit", list(EDITS), ids=list(EDITS))
 def test_every_change_is_seen(tmp_path, settled, edit, watched):
     root = tmp_path / "proj"
     make_project(root)
-    kept = select_project(root)
-    if watched:
-        assert select_project(root) is kept  # nothing changed: reused, not scanned again; watched from now on
-        assert scan_cache._kept[(str(root.resolve()), ())].watch is not None
-    EDITS[edit](root)
-    after = select_project(root)
+    unwatched = no_inotify()
+    try:
+        if watched == WATCHES[2]:
+            select_project(root)  # kept without a watch, then checked path by path with inotify back
+            assert scan_cache._kept[(str(root.resolve()), ())].watch is None
+        if watched != WATCHES[0]:
+            unwatched.undo()
+        kept = select_project(root)
+        assert select_project(root) is kept  # nothing changed: reused, not scanned again
+        assert (scan_cache._kept[(str(root.resolve()), ())].watch is not None) == (watched != WATCHES[0])
+        EDITS[edit](root)
+        after = select_project(root)
+    finally:
+        unwatched.undo()
     assert after is not kept  # scanned again, even where the new scan finds the same (bytes, mtime put back)
     assert as_seen(after) == as_seen(fresh(root))
+
+
+@pytest.mark.parametrize("before_listing", [True, False], ids=["before the tree is listed", "after"])
+@pytest.mark.parametrize("edit", list(EDITS), ids=list(EDITS))
+def test_a_change_while_the_scan_runs_is_seen(tmp_path, settled, edit, before_listing):
+    """Made after offload.yaml was read (before any watch was set) or after the whole tree was, before the
+    selection was kept: the next sync scans again."""
+    root = (tmp_path / "proj").resolve()
+    make_project(root)
+    scan_cache.forget_all()
+
+    def select_while_editing(witness):
+        witness.saw_path("offload.yaml")
+        if before_listing:
+            EDITS[edit](root)
+        selection = select_files(root, witness=witness)
+        if not before_listing:
+            EDITS[edit](root)
+        return selection
+
+    kept = scan_cache.cached_selection(root, (), select_while_editing)
+    after = select_project(root)
+    if before_listing and edit != "offload.yaml includes out/":
+        assert as_seen(after) == as_seen(kept)  # the scan listed the tree as edited: its selection holds
+    else:
+        assert after is not kept
+    assert as_seen(after) == as_seen(fresh(root))
+
+
+def test_info_exclude_rewritten_before_its_watch_is_set_is_seen(tmp_path, settled):
+    """.git is never listed: the watch on it is set once the scan is done. .git/info/exclude rewritten in place
+    before that (every ctime the scan saw older than its start) is seen only by checking it again then."""
+    root = (tmp_path / "proj").resolve()
+    make_project(root)
+    (root / ".git" / "info").mkdir(parents=True)
+    (root / ".git" / "info" / "exclude").write_text("nothing.txt\n")
+    scan_cache.forget_all()
+
+    def select_then_edit(witness):
+        selection = select_files(root, witness=witness)
+        (root / ".git" / "info" / "exclude").write_text("data/\n")
+        return selection
+
+    kept = scan_cache.cached_selection(root, (), select_then_edit)
+    after = select_project(root)
+    assert after is not kept and "data/prepare.py" not in {entry.path for entry in after.entries}
 
 
 def test_under_the_watch_a_no_change_selection_stats_nothing(tmp_path, settled, monkeypatch):
     root = tmp_path / "proj"
     make_project(root)
-    kept = select_project(root)
-    assert select_project(root) is kept  # checked path by path once, and the watch started
+    kept = select_project(root)  # watched from the scan on
 
     def no_stat(self):
         raise AssertionError("checked path by path although the watch saw nothing")

@@ -10,11 +10,12 @@ anything else scans again. Like git's racily clean index entries, a scan that sa
 RACY_NS before it started is not kept: a second change within the filesystem's timestamp granularity would
 leave the signature as it was.
 
-Once a check path by path finds nothing changed, an inotify watch (remote_agent/tree_watch.py, the agent's
-own: synchronous, every directory's watch checked, an overflow a change) on every directory seen takes over;
-it is started before that check, so nothing changed between the two goes unseen. Any event in those
-directories sends the next sync back to the check path by path. macOS, a network filesystem or too many
-directories: the check path by path every time.
+An inotify watch (remote_agent/tree_watch.py, the agent's own: synchronous, every directory's watch checked,
+an overflow a change) is set on each directory as the scan comes to it, before it is listed, so a change the
+scan did not see shows; a path seen before the watch on its directory (offload.yaml, .git/info/exclude) is
+checked again once that watch is set. The next sync then costs nothing that grows with the tree. Any event in
+those directories sends the next sync to a check path by path, which starts a new watch before it checks.
+macOS, a network filesystem or too many directories: the check path by path every time.
 
 The cache lives in the process: the link keeper, which runs every command of a laptop, keeps it between syncs.
 """
@@ -51,16 +52,21 @@ class Witness:
         self.newest_ctime = 0
         self.dirs: set = set()  # the directories among paths: a watch on them sees any change to the rest
         self.parents: set = set()  # the directories above paths that are not among them (.git/info)
+        self.unwatched: list = []  # the indices of paths seen before a watch on their directory was set
+        self.live = TreeWatch.open(root)  # the watch set as the scan goes (None: there can be none)
 
     def saw(self, relpath: str, st: os.stat_result | None) -> None:
         index = len(self.paths)
         self.paths.append(relpath)
         if st is not None and stat.S_ISDIR(st.st_mode):
+            if relpath not in self.dirs and self.live is not None and not self.live.add(self.absolute(relpath)):
+                self.live = None  # refused (too many directories): the next sync checks path by path
             self.dirs.add(relpath)
         else:
             parent = relpath.rpartition("/")[0]
             if parent not in self.dirs:
                 self.parents.add(parent)
+                self.unwatched.append(index)
         self.hashes.append(hash(signature(st)))
         ctime = st.st_ctime_ns if st is not None else 0
         self.newest_ctime = max(self.newest_ctime, ctime)
@@ -80,16 +86,36 @@ class Witness:
         """Whether nothing the scan saw changed too close to its start to be told apart from a later change."""
         return self.newest_ctime < self.started_ns - RACY_NS
 
-    def watch(self) -> TreeWatch | None:
-        """An inotify watch on every directory seen, and on the nearest existing one above each path seen in
-        a directory that was not (a missing .git/info: its creation shows in .git); None where there is none."""
-        directories = {self.absolute(relpath) for relpath in self.dirs}
+    def parent_directories(self) -> set:
+        """The nearest existing directory above each path seen in a directory that was not (a missing
+        .git/info: its creation shows in .git)."""
+        directories = set()
         for parent in self.parents - self.dirs:
             directory = self.absolute(parent)
             while not os.path.isdir(directory) and len(directory) > len(self.root):
                 directory = os.path.dirname(directory)
             directories.add(directory)
-        return TreeWatch.start(self.root, directories)
+        return directories
+
+    def watch(self) -> TreeWatch | None:
+        """A new inotify watch on every directory seen and each parent directory; None where there can be none."""
+        return TreeWatch.start(self.root, {*map(self.absolute, self.dirs), *self.parent_directories()})
+
+    def scan_watch(self) -> TreeWatch | None:
+        """The watch set as the scan went, once it covers every path seen (each path seen before the watch on
+        its directory is still as it was), or None (closed)."""
+        live, self.live = self.live, None
+        if live is None:
+            return None
+        watched = set(map(self.absolute, self.dirs))
+        if all(live.add(directory) for directory in self.parent_directories() - watched) \
+                and all(self.as_seen(index) for index in self.unwatched):
+            return live
+        live.close()
+        return None
+
+    def as_seen(self, index: int) -> bool:
+        return hash(signature(lstat_or_none(self.absolute(self.paths[index])))) == self.hashes[index]
 
     def unchanged(self) -> bool:
         """Whether every path is still as the scan saw it; the most recently changed first. One lstat a path,
@@ -111,9 +137,9 @@ class Witness:
 
 
 class Kept:
-    def __init__(self, selection, witness: Witness):
+    def __init__(self, selection, witness: Witness, watch: TreeWatch | None):
         self.selection, self.witness = selection, witness
-        self.watch: TreeWatch | None = None  # set once a check path by path found nothing changed
+        self.watch = watch  # the scan's own, or the one a check path by path that found nothing changed set
 
     def still_valid(self) -> bool:
         """O(1) while the watch saw nothing; else path by path, with a new watch started first, so that a
@@ -153,12 +179,21 @@ def cached_selection(root: Path, includes: tuple, select):
         _kept[key] = kept  # now the most recently used
         return kept.selection
     witness = Witness(os.fspath(root))
-    selection = select(witness)
-    if witness.settled():
-        _kept[key] = Kept(selection, witness)
-        while len(_kept) > MAX_PROJECTS or (len(_kept) > 1 and sum(len(k.witness.paths) for k in _kept.values())
-                                              > MAX_PATHS):
-            _kept.pop(next(iter(_kept))).close()
+    try:
+        selection = select(witness)
+    except BaseException:
+        if witness.live is not None:
+            witness.live.close()
+        raise
+    watch = witness.scan_watch()
+    if not witness.settled():
+        if watch is not None:
+            watch.close()
+        return selection
+    _kept[key] = Kept(selection, witness, watch)
+    while len(_kept) > MAX_PROJECTS or (len(_kept) > 1 and sum(len(k.witness.paths) for k in _kept.values())
+                                          > MAX_PATHS):
+        _kept.pop(next(iter(_kept))).close()
     return selection
 
 
