@@ -3,6 +3,7 @@ interrupted sync leaves behind. The host's workdir is a local path, so the host 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import pty
@@ -20,6 +21,7 @@ from terminal import read_terminal
 from offload.sync.scan import LocalEntry, scan_project
 from offload.sync.push import project_dir_name
 from offload.sync.push_plan import plan_sync, up_to_date
+from remote_agent.tree import SYNC_LOCK
 
 PART_SUFFIX = ".offload-part"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +50,23 @@ def tree(root: Path, skip: tuple = ()) -> dict:
             else:
                 found[relpath] = ("file", path.read_bytes(), st.st_mode & 0o777, st.st_mtime_ns)
     return found
+
+
+def wait_for_host_sync_end(host_dir: Path, timeout_s: float = 10.0) -> None:
+    """Until the agent has let go of the project's sync lock: it saves the sync's records after its reply
+    to the laptop (files.py), so a CLI that has returned may be a moment ahead of the host's .offload/."""
+    fd = os.open(host_dir / SYNC_LOCK, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the agent still holds the sync lock"
+                time.sleep(0.01)
+    finally:
+        os.close(fd)
 
 
 def part_files(root: Path) -> list:
@@ -133,6 +152,7 @@ def test_sync_sends_exactly_the_files_not_ignored_with_content_modes_links_and_e
 
     assert result.returncode == 0, result.stderr
     host_dir = host_project_dir(box["workdir"], project)
+    wait_for_host_sync_end(host_dir)
     got = tree(host_dir)
     assert got.pop(".offload") == ("dir",)
     assert got.pop(".offload/synced.json")[0] == "file"

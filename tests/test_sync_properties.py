@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from conftest import register_host, run_offload
 from sshd_server import wait_for
+from test_sync import wait_for_host_sync_end
 
 from offload.errors import OffloadError
 from offload.sync.push import project_dir_name, sync_project
@@ -355,6 +356,7 @@ def test_a_file_appended_to_while_it_is_sent_is_resent_or_reported_never_synced_
     second = sync_project(agent, project, workdir, out=io.StringIO())
     assert host_file.read_bytes() == final
     assert second.sent_files == (0 if reported is None and len(final) == len(on_host) else 1)
+    wait_for_host_sync_end(host_file.parent)
     synced = json.loads((host_file.parent / ".offload" / "synced.json").read_text())["paths"]
     assert "growing.bin" in synced
     out = io.StringIO()
