@@ -3,7 +3,6 @@ interrupted sync leaves behind. The host's workdir is a local path, so the host 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import pty
@@ -21,7 +20,7 @@ from terminal import read_terminal
 from offload.sync.scan import LocalEntry, scan_project
 from offload.sync.push import project_dir_name
 from offload.sync.push_plan import plan_sync, up_to_date
-from remote_agent.tree import SYNC_LOCK
+from remote_agent.tree import SYNC_LOCK, try_lock, unlock
 
 PART_SUFFIX = ".offload-part"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,21 +51,14 @@ def tree(root: Path, skip: tuple = ()) -> dict:
     return found
 
 
-def wait_for_host_sync_end(host_dir: Path, timeout_s: float = 10.0) -> None:
+def wait_for_host_sync_end(host_dir: Path) -> None:
     """Until the agent has let go of the project's sync lock: it saves the sync's records after its reply
     to the laptop (files.py), so a CLI that has returned may be a moment ahead of the host's .offload/."""
-    fd = os.open(host_dir / SYNC_LOCK, os.O_RDONLY)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                assert time.monotonic() < deadline, "the agent still holds the sync lock"
-                time.sleep(0.01)
-    finally:
-        os.close(fd)
+    def lock_is_free() -> bool:
+        fd = try_lock(str(host_dir / SYNC_LOCK))
+        unlock(fd)
+        return fd is not None
+    assert wait_for(lock_is_free, 10), "the agent still holds the sync lock"
 
 
 def part_files(root: Path) -> list:
